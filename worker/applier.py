@@ -1,0 +1,177 @@
+"""Apply one micro-batch of decoded events to the factors of one Redis version.
+
+Read touched vectors (one script call per kind) -> one numba kernel call over batch-local
+arrays -> record the intent -> idempotent writes + checkpoints in one pipeline. The worker
+loop, the retrain catch-up and the restore replay all go through here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from online_als.events import confidence_preference_from_weights
+from online_als.init import ITEM_SALT, USER_SALT, init_vectors
+from online_als.kernels.explicit_sgd import sgd_update_batch
+from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
+from worker.config import ModelSettings
+from worker.redis_store import RedisStore, SeenUpdates, VersionMeta
+
+
+@dataclass
+class EventBatch:
+    """Decoded, valid events; parallel arrays."""
+
+    user_ids: np.ndarray  # object (str)
+    item_ids: np.ndarray  # object (str)
+    values: np.ndarray  # float32: rating (explicit) or signed weight (implicit)
+    partitions: np.ndarray  # int32
+    offsets: np.ndarray  # int64
+    event_ts: np.ndarray  # float64 seconds
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def sorted(self) -> EventBatch:
+        """Order by (partition, offset): the order the kernel applies, and recovery repeats."""
+        order = np.lexsort((self.offsets, self.partitions))
+        return EventBatch(*(a[order] for a in (self.user_ids, self.item_ids, self.values,
+                                               self.partitions, self.offsets, self.event_ts)))
+
+
+@dataclass
+class VersionState:
+    meta: VersionMeta
+    gy_inv: np.ndarray | None = None
+    gx_inv: np.ndarray | None = None
+
+    @property
+    def version(self) -> int:
+        return self.meta.version
+
+
+@dataclass
+class ApplyResult:
+    predictions: np.ndarray
+    applied: np.ndarray
+    new_users: int
+    new_items: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class BatchApplier:
+    def __init__(self, store: RedisStore, model: ModelSettings, topic: str) -> None:
+        self.store = store
+        self.model = model
+        self.topic = topic
+
+    def load_version(self, version: int) -> VersionState:
+        meta = self.store.read_meta(version)
+        if meta is None:
+            raise RuntimeError(f"Redis has no metadata for model version {version}")
+        state = VersionState(meta)
+        if meta.mode == "implicit":
+            grams = self.store.read_grams(version, meta.rank)
+            if grams is None:
+                eye = gram_inverse(np.zeros((0, meta.rank), dtype=np.float32),
+                                   self.model.implicit_regularization)
+                grams = (eye, eye)
+            state.gy_inv, state.gx_inv = grams
+        return state
+
+    def ensure_version(self) -> int:
+        """The current version, creating an empty first one when Redis has none."""
+        m = self.model
+        return self.store.bootstrap_version({
+            "mode": m.mode, "rank": m.rank, "global_mean": m.global_mean, "source": "bootstrap",
+        })
+
+    def apply(self, state: VersionState, batch: EventBatch, ends: dict[int, int] | None = None,
+              recovery: bool = False, batch_id: str | None = None) -> ApplyResult:
+        """Apply ``batch`` (sorted by partition, offset). ``ends`` are the batch's last offsets
+        per partition, rejected messages included; ``recovery`` re-applies a pending batch."""
+        t0 = time.perf_counter()
+        meta, k, m = state.meta, state.meta.rank, self.model
+        ends = ends if ends is not None else _partition_ends(batch.partitions, batch.offsets)
+        spec = ",".join(f"{p}={e}" for p, e in sorted(ends.items()))
+        users, u_rows = np.unique(batch.user_ids, return_inverse=True)
+        items, i_rows = np.unique(batch.item_ids, return_inverse=True)
+        user_list, item_list = users.tolist(), items.tolist()
+        ukeys = self.store.vector_keys(meta.version, "u", user_list)
+        ikeys = self.store.vector_keys(meta.version, "i", item_list)
+        ub = self.store.read_vectors(ukeys, k, spec if recovery else "")
+        ib = self.store.read_vectors(ikeys, k, spec if recovery else "")
+        t1 = time.perf_counter()
+        new_u, new_i = np.flatnonzero(~ub.present), np.flatnonzero(~ib.present)
+        u_scale, i_scale = m.init_scales()
+        if len(new_u):
+            ub.factors[new_u] = init_vectors([user_list[j] for j in new_u], k, m.seed, u_scale,
+                                             salt=USER_SALT)
+        if len(new_i):
+            ib.factors[new_i] = init_vectors([item_list[j] for j in new_i], k, m.seed, i_scale,
+                                             salt=ITEM_SALT)
+        exp_uf, exp_ub = ub.factors.copy(), ub.biases.copy()
+        exp_if, exp_ib = ib.factors.copy(), ib.biases.copy()
+        u_rows = u_rows.astype(np.int64)
+        i_rows = i_rows.astype(np.int64)
+        n = len(batch)
+        pred = np.zeros(n, dtype=np.float32)
+        applied = np.zeros(n, dtype=np.uint8)
+        if meta.mode == "explicit":
+            sgd_update_batch(ub.factors, ub.biases, ib.factors, ib.biases, u_rows, i_rows,
+                             batch.values.astype(np.float32), np.float32(meta.global_mean),
+                             m.learning_rate, m.regularization, m.bias_regularization,
+                             m.gradient_clip, pred, applied)
+        else:
+            conf, pref = confidence_preference_from_weights(batch.values, m.alpha)
+            assert state.gy_inv is not None and state.gx_inv is not None
+            foldin_update_batch(ub.factors, ib.factors, u_rows, i_rows, conf, pref,
+                                state.gy_inv, state.gx_inv, m.update_items, pred, applied)
+        t2 = time.perf_counter()
+        ok = applied.astype(bool)
+        seen = SeenUpdates(
+            [self.store.keys.seen(meta.version, u) for u in user_list],
+            u_rows[ok], batch.item_ids[ok], batch.values[ok],
+            "set" if meta.mode == "explicit" else "incr",
+        )
+        counts = np.bincount(i_rows[ok], minlength=len(item_list)).astype(np.int64)
+        bid = batch_id or uuid.uuid4().hex
+        self.store.write_intents(meta.version, self.topic, ends, bid)
+        pipe = self.store.client.pipeline(transaction=False)
+        self.store.write_vectors(ukeys, spec, exp_uf, ub.factors, exp_ub, ub.biases,
+                                 seen=seen, pipe=pipe)
+        self.store.write_vectors(ikeys, spec, exp_if, ib.factors, exp_ib, ib.biases,
+                                 counts=counts, pipe=pipe)
+        self.store.add_to_index(meta.version, "u", [user_list[j] for j in new_u], pipe)
+        self.store.add_to_index(meta.version, "i", [item_list[j] for j in new_i], pipe)
+        if not self.store.cluster:
+            self.store.queue_checkpoints(meta.version, self.topic, ends, pipe)
+            pipe.execute()
+        else:  # checkpoints only after every slot's write landed
+            pipe.execute()
+            cp = self.store.client.pipeline(transaction=False)
+            self.store.queue_checkpoints(meta.version, self.topic, ends, cp)
+            cp.execute()
+        t3 = time.perf_counter()
+        return ApplyResult(pred, applied, len(new_u), len(new_i),
+                           {"read": t1 - t0, "kernel": t2 - t1, "write": t3 - t2})
+
+    def checkpoint_only(self, state: VersionState, ends: dict[int, int]) -> None:
+        """Advance checkpoints for partitions whose batch held only rejected messages."""
+        if ends:
+            pipe = self.store.client.pipeline(transaction=False)
+            self.store.queue_checkpoints(state.version, self.topic, ends, pipe)
+            pipe.execute()
+
+
+def _partition_ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
+    out: dict[int, int] = {}
+    if len(partitions) == 0:
+        return out
+    parts = np.unique(partitions)
+    for p in parts.tolist():
+        out[int(p)] = int(offsets[partitions == p].max())
+    return out

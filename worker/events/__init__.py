@@ -1,0 +1,43 @@
+"""Rating/interaction event schema, batched decoder and dead-letter records (I/O-free).
+
+See docs/event-schema.md for the wire formats.
+"""
+
+from worker.events.binary import (
+    KIND_EVENT,
+    KIND_RATING,
+    KIND_WEIGHT,
+    MAGIC,
+    VERSION,
+    decode_binary,
+    encode_binary,
+)
+from worker.events.decode import DecodedBatch, RejectRow, decode_batch, encode_json
+from worker.events.dlq import dead_letter_record
+from worker.events.schema import (
+    DEFAULT_EVENT_WEIGHTS,
+    MILLIS_THRESHOLD,
+    REASONS,
+    DecodeConfig,
+    Mode,
+)
+
+__all__ = [
+    "DEFAULT_EVENT_WEIGHTS",
+    "KIND_EVENT",
+    "KIND_RATING",
+    "KIND_WEIGHT",
+    "MAGIC",
+    "MILLIS_THRESHOLD",
+    "REASONS",
+    "VERSION",
+    "DecodeConfig",
+    "DecodedBatch",
+    "Mode",
+    "RejectRow",
+    "dead_letter_record",
+    "decode_batch",
+    "decode_binary",
+    "encode_binary",
+    "encode_json",
+]

@@ -1,0 +1,124 @@
+"""Thin confluent-kafka adapter: client configs, topic creation, batched consumption.
+
+Offsets are handled explicitly: no auto commit, no auto offset store. The worker's position
+comes from the Redis checkpoint of the serving version; Kafka commits are informational (for
+lag tools) and happen only after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from worker.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        conf["sasl.mechanism"] = settings.sasl_mechanism
+        conf["sasl.username"] = settings.sasl_username or ""
+        conf["sasl.password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        )
+    return conf
+
+
+def consumer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
+    return {
+        **client_config(settings),
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "fetch.wait.max.ms": 50,
+        "queued.max.messages.kbytes": 65536,
+        "enable.partition.eof": False,
+        **extra,
+    }
+
+
+def producer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
+    return {
+        **client_config(settings),
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **extra,
+    }
+
+
+def ensure_topics(settings: KafkaSettings, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create topics (name -> partitions) that do not exist yet; existing ones are left alone."""
+    admin = AdminClient(client_config(settings))
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [NewTopic(name, num_partitions=n, replication_factor=-1)
+              for name, n in topics.items() if name not in existing]
+    if not wanted:
+        return
+    for name, fut in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("created topic %s", name)
+
+
+def topic_partitions(consumer_or_admin: Any, topic: str, timeout_s: float = 10.0) -> list[int]:
+    md = consumer_or_admin.list_topics(topic, timeout=timeout_s)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return []
+    return sorted(t.partitions)
+
+
+def consume_batch(consumer: Consumer, max_events: int, max_wait_s: float,
+                  on_error: Callable[[KafkaError], None]) -> list[Message]:
+    """Poll until ``max_events`` messages or ``max_wait_s`` passed (whichever first)."""
+    out: list[Message] = []
+    deadline = time.monotonic() + max_wait_s
+    while len(out) < max_events:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        msgs = consumer.consume(num_messages=min(max_events - len(out), 10000), timeout=remaining)
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                out.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                on_error(err)
+    return out
+
+
+def make_consumer(settings: KafkaSettings, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, **extra))
+
+
+def make_producer(settings: KafkaSettings, **extra: Any) -> Producer:
+    return Producer(producer_config(settings, **extra))
+
+
+def high_watermarks(consumer: Consumer, topic: str, partitions: list[int],
+                    timeout_s: float = 2.0) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for p in partitions:
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            out[p] = high
+        except KafkaException:
+            continue
+    return out

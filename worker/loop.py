@@ -1,0 +1,342 @@
+"""The streaming worker: Kafka consumer group -> decode -> numba kernel -> Redis.
+
+Exactly-once effect: each partition's position is the Redis checkpoint of the serving
+version, written in the same ordered pipeline as the factor changes it reflects (see
+``docs/exactly-once.md``). The loop is single-threaded: rebalance callbacks run inside
+``consume`` between batches, never in the middle of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from worker import kafka_io
+from worker.applier import BatchApplier, EventBatch, VersionState
+from worker.config import Settings
+from worker.events import DecodeConfig, dead_letter_record, decode_batch
+from worker.keys import RedisKeys
+from worker.metrics import MetricsServer, WorkerMetrics
+from worker.redis_store import Checkpoint, RedisStore, connect
+
+log = logging.getLogger("online_als.worker")
+
+
+def decode_config(settings: Settings) -> DecodeConfig:
+    from online_als.events import ImplicitEventMap
+
+    m = settings.model
+    weights = dict(ImplicitEventMap.from_string(m.event_weights).weights)
+    return DecodeConfig(mode=m.mode, rating_min=m.rating_min, rating_max=m.rating_max,
+                        event_weights=weights, max_id_bytes=settings.worker.max_id_bytes)
+
+
+@dataclass
+class _Partitions:
+    """Positions (next offset to apply) and pending recovery per assigned partition."""
+
+    positions: dict[int, int] = field(default_factory=dict)
+    pending: dict[int, Checkpoint] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process of the consumer group.
+
+    ``run(idle_exit_s=...)`` returns after that many idle seconds (burst mode for tests and
+    replays); otherwise it runs until SIGTERM/SIGINT or ``stop()``.
+    """
+
+    def __init__(self, settings: Settings, metrics: WorkerMetrics | None = None,
+                 server: MetricsServer | None = None) -> None:
+        self.settings = settings
+        self.server = server
+        self.topic = settings.kafka.topic
+        self.metrics = metrics or WorkerMetrics(window=settings.worker.prequential_window)
+        self.store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix),
+                                cluster=settings.redis.cluster)
+        self.applier = BatchApplier(self.store, settings.model, self.topic)
+        self.decode_cfg = decode_config(settings)
+        self._stop = threading.Event()
+        self._parts = _Partitions()
+        self._carry: list[Message] = []
+        self._state: VersionState | None = None
+        self._consumer: Consumer | None = None
+        self._dlq = None
+        self._last_lag_probe = 0.0
+        self._last_heartbeat = 0.0
+        self.applied_total = 0
+        self.dead_lettered_total = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def _connect(self) -> None:
+        k = self.settings.kafka
+        kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
+        version = self._with_redis_retry(self.applier.ensure_version)
+        self._state = self._with_redis_retry(lambda: self.applier.load_version(version))
+        self._publish_version()
+        self._dlq = kafka_io.make_producer(k)
+        self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error)
+        self._consumer.subscribe([k.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def run(self, idle_exit_s: float | None = None, max_batches: int | None = None) -> None:
+        self._connect()
+        assert self._consumer is not None
+        w = self.settings.worker
+        idle_since = time.monotonic()
+        batches = 0
+        try:
+            while not self._stop.is_set():
+                msgs = self._carry + kafka_io.consume_batch(
+                    self._consumer, w.batch_max_events, w.batch_max_wait_ms / 1000.0,
+                    self._on_kafka_error)
+                self._carry = []
+                self._housekeeping()
+                if self._check_version_switch():
+                    continue
+                if msgs and self._process(msgs):
+                    idle_since = time.monotonic()
+                    batches += 1
+                    if max_batches is not None and batches >= max_batches:
+                        break
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    break
+        finally:
+            self._set_ready(False)
+            self._consumer.close()  # leaves the group; checkpoints are already in Redis
+            if self._dlq is not None:
+                self._dlq.flush(10)
+            log.info("worker stopped: applied=%d dead_lettered=%d",
+                     self.applied_total, self.dead_lettered_total)
+
+    # -- rebalance ------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._state is not None
+        ids = [tp.partition for tp in partitions]
+        cps = self._with_redis_retry(
+            lambda: self.store.read_checkpoints(self._state.version, self.topic, ids))  # type: ignore[union-attr]
+        assign = []
+        for p in ids:
+            cp = cps[p]
+            start = cp.offset if cp.offset is not None else 0
+            self._parts.positions[p] = start
+            if cp.has_pending:
+                self._parts.pending[p] = cp
+            assign.append(TopicPartition(self.topic, p, cp.offset if cp.offset is not None
+                                         else OFFSET_BEGINNING))
+        consumer.incremental_assign(assign)
+        self._set_ready(True)
+        log.info("assigned %s (pending recovery: %s)", ids, sorted(self._parts.pending))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.metrics.forget_partition(self.topic, tp.partition)
+            self._parts.positions.pop(tp.partition, None)
+            self._parts.pending.pop(tp.partition, None)
+        self._carry = [m for m in self._carry if m.partition() in self._parts.positions]
+        consumer.incremental_unassign(partitions)
+        log.info("revoked %s", [tp.partition for tp in partitions])
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        self.metrics.set_server_up("kafka", False)
+        self.metrics.reconnects.labels("kafka").inc()
+        log.warning("kafka unavailable or erroring (%s); librdkafka reconnects with backoff", err)
+
+    # -- versions -------------------------------------------------------------------------
+    def _check_version_switch(self) -> bool:
+        assert self._state is not None and self._consumer is not None
+        current = self._with_redis_retry(self.store.current_version)
+        if current is None or current == self._state.version:
+            return False
+        log.info("model version switched %d -> %d; repositioning", self._state.version, current)
+        self._state = self._with_redis_retry(lambda: self.applier.load_version(current))
+        self._publish_version()
+        assigned = list(self._parts.positions)
+        if assigned:  # reposition every partition at the new version's checkpoints
+            tps = [TopicPartition(self.topic, p) for p in assigned]
+            self._consumer.incremental_unassign(tps)
+            self._parts = _Partitions()
+            self._carry = []
+            self._on_assign(self._consumer, tps)
+        return True
+
+    def _set_ready(self, ready: bool) -> None:
+        if self.server is not None:
+            self.server.ready = ready
+
+    def _publish_version(self) -> None:
+        assert self._state is not None
+        self.metrics.model_version.set(self._state.version)
+
+    # -- one batch ------------------------------------------------------------------------
+    def _process(self, msgs: list[Message]) -> bool:
+        parts = self._parts
+        fresh = [m for m in msgs if m.partition() in parts.positions
+                 and m.offset() >= parts.positions[m.partition()]]
+        if not fresh:
+            return False
+        recovery = False
+        batch_id = None
+        if parts.pending:
+            fresh, recovery, batch_id = self._recovery_slice(fresh)
+            if not fresh:
+                return False
+        self.metrics.events_consumed.inc(len(fresh))
+        t0 = time.perf_counter()
+        values = [m.value() for m in fresh]
+        kafka_ts = np.fromiter((m.timestamp()[1] for m in fresh), dtype=np.float64, count=len(fresh))
+        part_arr = np.fromiter((m.partition() for m in fresh), dtype=np.int32, count=len(fresh))
+        off_arr = np.fromiter((m.offset() for m in fresh), dtype=np.int64, count=len(fresh))
+        decoded = decode_batch(values, kafka_ts, self.decode_cfg)
+        if decoded.rejects:
+            self._dead_letter(fresh, decoded.rejects)
+        ends = {int(p): int(off_arr[part_arr == p].max()) for p in np.unique(part_arr).tolist()}
+        assert self._state is not None
+        if len(decoded):
+            idx = decoded.index
+            batch = EventBatch(np.asarray(decoded.user_ids, dtype=object),
+                               np.asarray(decoded.item_ids, dtype=object),
+                               decoded.values.astype(np.float32), part_arr[idx], off_arr[idx],
+                               decoded.ts).sorted()
+            state = self._state
+            bid = batch_id or uuid.uuid4().hex
+            attempts = [recovery]
+
+            def apply_once() -> Any:
+                # a retry after a failure mid-write must recompute from the before-images
+                again = attempts[-1]
+                attempts.append(True)
+                return self.applier.apply(state, batch, ends, again, bid)
+
+            result = self._with_redis_retry(apply_once)
+            self._observe(batch, result, time.perf_counter() - t0)
+        else:
+            state = self._state
+            self._with_redis_retry(lambda: self.applier.checkpoint_only(state, ends))
+        for p, end in ends.items():
+            parts.positions[p] = end + 1
+            parts.pending.pop(p, None)
+        self._commit_informational(ends)
+        self.metrics.last_checkpoint.set(time.time())
+        return True
+
+    def _recovery_slice(self, msgs: list[Message]) -> tuple[list[Message], bool, str | None]:
+        """Rebuild exactly the pending batch of one batch id; carry everything else over."""
+        parts = self._parts
+        batch_id = next(iter(parts.pending.values())).pending_batch
+        group = {p: cp for p, cp in parts.pending.items() if cp.pending_batch == batch_id}
+        inside = [m for m in msgs if m.partition() in group
+                  and m.offset() <= (group[m.partition()].pending_end or -1)]
+        reached = {m.partition() for m in inside
+                   if m.offset() == group[m.partition()].pending_end}
+        if reached != set(group):
+            # not all of the pending batch has arrived yet: keep it and poll more
+            self._carry = msgs
+            return [], True, batch_id
+        self._carry = [m for m in msgs if m not in inside]
+        log.info("recovering pending batch %s on partitions %s", batch_id, sorted(group))
+        return inside, True, batch_id
+
+    def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
+        assert self._dlq is not None
+        topic = self.settings.kafka.dead_letter_topic
+        for pos, reason, detail in rejects:
+            m = msgs[pos]
+            value, headers = dead_letter_record(m.value() or b"", reason, detail, m.topic(),
+                                                m.partition(), m.offset())
+            self._produce_dlq(topic, value, headers, m.key())
+            self.metrics.events_dead_lettered.labels(reason).inc()
+        self.dead_lettered_total += len(rejects)
+        # the checkpoint that follows moves past these offsets: they must be durable first
+        remaining = self._dlq.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} dead-letter messages not delivered; not checkpointing")
+
+    def _produce_dlq(self, topic: str, value: bytes, headers: Any, key: bytes | None) -> None:
+        assert self._dlq is not None
+        while True:
+            try:
+                self._dlq.produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:
+                self._dlq.poll(0.1)
+
+    def _observe(self, batch: EventBatch, result: Any, seconds: float) -> None:
+        m = self.metrics
+        applied = int(result.applied.sum())
+        refused = len(batch) - applied
+        self.applied_total += applied
+        m.events_applied.inc(applied)
+        if refused:
+            m.nan_guard_refusals.inc(refused)
+        m.batch_size.observe(len(batch))
+        m.batch_latency.observe(seconds)
+        for op, secs in result.timings.items():
+            if op != "kernel":
+                m.redis_latency.labels(op).observe(secs)
+        ok = result.applied.astype(bool)
+        if self._state is not None and self._state.meta.mode == "explicit":
+            mo = self.settings.model
+            pred = np.clip(result.predictions[ok], mo.rating_min, mo.rating_max)
+            m.observe_prequential(pred, batch.values[ok])
+        else:
+            m.observe_prequential(result.predictions[ok], (batch.values[ok] > 0).astype(np.float32))
+        m.set_event_time_lag(batch.event_ts)
+
+    def _commit_informational(self, ends: dict[int, int]) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, p, e + 1)
+                                           for p, e in ends.items()], asynchronous=True)
+        except Exception as exc:  # lag tools only; the Redis checkpoint is the truth
+            log.debug("informational commit failed: %s", exc)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= 1.0:
+            self._last_heartbeat = now
+            version = self._state.version if self._state else None
+            self._with_redis_retry(lambda: self.store.heartbeat(
+                self.settings.worker.name, self.settings.worker.heartbeat_ttl_s,
+                {"version": version, "partitions": sorted(self._parts.positions),
+                 "applied": self.applied_total, "at": time.time()}))
+        if now - self._last_lag_probe >= 5.0 and self._consumer is not None:
+            self._last_lag_probe = now
+            highs = kafka_io.high_watermarks(self._consumer, self.topic, list(self._parts.positions))
+            for p, high in highs.items():
+                lag = max(0, high - self._parts.positions.get(p, high))
+                self.metrics.set_consumer_lag(self.topic, p, lag)
+            if highs:
+                self.metrics.set_server_up("kafka", True)
+
+    def _with_redis_retry(self, fn: Any) -> Any:
+        """Run ``fn``; while Redis is away, retry with capped exponential backoff."""
+        delay = 0.1
+        while True:
+            try:
+                result = fn()
+                self.metrics.set_server_up("redis", True)
+                return result
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.metrics.set_server_up("redis", False)
+                self.metrics.reconnects.labels("redis").inc()
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)

@@ -1,0 +1,320 @@
+"""The factor store in Redis: batched reads/writes of vectors, checkpoints, versions.
+
+Keys come from :mod:`worker.keys` (spec: ``docs/redis-keys.md``). Every vector write is
+idempotent on its own (a per-key record of the last batch end offset per partition), so the
+design holds on a Redis Cluster, where the client groups keys by hash slot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import redis
+from redis.crc import key_slot
+
+from worker.config import RedisSettings
+from worker.keys import FORMAT_VERSION, GRAM_DTYPE, VECTOR_DTYPE, RedisKeys
+
+MAX_KEYS_PER_CALL = 2000  # bounds how long one script blocks Redis
+
+
+def _script(name: str) -> str:
+    return resources.files("worker").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True)
+class VersionMeta:
+    version: int
+    mode: str
+    rank: int
+    global_mean: float
+    status: str
+    gram_serial: int
+    extra: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    offset: int | None  # next offset to consume; None when the partition was never applied
+    pending_end: int | None  # end offset of a batch whose writes may be partial
+    pending_batch: str | None
+
+    @property
+    def has_pending(self) -> bool:
+        return (
+            self.pending_end is not None
+            and (self.offset is None or self.pending_end >= self.offset)
+        )
+
+
+@dataclass
+class VectorBlock:
+    """Vectors of a set of ids read in one call."""
+
+    factors: np.ndarray  # float32 (n, k), a writable copy
+    biases: np.ndarray  # float32 (n,)
+    present: np.ndarray  # bool (n,)
+    from_before_image: np.ndarray  # bool (n,)
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    """A client for the configured Redis (a cluster client when ``cluster`` is set)."""
+    password = settings.password.get_secret_value() if settings.password else None
+    if settings.cluster:
+        return redis.RedisCluster(  # type: ignore[return-value]
+            host=settings.host, port=settings.port, password=password,
+            socket_timeout=settings.socket_timeout_s,
+        )
+    return redis.Redis(
+        host=settings.host, port=settings.port, db=settings.db, password=password,
+        socket_timeout=settings.socket_timeout_s, socket_connect_timeout=settings.socket_timeout_s,
+    )
+
+
+class RedisStore:
+    """Batched access to one online-als key space."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False) -> None:
+        self.client = client
+        self.keys = keys
+        self.cluster = cluster
+        self._read = client.register_script(_script("read_vectors.lua"))
+        self._write = client.register_script(_script("write_vectors.lua"))
+
+    # -- versions -----------------------------------------------------------------------
+    def current_version(self) -> int | None:
+        value = self.client.get(self.keys.current())
+        return int(value) if value is not None else None
+
+    def allocate_version(self) -> int:
+        return int(self.client.incr(self.keys.version_counter()))
+
+    def write_meta(self, version: int, fields: dict[str, Any]) -> None:
+        encoded = {k: (v if isinstance(v, bytes | str) else json.dumps(v)) for k, v in fields.items()}
+        self.client.hset(self.keys.meta(version), mapping=encoded)  # type: ignore[arg-type]
+
+    def read_meta(self, version: int) -> VersionMeta | None:
+        raw = self.client.hgetall(self.keys.meta(version))
+        if not raw:
+            return None
+        meta = {k.decode(): v for k, v in raw.items()}
+        fmt = int(meta.get("format", b"0"))
+        if fmt != FORMAT_VERSION:
+            raise RuntimeError(
+                f"Redis version {version} has key format {fmt}, this code reads {FORMAT_VERSION}; "
+                "restore it with `online-als restore` or use a matching online-als release"
+            )
+        extra = {k: v.decode(errors="replace") for k, v in meta.items() if not k.startswith("gram_")}
+        return VersionMeta(
+            version=version,
+            mode=meta["mode"].decode(),
+            rank=int(meta["rank"]),
+            global_mean=float(meta.get("global_mean", b"0")),
+            status=meta.get("status", b"").decode(),
+            gram_serial=int(meta.get("gram_serial", b"0")),
+            extra=extra,
+        )
+
+    def read_grams(self, version: int, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
+        gy, gx = self.client.hmget(self.keys.meta(version), ["gram_items_inv", "gram_users_inv"])
+        if gy is None or gx is None:
+            return None
+        shape = (rank, rank)
+        return (
+            np.frombuffer(gy, dtype=GRAM_DTYPE).reshape(shape).astype(np.float64),
+            np.frombuffer(gx, dtype=GRAM_DTYPE).reshape(shape).astype(np.float64),
+        )
+
+    def write_grams(self, version: int, gy_inv: np.ndarray, gx_inv: np.ndarray) -> None:
+        key = self.keys.meta(version)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={
+            "gram_items_inv": np.ascontiguousarray(gy_inv, dtype=GRAM_DTYPE).tobytes(),
+            "gram_users_inv": np.ascontiguousarray(gx_inv, dtype=GRAM_DTYPE).tobytes(),
+        })
+        pipe.hincrby(key, "gram_serial", 1)
+        pipe.execute()
+
+    def switch_current(self, version: int, reason: str, actor: str = "") -> None:
+        """Point serving at ``version`` with one SET, and log the switch."""
+        record = json.dumps({"to": version, "reason": reason, "actor": actor, "at": time.time()})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.current(), version)
+        pipe.lpush(self.keys.switch_log(), record)
+        pipe.ltrim(self.keys.switch_log(), 0, 999)
+        pipe.execute()
+
+    def bootstrap_version(self, meta: dict[str, Any]) -> int:
+        """Create version 1-style namespace and point at it, unless a current version exists."""
+        current = self.current_version()
+        if current is not None:
+            return current
+        version = self.allocate_version()
+        self.write_meta(version, {**meta, "format": FORMAT_VERSION, "status": "online",
+                                  "created_at": time.time()})
+        if self.client.set(self.keys.current(), version, nx=True):
+            return version
+        return int(self.current_version())  # type: ignore[arg-type]  # another worker won
+
+    # -- vectors -------------------------------------------------------------------------
+    def vector_keys(self, version: int, kind: str, ids: list[str]) -> list[str]:
+        build = self.keys.user if kind == "u" else self.keys.item
+        return [build(version, i) for i in ids]
+
+    def _groups(self, keys: list[str]) -> list[np.ndarray]:
+        """Index groups of at most MAX_KEYS_PER_CALL keys, one hash slot each on a cluster."""
+        n = len(keys)
+        if not self.cluster:
+            return [np.arange(s, min(s + MAX_KEYS_PER_CALL, n)) for s in range(0, n, MAX_KEYS_PER_CALL)]
+        slots = np.fromiter((key_slot(k.encode()) for k in keys), dtype=np.int64, count=n)
+        order = np.argsort(slots, kind="stable")
+        bounds = np.flatnonzero(np.diff(slots[order])) + 1
+        return [g[s:s + MAX_KEYS_PER_CALL] for g in np.split(order, bounds)
+                for s in range(0, len(g), MAX_KEYS_PER_CALL)]
+
+    def read_vectors(self, keys: list[str], rank: int, recovery: str = "") -> VectorBlock:
+        n = len(keys)
+        factors = np.zeros((n, rank), dtype=np.float32)
+        biases = np.zeros(n, dtype=np.float32)
+        flags = np.zeros(n, dtype=np.uint8)
+        if n == 0:
+            return VectorBlock(factors, biases, flags.astype(bool), flags.astype(bool))
+        groups = self._groups(keys)
+        pipe = self.client.pipeline(transaction=False)
+        for g in groups:
+            self._read(keys=[keys[i] for i in g], args=[4 * rank, recovery], client=pipe)
+        for g, (fb, bb, fl) in zip(groups, pipe.execute(), strict=True):
+            factors[g] = np.frombuffer(fb, dtype=VECTOR_DTYPE).reshape(len(g), rank)
+            biases[g] = np.frombuffer(bb, dtype=VECTOR_DTYPE)
+            flags[g] = np.frombuffer(fl, dtype=np.uint8)
+        present = flags != ord("0")
+        return VectorBlock(factors, biases, present, flags == ord("r"))
+
+    def write_vectors(
+        self,
+        keys: list[str],
+        parts_spec: str,
+        expected_f: np.ndarray,
+        new_f: np.ndarray,
+        expected_b: np.ndarray,
+        new_b: np.ndarray,
+        counts: np.ndarray | None = None,
+        seen: SeenUpdates | None = None,
+        pipe: Any = None,
+    ) -> Any:
+        """Queue the idempotent write of a batch's vectors on ``pipe`` (or execute now)."""
+        own = pipe is None
+        pipe = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        rank = new_f.shape[1] if new_f.ndim == 2 else 0
+        exp_f = np.ascontiguousarray(expected_f, dtype=VECTOR_DTYPE)
+        nf = np.ascontiguousarray(new_f, dtype=VECTOR_DTYPE)
+        exp_b = np.ascontiguousarray(expected_b, dtype=VECTOR_DTYPE)
+        nb = np.ascontiguousarray(new_b, dtype=VECTOR_DTYPE)
+        cnt = counts if counts is not None else np.zeros(len(keys), dtype=np.int64)
+        for g in self._groups(keys):
+            gkeys = [keys[i] for i in g]
+            seen_keys, seen_args = (seen.for_group(g) if seen is not None else ([], ["set", "0"]))
+            args: list[Any] = [
+                len(g), 4 * rank, parts_spec,
+                exp_f[g].tobytes(), nf[g].tobytes(), exp_b[g].tobytes(), nb[g].tobytes(),
+                ",".join(map(str, cnt[g].tolist())),
+                *seen_args,
+            ]
+            self._write(keys=gkeys + seen_keys, args=args, client=pipe)
+        return pipe.execute() if own else pipe
+
+    def add_to_index(self, version: int, kind: str, ids: list[str], pipe: Any) -> None:
+        if ids:
+            key = self.keys.user_index(version) if kind == "u" else self.keys.item_index(version)
+            pipe.sadd(key, *ids)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def read_checkpoints(self, version: int, topic: str, partitions: list[int]) -> dict[int, Checkpoint]:
+        pipe = self.client.pipeline(transaction=False)
+        for p in partitions:
+            pipe.hmget(self.keys.checkpoint(version, topic, p), ["offset", "pending_end", "pending_batch"])
+        out: dict[int, Checkpoint] = {}
+        for p, (off, pend, batch) in zip(partitions, pipe.execute(), strict=True):
+            out[p] = Checkpoint(
+                offset=int(off) if off is not None else None,
+                pending_end=int(pend) if pend is not None else None,
+                pending_batch=batch.decode() if batch is not None else None,
+            )
+        return out
+
+    def write_intents(self, version: int, topic: str, ends: dict[int, int], batch_id: str) -> None:
+        """Record, before any vector write, which batch is about to be applied."""
+        pipe = self.client.pipeline(transaction=False)
+        for p, end in ends.items():
+            pipe.hset(self.keys.checkpoint(version, topic, p),
+                      mapping={"pending_end": end, "pending_batch": batch_id})
+        pipe.execute()
+
+    def queue_checkpoints(self, version: int, topic: str, ends: dict[int, int], pipe: Any) -> None:
+        now = time.time()
+        for p, end in ends.items():
+            key = self.keys.checkpoint(version, topic, p)
+            pipe.hset(key, mapping={"offset": end + 1, "updated_at": now})
+            pipe.hdel(key, "pending_end", "pending_batch")
+
+    def set_checkpoints(self, version: int, topic: str, offsets: dict[int, int]) -> None:
+        """Set next-offset checkpoints directly (bulk load of a snapshot with its cutoff)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p, off in offsets.items():
+            key = self.keys.checkpoint(version, topic, p)
+            pipe.hset(key, mapping={"offset": off, "updated_at": time.time()})
+            pipe.hdel(key, "pending_end", "pending_batch")
+        pipe.execute()
+
+    def heartbeat(self, worker_name: str, ttl_s: int, info: dict[str, Any]) -> None:
+        self.client.set(self.keys.heartbeat(worker_name), json.dumps(info), ex=ttl_s)
+
+
+class SeenUpdates:
+    """Per-user (item, value) pairs of a batch, laid out as write_vectors.lua expects.
+
+    Built with NumPy from events sorted by user row, so there is no Python loop per event.
+    """
+
+    def __init__(self, seen_keys: list[str], user_rows: np.ndarray, item_ids: np.ndarray,
+                 values: np.ndarray, mode: str) -> None:
+        order = np.argsort(user_rows, kind="stable")
+        self.rows = user_rows[order]
+        self.items = np.asarray(item_ids, dtype=object)[order]
+        self.values = np.char.mod("%.9g", values[order].astype(np.float64)).astype(object)
+        self.seen_keys = seen_keys
+        self.mode = mode
+        self.starts = np.searchsorted(self.rows, np.arange(len(seen_keys) + 1))
+
+    def for_group(self, group: np.ndarray) -> tuple[list[str], list[Any]]:
+        keys: list[str] = []
+        parts: list[Any] = [self.mode, 0]
+        chunks: list[np.ndarray] = []
+        for local_j, row in enumerate(group.tolist(), start=1):
+            s, e = int(self.starts[row]), int(self.starts[row + 1])
+            if e == s:
+                continue
+            keys.append(self.seen_keys[row])
+            pairs = np.empty(2 * (e - s) + 2, dtype=object)
+            pairs[0], pairs[1] = local_j, e - s
+            pairs[2::2] = self.items[s:e]
+            pairs[3::2] = self.values[s:e]
+            chunks.append(pairs)
+        parts[1] = len(keys)
+        if chunks:
+            parts.extend(np.concatenate(chunks).tolist())
+        return keys, parts
+
+
+def dump_vectors(store: RedisStore, version: int, kind: str, rank: int
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every vector of one kind ('u' or 'i') in a version, ids sorted (tests, snapshots)."""
+    index = store.keys.user_index(version) if kind == "u" else store.keys.item_index(version)
+    ids = sorted(m.decode() for m in store.client.smembers(index))  # type: ignore[union-attr]
+    block = store.read_vectors(store.vector_keys(version, kind, ids), rank)
+    return ids, block.factors, block.biases
