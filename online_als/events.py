@@ -30,7 +30,9 @@ def confidence_preference_from_weights(
     w = np.asarray(weights, np.float64)
     c = (alpha * np.abs(w)).astype(np.float32)
     p = (w > 0).astype(np.float32)
-    c[~np.isfinite(w)] = np.nan
+    bad = ~np.isfinite(w)
+    c[bad] = np.nan
+    p[bad] = 0.0
     return c, p
 
 

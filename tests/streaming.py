@@ -75,3 +75,24 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.1) -> boo
             return True
         time.sleep(interval_s)
     return False
+
+
+def worker_env(overrides: dict[str, object]) -> dict[str, str]:
+    """Environment that configures a worker subprocess like ``make_settings`` overrides."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONLINE_ALS_")}
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        env[f"ONLINE_ALS_{section.upper()}__{key.upper()}"] = str(value)
+    return env
+
+
+def settings_overrides(settings: Settings, keys: Sequence[str]) -> dict[str, object]:
+    """``section.key -> value`` for the given dotted keys of ``settings``."""
+    out: dict[str, object] = {}
+    for dotted in keys:
+        section, key = dotted.split(".", 1)
+        value = getattr(getattr(settings, section), key)
+        out[dotted] = ",".join(value) if isinstance(value, tuple) else value
+    return out

@@ -24,6 +24,7 @@ from online_als.datasets import (
     sort_by_time,
 )
 
+DATA: Path | None
 try:
     DATA = default_data_root()
 except MovieLensNotFoundError:  # pragma: no cover - data is vendored in the shared tree
@@ -109,7 +110,8 @@ def test_item_titles() -> None:
 @needs_data
 @pytest.mark.parametrize("chunk_rows", [1, 7_777, 100_000, 250_000])
 def test_chunked_equals_one_shot(ml100k: Ratings, chunk_rows: int) -> None:
-    path = DATA / "ml-100k" / "u.data.gz"  # type: ignore[operator]
+    assert DATA is not None
+    path = DATA / "ml-100k" / "u.data.gz"
     if chunk_rows == 1:  # row-at-a-time on a prefix only, to stay fast
         chunks = []
         for c in iter_rating_chunks(path, 1, block_bytes=4096):
@@ -129,7 +131,9 @@ def test_plain_gzip_and_dat_formats_agree(tmp_path: Path, ml100k: Ratings) -> No
     head = ml100k.slice(0, 3000)
     lines = [
         f"{u}\t{i}\t{int(v)}\t{t}\n"
-        for u, i, v, t in zip(head.user_ids, head.item_ids, head.values, head.timestamps, strict=True)
+        for u, i, v, t in zip(
+            head.user_ids, head.item_ids, head.values, head.timestamps, strict=True
+        )
     ]
     plain = tmp_path / "u.data"
     plain.write_text("".join(lines))
@@ -176,7 +180,8 @@ def test_csv_header_errors_and_bad_rows(tmp_path: Path) -> None:
 
 @needs_data
 def test_csv_chunks_match_latest_small() -> None:
-    path = DATA / "ml-latest-small" / "ratings.csv.gz"  # type: ignore[operator]
+    assert DATA is not None
+    path = DATA / "ml-latest-small" / "ratings.csv.gz"
     whole = load_ml_latest_small()
     chunks = list(iter_rating_chunks(path, 30_000, block_bytes=100_000))
     assert [len(c) for c in chunks] == [30_000, 30_000, 30_000, 10_836]
@@ -200,12 +205,14 @@ def test_parquet_roundtrip(tmp_path: Path) -> None:
     expected = Ratings.from_columns(users, items, values, stamps)
     assert _same(concat(chunks), expected)
     # string ids, arrow timestamps and a null rating
-    t2 = pa.table({
-        "user_id": ["a", "b"],
-        "item_id": ["x", "y"],
-        "rating": pa.array([1.0, None]),
-        "timestamp": pa.array([1_000, 2_000], pa.timestamp("ms")),
-    })
+    t2 = pa.table(
+        {
+            "user_id": ["a", "b"],
+            "item_id": ["x", "y"],
+            "rating": pa.array([1.0, None]),
+            "timestamp": pa.array([1_000, 2_000], pa.timestamp("ms")),
+        }
+    )
     pq.write_table(t2, tmp_path / "s.parquet")
     r = read_ratings(tmp_path / "s.parquet")
     assert r.user_ids.tolist() == ["a", "b"] and r.timestamps.tolist() == [1, 2]

@@ -102,8 +102,9 @@ def test_matches_implicit_ranking_metrics() -> None:
     test.data[:] = 1.0
     train = sp.csr_matrix((n_users, n_items), dtype=np.float32)
     try:
-        theirs = implicit_eval.ranking_metrics_at_k(Fixed(recs), train, test, K=k,
-                                                    show_progress=False)
+        theirs = implicit_eval.ranking_metrics_at_k(
+            Fixed(recs), train, test, K=k, show_progress=False
+        )
     except Exception as exc:  # pragma: no cover - API drift in implicit
         pytest.skip(f"implicit API differs: {exc}")
     ours = ranking_metrics_at_k(recs, test, k)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ long_ids = st.one_of(
 seconds = st.one_of(
     st.floats(0, 1e11), st.integers(0, 10**11), st.none(), st.integers(10**11 + 1, 10**14)
 )
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+json_ints = st.integers(-(2**63), 2**63 - 1)  # orjson's range
+json_scalars = st.one_of(st.none(), st.booleans(), json_ints, st.text(max_size=8),
                          st.floats(allow_nan=False, allow_infinity=False))  # fmt: skip
 extras = st.dictionaries(
     st.text(max_size=8).filter(
@@ -83,12 +85,12 @@ extras = st.dictionaries(
 not_number = st.one_of(
     st.sampled_from(["NaN", "Infinity", "-Infinity", "nan", "4.5", "1e999"]),
     st.booleans(),
-    st.lists(st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.lists(json_ints, max_size=2),
+    st.dictionaries(st.text(max_size=3), json_ints, max_size=2),
 )
 not_id = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers()),
+    st.lists(json_ints, max_size=2), st.dictionaries(st.text(max_size=3), json_ints, max_size=2),
 )  # fmt: skip
 
 
@@ -237,7 +239,7 @@ def bad_cases(cfg: DecodeConfig) -> dict[str, st.SearchStrategy[bytes | None]]:
             st.sampled_from([None, b"", b"\xa1", b"\xa1\x01"]),
         ),
         "not_an_object": st.one_of(
-            st.lists(json_scalars, max_size=3), st.integers(), st.text(), st.none(),
+            st.lists(json_scalars, max_size=3), json_ints, st.text(), st.none(),
             st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
         ).map(orjson.dumps),
         "missing_field": st.one_of(
@@ -365,7 +367,7 @@ def check_batch(cfg: DecodeConfig, cases: list[tuple[Case, int]]) -> Counter[str
 def test_fuzzed_batches_reject_every_bad_message_with_its_reason() -> None:
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=400, deadline=None, database=None,
+    @settings(max_examples=int(os.environ.get('FUZZ_EXAMPLES', '400')), deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.filter_too_much])  # fmt: skip
     @given(batches)

@@ -54,7 +54,8 @@ def test_numba_matches_reference(seed, nu, ni, k, n, lr, reg, reg_bias, clip, mu
     case = make_case(np.random.default_rng(seed), nu, ni, k, n)
     a, pa, aa, ca = run(sgd_update_batch, case, mu, lr, reg, reg_bias, clip)
     b, pb, ab, cb = run(sgd_update_batch_reference, case, mu, lr, reg, reg_bias, clip)
-    assert ca == cb == n and aa.tolist() == ab.tolist() == [1] * n
+    # Large lr with reg = 0 can diverge into the guard: both must refuse the same events.
+    assert ca == cb and aa.tolist() == ab.tolist() and ca == int(aa.sum())
     np.testing.assert_allclose(pa, pb, rtol=1e-5, atol=1e-5)
     for key in ("user_f", "user_b", "item_f", "item_b"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -107,6 +107,8 @@ class ModelSettings(_Section):
     alpha: float = Field(1.0, gt=0, description="implicit confidence scale, c = alpha * weight")
     implicit_regularization: float = Field(0.05, ge=0)
     update_items: bool = True
+    gram_refresh_s: float = Field(
+        30.0, ge=0, description="implicit: recompute the cached Gram inverses this often (0 = never)")
     event_weights: str = "view=1,click=1,like=4,dislike=-4,neutral=0.5,purchase=8"
 
 

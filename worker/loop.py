@@ -24,6 +24,7 @@ from worker import kafka_io
 from worker.applier import BatchApplier, EventBatch, VersionState
 from worker.config import Settings
 from worker.events import DecodeConfig, dead_letter_record, decode_batch
+from worker.grams import gram_serial, refresh_grams
 from worker.keys import RedisKeys
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.redis_store import Checkpoint, RedisStore, connect
@@ -73,6 +74,8 @@ class Worker:
         self._dlq = None
         self._last_lag_probe = 0.0
         self._last_heartbeat = 0.0
+        self._last_kafka_log = 0.0
+        self._last_gram_refresh = time.monotonic()
         self.applied_total = 0
         self.dead_lettered_total = 0
 
@@ -156,7 +159,11 @@ class Worker:
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.metrics.set_server_up("kafka", False)
         self.metrics.reconnects.labels("kafka").inc()
-        log.warning("kafka unavailable or erroring (%s); librdkafka reconnects with backoff", err)
+        now = time.monotonic()
+        if now - self._last_kafka_log >= 5.0:  # librdkafka retries every few ms; log sparsely
+            self._last_kafka_log = now
+            log.warning("kafka unavailable or erroring (%s); librdkafka reconnects with backoff",
+                        err)
 
     # -- versions -------------------------------------------------------------------------
     def _check_version_switch(self) -> bool:
@@ -316,7 +323,9 @@ class Worker:
                 self.settings.worker.name, self.settings.worker.heartbeat_ttl_s,
                 {"version": version, "partitions": sorted(self._parts.positions),
                  "applied": self.applied_total, "at": time.time()}))
+            self._with_redis_retry(self._maybe_refresh_grams)
         if now - self._last_lag_probe >= 5.0 and self._consumer is not None:
+            self._with_redis_retry(self._count_known)
             self._last_lag_probe = now
             highs = kafka_io.high_watermarks(self._consumer, self.topic, list(self._parts.positions))
             for p, high in highs.items():
@@ -324,6 +333,27 @@ class Worker:
                 self.metrics.set_consumer_lag(self.topic, p, lag)
             if highs:
                 self.metrics.set_server_up("kafka", True)
+
+    def _maybe_refresh_grams(self) -> None:
+        state, m = self._state, self.settings.model
+        if state is None or state.meta.mode != "implicit":
+            return
+        if m.gram_refresh_s > 0 and time.monotonic() - self._last_gram_refresh >= m.gram_refresh_s:
+            self._last_gram_refresh = time.monotonic()
+            refresh_grams(self.store, state.version, state.meta.rank, m.implicit_regularization)
+        serial = gram_serial(self.store, state.version)
+        if serial != state.meta.gram_serial:
+            self._state = self.applier.load_version(state.version)
+
+    def _count_known(self) -> None:
+        if self._state is not None:
+            v = self._state.version
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.scard(self.store.keys.user_index(v))
+            pipe.scard(self.store.keys.item_index(v))
+            users, items = pipe.execute()
+            self.metrics.users_known.set(users)
+            self.metrics.items_known.set(items)
 
     def _with_redis_retry(self, fn: Any) -> Any:
         """Run ``fn``; while Redis is away, retry with capped exponential backoff."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -62,6 +63,7 @@ _SUFFIXES: dict[str, str] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _DEFAULT_BLOCK = 8 << 20
+_FIXED_COLUMNS = {"user": 0, "item": 1, "rating": 2, "timestamp": 3, "n": 4}
 
 
 def detect_format(path: str | Path) -> str:
@@ -229,9 +231,62 @@ def _split_lines(text: str) -> list[str]:
     return lines
 
 
+_NUMERIC_DELETE = str.maketrans("", "", "0123456789.-\n\r")
+_LOSSY_NUMBER = re.compile(r"(?:^|[^0-9.])-?0[0-9]|(?:^|[^0-9.])-0(?:[^0-9.]|$)")
+_EXACT_INT = float(2**53)
+
+
+def _parse_numeric_fast(text: str, kind: str, cols: dict[str, int]) -> Ratings | None:
+    """All-numeric blocks (the MovieLens case) parsed in one C call; None when the block is
+    not plainly numeric, so the general path (which reports errors) takes over."""
+    sep = {"csv": ",", "dat": "::", "data": "\t"}[kind]
+    ncols = cols["n"]
+    if "event" in cols or text.translate(_NUMERIC_DELETE).replace(sep, ""):
+        return None
+    body = text.replace("\r\n", "\n")
+    if not body.endswith("\n"):
+        body += "\n"
+    if body.startswith("\n") or "\n\n" in body or _LOSSY_NUMBER.search(body):
+        return None  # blank lines, or ids such as "007" / "-0" that must stay strings
+    n = body.count("\n")
+    if body.count(sep) != (ncols - 1) * n:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            flat = np.fromstring(body.replace(sep, " "), dtype=np.float64, sep=" ")
+        except (DeprecationWarning, ValueError):
+            return None
+    if flat.shape[0] != ncols * n:
+        return None
+    table = flat.reshape(n, ncols)
+    ids = table[:, [cols["user"], cols["item"]]]
+    if not (np.all(np.abs(ids) < _EXACT_INT) and np.all(ids == np.floor(ids))):
+        return None  # ids like "1.5" must keep their text
+    stamps: np.ndarray = np.zeros(n, np.int64)
+    if "timestamp" in cols:
+        ts = table[:, cols["timestamp"]]
+        if not np.all(ts == np.floor(ts)):
+            return None
+        stamps = ts.astype(np.int64)
+    return Ratings(
+        ids[:, 0].astype(np.int64).astype(np.str_),
+        ids[:, 1].astype(np.int64).astype(np.str_),
+        table[:, cols["rating"]].astype(np.float32),
+        stamps,
+    )
+
+
 def _parse_text(
     text: str, kind: str, columns: dict[str, int] | None, path: Path, line_no: int
 ) -> Ratings:
+    if kind == "csv":
+        assert columns is not None
+        fast = _parse_numeric_fast(text, kind, columns)
+    else:
+        fast = _parse_numeric_fast(text, kind, _FIXED_COLUMNS)
+    if fast is not None:
+        return fast
     lines = _split_lines(text)
     if not lines:
         return Ratings.empty()
@@ -242,7 +297,7 @@ def _parse_text(
         sep = ","
     else:
         ncols = 4
-        cols = {"user": 0, "item": 1, "rating": 2, "timestamp": 3, "n": 4}
+        cols = _FIXED_COLUMNS
         sep = "::" if kind == "dat" else "\t"
     if kind == "csv" and '"' in text:
         rows = list(csv.reader(lines))

@@ -84,7 +84,9 @@ class AlsWrParams:
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if not self.reg > 0:
-            raise ValueError(f"reg must be > 0 (the systems are solved by Cholesky), got {self.reg}")
+            raise ValueError(
+                f"reg must be > 0 (the systems are solved by Cholesky), got {self.reg}"
+            )
         if self.reg_bias is not None and not self.reg_bias > 0:
             raise ValueError(f"reg_bias must be > 0, got {self.reg_bias}")
 
@@ -282,7 +284,7 @@ def numba_threads(n: int) -> Iterator[None]:
         yield
         return
     old = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         yield
     finally:
@@ -333,8 +335,13 @@ def rmse(ratings: sp.spmatrix | sp.sparray, model: AlsWrFactors) -> float:
         return float("nan")
     u, i = _coo_rows(csr)
     pred = predict_pairs(
-        model.user_factors, model.user_bias, model.item_factors, model.item_bias,
-        model.global_mean, u, i,
+        model.user_factors,
+        model.user_bias,
+        model.item_factors,
+        model.item_bias,
+        model.global_mean,
+        u,
+        i,
     )
     err = csr.data.astype(np.float64) - pred
     return float(np.sqrt(np.mean(err * err)))
@@ -350,8 +357,13 @@ def als_wr_objective(
     csr = _as_csr(ratings)
     u, i = _coo_rows(csr)
     pred = predict_pairs(
-        model.user_factors, model.user_bias, model.item_factors, model.item_bias,
-        model.global_mean, u, i,
+        model.user_factors,
+        model.user_bias,
+        model.item_factors,
+        model.item_bias,
+        model.global_mean,
+        u,
+        i,
     )
     err = csr.data.astype(np.float64) - pred
     n_u = np.diff(csr.indptr).astype(np.float64)
@@ -433,4 +445,3 @@ def fit_als_wr(
             if callback is not None:
                 callback(it, model)
     return model
-

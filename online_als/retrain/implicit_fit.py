@@ -46,7 +46,9 @@ class ImplicitParams:
     """Hyper-parameters of :func:`fit_implicit` (names follow ``implicit`` where they exist).
 
     ``use_gpu=None`` picks the GPU when ``implicit.gpu.HAS_CUDA``. ``num_threads=0`` lets
-    ``implicit`` use every core. ``cg_steps`` applies to the CG solver only.
+    ``implicit`` use every core. ``cg_steps`` applies to the CG solver only. ``init_scale``
+    is the scale of the start vectors :func:`online_als.retrain.retrain` gives ids a warm
+    start does not know (a cold fit uses ``implicit``'s own start, uniform [0, 0.01)).
     """
 
     factors: int = 64
@@ -58,6 +60,7 @@ class ImplicitParams:
     seed: int = 0
     num_threads: int = 0
     use_gpu: bool | None = None
+    init_scale: float = 0.01
 
     def __post_init__(self) -> None:
         if self.factors < 1:
@@ -164,5 +167,7 @@ def fit_implicit(
     out_u = np.ascontiguousarray(model.user_factors, dtype=np.float32)
     out_i = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     if not (np.all(np.isfinite(out_u)) and np.all(np.isfinite(out_i))):
-        raise FloatingPointError("implicit ALS produced NaN/Inf factors; raise reg or check weights")
+        raise FloatingPointError(
+            "implicit ALS produced NaN/Inf factors; raise reg or check weights"
+        )
     return out_u, out_i

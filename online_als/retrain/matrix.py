@@ -1,7 +1,7 @@
 """Build a users x items CSR matrix from a stream of chunks, in bounded extra memory.
 
-Each chunk is ``(user_ids, item_ids, values)``: string (or integer, turned into their
-decimal string) ids mapped through :class:`online_als.idmap.IdMap`, or, with
+Each chunk is ``(user_ids, item_ids, values)``: string or integer ids (an integer id is its
+decimal string, as everywhere in :class:`online_als.idmap.IdMap`), or, with
 ``ids_are_rows=True``, already-mapped int rows. ``values=None`` means 1.0 for every event.
 
 Duplicate (user, item) pairs:
@@ -72,15 +72,11 @@ class RatingMatrix:
         return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
 
 
-def _as_id_strings(ids: npt.ArrayLike) -> list[str]:
+def _as_ids(ids: npt.ArrayLike) -> np.ndarray:
     arr = np.asarray(ids)
     if arr.ndim != 1:
         raise ValueError(f"ids must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind in "iub":
-        return [str(x) for x in arr.astype(np.int64).tolist()]
-    if arr.dtype.kind == "f":
-        raise TypeError("float ids are ambiguous; pass str or int ids")
-    return [str(x) for x in arr.tolist()]
+    return arr
 
 
 def _as_rows(rows: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
@@ -142,11 +138,11 @@ class MatrixBuilder:
         if ids_are_rows:
             self.users, self.items = users, items
         else:
-            self.users = users if users is not None else IdMap.from_list([])
-            self.items = items if items is not None else IdMap.from_list([])
+            self.users = users if users is not None else IdMap()
+            self.items = items if items is not None else IdMap()
         self.compact_min = compact_min
-        self._keys = np.empty(0, dtype=np.int64)
-        self._vals = np.empty(0, dtype=np.float32)
+        self._keys: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._vals: npt.NDArray[np.float32] = np.empty(0, dtype=np.float32)
         self._pending_keys: list[npt.NDArray[np.int64]] = []
         self._pending_vals: list[npt.NDArray[np.float32]] = []
         self._pending = 0
@@ -164,7 +160,7 @@ class MatrixBuilder:
                 raise ValueError(f"{name} has rows beyond its IdMap ({len(idmap)} ids)")
             return rows
         assert idmap is not None
-        rows = np.asarray(idmap.rows_for(_as_id_strings(ids), add=True), dtype=np.int64)
+        rows = idmap.rows_for(_as_ids(ids), add=True)
         if rows.size and rows.max() > _MAX_ROW:
             raise ValueError(f"more than 2**31 distinct {name}")
         return rows

@@ -91,8 +91,8 @@ def predict_explicit(
     out = np.full(u.shape, global_mean, dtype=np.float64)
     both = ku & ki
     ub, ib = u[both], i[both]
-    out[both] += user_b[ub] + item_b[ib] + np.einsum(
-        "ij,ij->i", user_f[ub], item_f[ib], dtype=np.float64
+    out[both] += (
+        user_b[ub] + item_b[ib] + np.einsum("ij,ij->i", user_f[ub], item_f[ib], dtype=np.float64)
     )
     only_u = ku & ~ki
     out[only_u] += user_b[u[only_u]]

@@ -60,7 +60,8 @@ def because(
     """The ``n`` history items contributing most to ``target_row`` (see module docstring)."""
     hist = np.asarray(history_item_rows, dtype=np.int64).reshape(-1)
     vals = (
-        np.ones(hist.size) if history_values is None
+        np.ones(hist.size)
+        if history_values is None
         else np.asarray(history_values, dtype=np.float64).reshape(-1)
     )
     if vals.shape != hist.shape:

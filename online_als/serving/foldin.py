@@ -98,13 +98,13 @@ def fold_in_user_explicit(
     k = item_f.shape[1]
     # keep the last rating of each item: first occurrence in the reversed arrays
     uniq, first = np.unique(r[::-1], return_index=True)
-    v = v[::-1][first]
+    last_v = v[::-1][first]
     n = uniq.size
     if n == 0:
         return np.zeros(k, dtype=np.float32), 0.0
     w = np.ones((n, k + 1))
     w[:, :k] = item_f[uniq]
-    t = v - global_mean - item_b[uniq].astype(np.float64)
+    t = last_v - global_mean - item_b[uniq].astype(np.float64)
     rb = reg if reg_bias is None else reg_bias
     a = w.T @ w + n * np.diag(np.r_[np.full(k, reg), rb])
     z = np.linalg.solve(a, w.T @ t)

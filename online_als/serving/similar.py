@@ -78,7 +78,9 @@ class SimilarityIndex:
         """The ``n`` rows most similar to row ``row`` (itself left out unless asked)."""
         if not 0 <= row < len(self):
             raise IndexError(f"row {row} out of range [0, {len(self)})")
-        ex = np.asarray([] if exclude is None else exclude, dtype=np.int64).reshape(-1)
+        ex: npt.NDArray[np.int64] = np.asarray(
+            [] if exclude is None else exclude, dtype=np.int64
+        ).reshape(-1)
         if exclude_self:
             ex = np.append(ex, np.int64(row))
         return self.similar_to_vector(self.normalized[row], n, exclude=ex, allow=allow)

@@ -27,7 +27,7 @@ Example
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -163,7 +163,8 @@ def _mask_excluded(block: F32, exclude: Exclude, lo: int, hi: int) -> None:
         r = np.repeat(np.arange(hi - lo), np.diff(part.indptr))
         block[r, part.indices] = _NEG_INF
         return
-    for j, rows in enumerate(exclude[lo:hi]):  # type: ignore[index]
+    seqs = cast(Sequence[npt.ArrayLike], exclude)
+    for j, rows in enumerate(seqs[lo:hi]):
         ex = np.asarray(rows, dtype=np.int64)
         if ex.size:
             block[j, ex] = _NEG_INF

@@ -75,7 +75,7 @@ class Server(ABC):
         self._out_offset = 0
         self._popen: subprocess.Popen[bytes] | None = None
         self._wait_pid = 0
-        self._spawned_at = self._deadline = 0.0
+        self.spawned_at = self._deadline = 0.0
 
     # ---- what subclasses provide -------------------------------------------------------
     @abstractmethod
@@ -199,8 +199,8 @@ class Server(ABC):
     def expect_ready(self, pid: int) -> None:
         """Arm `poll_ready` for `pid`: the hard start timeout counts from now."""
         self._wait_pid = pid
-        self._spawned_at = time.monotonic()
-        self._deadline = self._spawned_at + self.start_timeout_s * self.config.timeout_scale
+        self.spawned_at = time.monotonic()
+        self._deadline = self.spawned_at + self.start_timeout_s * self.config.timeout_scale
 
     def poll_ready(self) -> bool:
         """One readiness check; raises StackError when the server died or timed out."""
@@ -213,7 +213,7 @@ class Server(ABC):
         ):
             return True
         if time.monotonic() > self._deadline:
-            waited = time.monotonic() - self._spawned_at
+            waited = time.monotonic() - self.spawned_at
             self._fail(f"not ready after {waited:.0f}s (hard timeout)", pid, kill=True)
         return False
 

@@ -60,45 +60,73 @@ class Stack:
         """Start what is not running yet and wait until all of it is ready.
 
         Servers that already run are left alone; a dead one (stale PID file) is restarted.
-        All spawned servers start together, then each is waited for with a hard timeout.
-        Raises StackError naming the first server that failed (with its last log lines).
+        Every server is prepared first (install, jars, config, format), so a failure there
+        starts nothing; then all are spawned together and polled until ready, each with a
+        hard timeout. Raises StackError listing every server that failed, with its last log
+        lines; servers that did come up are left running.
         """
         names = select_components(components)
         reports: dict[str, StartReport] = {}
-        pending: list[tuple[Server, int, float]] = []
         with self._lock():
+            to_start: list[Server] = []
+            waiting: list[Server] = []
             for name in names:
                 server = self.server(name)
                 st = server.status()
                 if st.running:
                     log.info("%s: already running (pid %s, port %d)", name, st.pid, st.port)
                     reports[name] = StartReport(name, started=False, pid=st.pid)
-                    continue
-                if st.pid_alive and st.pid is not None:
+                elif st.pid_alive and st.pid is not None:
                     # Alive but not answering: maybe a start still in progress; wait for it.
                     log.info("%s: pid %d alive, port closed; waiting for it", name, st.pid)
-                    pending.append((server, st.pid, time.monotonic()))
+                    server.expect_ready(st.pid)
+                    waiting.append(server)
                     reports[name] = StartReport(name, started=False, pid=st.pid)
-                    continue
-                if st.pid is not None:
-                    log.info("%s: removing stale pid file (pid %d is dead)", name, st.pid)
-                    server.pid_file.unlink(missing_ok=True)
-                server.check_ports_free()
+                else:
+                    if st.pid is not None:
+                        log.info("%s: removing stale pid file (pid %d is dead)", name, st.pid)
+                        server.pid_file.unlink(missing_ok=True)
+                    server.check_ports_free()
+                    to_start.append(server)
+            for server in to_start:
                 server.prepare()
-                t0 = time.monotonic()
+            for server in to_start:
                 pid = server.spawn()
-                log.info("%s: spawned pid %d", name, pid)
-                pending.append((server, pid, t0))
-                reports[name] = StartReport(name, started=True, pid=pid, steps=server.steps)
-            for server, pid, t0 in pending:
-                server.wait_ready(pid)
-                server.steps["start+ready"] = time.monotonic() - t0
-                log.info("%s: ready on port %d after %.1fs", server.name, server.port,
-                         server.steps["start+ready"])  # fmt: skip
+                server.expect_ready(pid)
+                log.info("%s: spawned pid %d", server.name, pid)
+                waiting.append(server)
+                reports[server.name] = StartReport(
+                    server.name, started=True, pid=pid, steps=server.steps
+                )
+            errors = self._wait_all(waiting)
         for report in reports.values():
-            if report.started:
+            if report.started and report.name not in errors:
                 log.info("%s", report.summary())
+        if errors:
+            raise StackError("\n".join(errors.values()))
         return reports
+
+    @staticmethod
+    def _wait_all(servers: list[Server]) -> dict[str, str]:
+        """Poll every server until ready or failed; returns error messages by name."""
+        errors: dict[str, str] = {}
+        pending = list(servers)
+        while pending:
+            for server in list(pending):
+                try:
+                    ready = server.poll_ready()
+                except StackError as exc:
+                    errors[server.name] = str(exc)
+                    pending.remove(server)
+                    continue
+                if ready:
+                    took = time.monotonic() - server.spawned_at
+                    server.steps["start+ready"] = took
+                    log.info("%s: ready on port %d after %.1fs", server.name, server.port, took)
+                    pending.remove(server)
+            if pending:
+                time.sleep(0.2)
+        return errors
 
     def down(self, components: Iterable[str] | None = None) -> list[str]:
         """Stop the given servers (default: every one with a PID file), by recorded PID only.

@@ -1,0 +1,54 @@
+"""kill -9 at any moment, restart: same final factors, every event applied exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import Isolated, StackInfo, make_settings
+from tests.streaming import (
+    produce, settings_overrides, store_for, synthetic_events, wait_for, worker_env,
+)
+from tests.test_worker_stream import assert_redis_equals, reference_model
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+KEYS = ("kafka.bootstrap_servers", "kafka.topic", "kafka.dead_letter_topic", "kafka.group_id",
+        "kafka.partitions", "redis.host", "redis.port", "redis.key_prefix", "model.mode",
+        "model.rank", "worker.batch_max_events", "worker.batch_max_wait_ms", "metrics.port")
+
+
+def test_sigkill_during_stream_reaches_the_uninterrupted_state(
+        stack: StackInfo, isolated: Isolated) -> None:
+    settings = make_settings(stack, isolated, **{"model.rank": 16, "worker.batch_max_events": 300})
+    events = synthetic_events(12_000, 800, 400, seed=7)
+    produce(settings, events)
+    env = worker_env(settings_overrides(settings, KEYS))
+    cmd = [sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server", "--log-level",
+           "WARNING", "--idle-exit", "4"]
+    store = store_for(settings)
+    rng = np.random.default_rng(3)
+
+    def applied_offset() -> int:
+        version = store.current_version()
+        if version is None:
+            return 0
+        return store.read_checkpoints(version, settings.kafka.topic, [0])[0].offset or 0
+
+    kills = 0
+    for target in sorted(rng.integers(1_000, 10_000, size=3).tolist()):
+        proc = subprocess.Popen(cmd, env=env)
+        reached = wait_for(lambda t=target: applied_offset() >= t, timeout_s=120, interval_s=0.01)
+        time.sleep(float(rng.uniform(0, 0.05)))  # land anywhere inside a batch
+        proc.kill()
+        proc.wait()
+        kills += int(reached)
+    assert kills >= 2, "the worker never got far enough to be killed mid-stream"
+    final = subprocess.run(cmd, env=env, timeout=300)
+    assert final.returncode == 0
+    assert applied_offset() == len(events)
+    assert_redis_equals(settings, reference_model(settings, events))

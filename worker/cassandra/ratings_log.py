@@ -1,0 +1,228 @@
+"""The ratings log: accepted events stored as packed column blocks, read back in chunks.
+
+A block holds consecutive accepted events of one Kafka partition (a worker micro-batch, split
+at ``max_block_rows``). Its key is (topic, partition, bucket, first_offset) with
+``bucket = first_offset // LOG_BUCKET_SPAN``, so rewriting a batch after a crash overwrites the
+same rows. Should a rewrite use different batch boundaries, blocks may overlap; the reader
+drops every offset at or below the highest one already yielded for that partition, which
+keeps the output exactly-once per offset.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.cassandra import codec
+from worker.cassandra.schema import LOG_BUCKET_SPAN
+from worker.cassandra.session import Db
+
+MAX_BLOCK_ROWS = 8192  # ~0.3 MiB per block with short ids: far below the 16 MiB mutation limit
+FETCH_BLOCKS = 32  # blocks per page: a few MiB per round trip
+_NO_CUTOFF = (1 << 63) - 1
+
+_INSERT = (
+    "INSERT INTO {ks}.ratings_log (topic, kafka_partition, bucket, first_offset, last_offset, n,"
+    " user_ids, item_ids, vals, ts, offsets, written_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_BUCKET = "INSERT INTO {ks}.log_buckets (topic, kafka_partition, bucket) VALUES (?,?,?)"
+_BUCKETS = "SELECT kafka_partition, bucket FROM {ks}.log_buckets WHERE topic = ?"
+_READ = (
+    "SELECT first_offset, n, user_ids, item_ids, vals, ts, offsets FROM {ks}.ratings_log"
+    " WHERE topic = ? AND kafka_partition = ? AND bucket = ? AND first_offset < ?"
+)
+# Overlapping rewrites can leave the largest last_offset a few blocks before the end.
+_TAIL = (
+    "SELECT last_offset FROM {ks}.ratings_log WHERE topic = ? AND kafka_partition = ?"
+    " AND bucket = ? ORDER BY first_offset DESC LIMIT 8"
+)
+
+
+class LogChunk(NamedTuple):
+    """Up to ``chunk_rows`` ratings; ids are object arrays of str."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    values: np.ndarray  # float32
+    ts: np.ndarray  # float64, unix seconds
+    partitions: np.ndarray  # int32
+    offsets: np.ndarray  # int64
+
+
+class _Columns:
+    """Decoded blocks waiting to be cut into chunks (memory: one chunk plus one page)."""
+
+    def __init__(self) -> None:
+        self.users: list[str] = []
+        self.items: list[str] = []
+        self.parts: list[np.ndarray] = []  # [values, ts, partitions, offsets] per block
+        self.rows = 0
+
+    def add(self, users: list[str], items: list[str], numeric: list[np.ndarray]) -> None:
+        self.users.extend(users)
+        self.items.extend(items)
+        self.parts.append(numeric)
+        self.rows += len(users)
+
+    def take(self, n: int) -> LogChunk:
+        """Remove and return the first ``n`` rows."""
+        cols = [np.concatenate([p[j] for p in self.parts]) for j in range(4)]
+        users, items = self.users[:n], self.items[:n]
+        del self.users[:n], self.items[:n]
+        self.parts = [[c[n:] for c in cols]] if self.rows > n else []
+        self.rows -= n
+        return LogChunk(_objects(users), _objects(items), cols[0][:n], cols[1][:n],
+                        cols[2][:n], cols[3][:n])
+
+
+def _objects(ids: list[str]) -> np.ndarray:
+    out = np.empty(len(ids), dtype=object)
+    out[:] = ids
+    return out
+
+
+def _validate(first: int, last: int, n: int, arrays: Sequence[Any], offsets: np.ndarray) -> None:
+    if any(len(a) != n for a in arrays):
+        raise ValueError("user_ids, item_ids, values, ts and offsets must have the same length")
+    if first > last:
+        raise ValueError(f"first_offset {first} > last_offset {last}")
+    if n and (offsets[0] < first or offsets[-1] > last):
+        raise ValueError(f"offsets must lie in [{first}, {last}]")
+    if n > 1 and not bool(np.all(np.diff(offsets) > 0)):
+        raise ValueError("offsets must be strictly increasing (Kafka order within a partition)")
+
+
+class RatingsLog:
+    """Append and read the ratings log of one keyspace."""
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    def append_blocks(
+        self, topic: str, partition: int, first_offset: int, last_offset: int,
+        user_ids: Sequence[str], item_ids: Sequence[str], values: npt.ArrayLike,
+        ts: npt.ArrayLike, offsets: npt.ArrayLike, max_block_rows: int = MAX_BLOCK_ROWS,
+    ) -> int:
+        """Store one micro-batch covering Kafka offsets [first_offset, last_offset].
+
+        ``offsets`` are those of the accepted events (rejected ones are absent). An empty batch
+        is stored too, so :meth:`high_offsets` moves past offsets that were all rejected.
+        Returns the number of blocks written. Idempotent for the same arguments.
+        """
+        offs = np.asarray(offsets, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float32)
+        tss = np.asarray(ts, dtype=np.float64)
+        n = len(offs)
+        _validate(first_offset, last_offset, n, (user_ids, item_ids, vals, tss), offs)
+        starts = list(range(0, n, max_block_rows)) or [0]
+        now = int(time.time() * 1000)
+        rows: list[tuple[Any, ...]] = []
+        for j, s in enumerate(starts):
+            e = min(s + max_block_rows, n)
+            first = first_offset if j == 0 else int(offs[s])
+            last = last_offset if j == len(starts) - 1 else int(offs[e - 1])
+            rows.append((
+                topic, partition, first // LOG_BUCKET_SPAN, first, last, e - s,
+                codec.pack_ids(user_ids[s:e]), codec.pack_ids(item_ids[s:e]),
+                codec.pack_array(vals[s:e], codec.F32), codec.pack_array(tss[s:e], codec.F64),
+                codec.pack_array(offs[s:e], codec.I64), now,
+            ))
+        # The index first: an index entry without blocks is harmless, blocks without one are lost.
+        buckets = sorted({r[2] for r in rows})
+        self.db.write_many(_INSERT_BUCKET, [(topic, partition, b) for b in buckets])
+        self.db.write_many(_INSERT, rows)
+        return len(rows)
+
+    def buckets(self, topic: str) -> dict[int, list[int]]:
+        """partition -> sorted buckets that hold blocks."""
+        out: dict[int, list[int]] = {}
+        for partition, bucket in self.db.execute(_BUCKETS, (topic,)):
+            out.setdefault(partition, []).append(bucket)
+        return {p: sorted(b) for p, b in sorted(out.items())}
+
+    def high_offsets(self, topic: str) -> dict[int, int]:
+        """partition -> next offset after the last stored block (its last_offset + 1)."""
+        out: dict[int, int] = {}
+        for partition, buckets in self.buckets(topic).items():
+            for bucket in reversed(buckets):
+                rows = self.db.execute(_TAIL, (topic, partition, bucket))
+                if rows:
+                    out[partition] = max(r[0] for r in rows) + 1
+                    break
+        return out
+
+    def iter_chunks(
+        self, topic: str, cutoffs: dict[int, int] | None = None, chunk_rows: int = 1_000_000,
+    ) -> Iterator[LogChunk]:
+        """Every stored rating of ``topic`` in partition then offset order, in chunks.
+
+        With ``cutoffs``, only the listed partitions are read and only offsets below
+        ``cutoffs[p]``; a partition absent from ``cutoffs`` is not part of that data set.
+        """
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be >= 1")
+        pending = _Columns()
+        for partition, buckets in self.buckets(topic).items():
+            if cutoffs is not None and partition not in cutoffs:
+                continue
+            cutoff = _NO_CUTOFF if cutoffs is None else int(cutoffs[partition])
+            high = -1  # highest offset yielded for this partition (dedupes overlapping blocks)
+            for bucket in buckets:
+                if bucket * LOG_BUCKET_SPAN >= cutoff:
+                    break  # every block here starts at or after the cutoff
+                for row in self._rows(topic, partition, bucket, cutoff):
+                    high = self._decode(row, partition, cutoff, high, pending)
+                    while pending.rows >= chunk_rows:
+                        yield pending.take(chunk_rows)
+        if pending.rows:
+            yield pending.take(pending.rows)
+
+    def _rows(self, topic: str, partition: int, bucket: int, cutoff: int) -> Iterator[Any]:
+        """Rows of one bucket, fetching the next page while the caller decodes this one."""
+        stmt = self.db.prepare(_READ)
+        stmt.fetch_size = FETCH_BLOCKS
+        params = (topic, partition, bucket, cutoff)
+        session = self.db.session
+        start = time.perf_counter()
+        future = session.execute_async(stmt, params)
+        while future is not None:
+            result = future.result()
+            self._observe("read_log_page", start)
+            rows = result.current_rows
+            future = None
+            if result.has_more_pages:
+                start = time.perf_counter()
+                future = session.execute_async(stmt, params, paging_state=result.paging_state)
+            yield from rows
+
+    def _observe(self, op: str, start: float) -> None:
+        if self.db.observe is not None:
+            self.db.observe(op, time.perf_counter() - start)
+
+    @staticmethod
+    def _decode(row: tuple[Any, ...], partition: int, cutoff: int, high: int,
+                pending: _Columns) -> int:
+        first, n, ublob, iblob, vblob, tblob, oblob = row
+        if n == 0:
+            return high
+        offs = codec.unpack_array(oblob, codec.I64, n)
+        lo = int(np.searchsorted(offs, high, side="right"))  # drop already-yielded offsets
+        hi = int(np.searchsorted(offs, cutoff, side="left"))  # trim at the cutoff
+        if lo >= hi:
+            return high
+        users = codec.unpack_ids(ublob, n)
+        items = codec.unpack_ids(iblob, n)
+        if lo or hi < n:
+            users, items = users[lo:hi], items[lo:hi]
+        numeric = [
+            codec.unpack_array(vblob, codec.F32, n)[lo:hi],
+            codec.unpack_array(tblob, codec.F64, n)[lo:hi],
+            np.full(hi - lo, partition, dtype=np.int32),
+            offs[lo:hi],
+        ]
+        pending.add(users, items, numeric)
+        return int(offs[hi - 1])

@@ -1,0 +1,120 @@
+"""Connection, prepared-statement cache and latency observation shared by the table modules."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement, tuple_factory
+
+from worker.config import CassandraSettings
+
+log = logging.getLogger(__name__)
+
+Observe = Callable[[str, float], None]
+
+REQUEST_TIMEOUT_S = 60.0  # blocks are up to a few MiB; a loaded local node can be slow
+CONCURRENCY = 32  # in-flight requests of one bulk call: enough to hide round trips, bounded memory
+
+
+class CassandraUnavailable(ConnectionError):
+    """No configured Cassandra host answered."""
+
+
+def connect(
+    settings: CassandraSettings, protocol_version: int | None = None, connect_timeout_s: float = 10.0
+) -> tuple[Cluster, Session]:
+    """Open a session (no keyspace bound: statements name ``keyspace.table``)."""
+    auth = None
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else ""
+        auth = PlainTextAuthProvider(username=settings.username, password=password)
+    profile = ExecutionProfile(
+        # Token-aware on top of DC-aware: a request goes straight to a replica in the local DC.
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+        request_timeout=REQUEST_TIMEOUT_S,
+        row_factory=tuple_factory,  # the cheapest row shape; rows are unpacked positionally
+    )
+    kwargs: dict[str, Any] = {}
+    if protocol_version is not None:
+        kwargs["protocol_version"] = protocol_version  # else the driver negotiates (v5 on 4.0+)
+    cluster = Cluster(
+        contact_points=list(settings.hosts),
+        port=settings.port,
+        auth_provider=auth,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        compression=False,  # blobs are mostly float32 (incompressible); saves CPU on both ends
+        connect_timeout=connect_timeout_s,
+        control_connection_timeout=connect_timeout_s,
+        **kwargs,
+    )
+    try:
+        session = cluster.connect()
+    except NoHostAvailable as exc:
+        cluster.shutdown()
+        hosts = ",".join(settings.hosts)
+        raise CassandraUnavailable(
+            f"Cassandra at {hosts}:{settings.port} did not answer ({exc}); start it "
+            "(`online-als stack up --only cassandra` locally) or fix cassandra.hosts/port"
+        ) from exc
+    return cluster, session
+
+
+class Db:
+    """A session plus what every table module needs: keyspace, statement cache, timing."""
+
+    def __init__(self, session: Session, keyspace: str, observe: Observe | None = None) -> None:
+        self.session = session
+        self.keyspace = keyspace
+        self.observe = observe
+        self._prepared: dict[str, PreparedStatement] = {}
+
+    def prepare(self, cql: str) -> PreparedStatement:
+        """Prepare ``cql`` once; ``{ks}`` in it stands for the keyspace."""
+        stmt = self._prepared.get(cql)
+        if stmt is None:
+            stmt = self.session.prepare(cql.format(ks=self.keyspace))
+            self._prepared[cql] = stmt
+        return stmt
+
+    def forget_prepared(self) -> None:
+        """Drop cached statements (after the schema they refer to was recreated)."""
+        self._prepared.clear()
+
+    @contextmanager
+    def timed(self, op: str) -> Iterator[None]:
+        """Report the wall time of the block to ``observe`` (also when it raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.observe is not None:
+                self.observe(op, time.perf_counter() - start)
+
+    def execute(self, cql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.session.execute(self.prepare(cql), params))
+
+    def write_many(self, cql: str, params: Iterable[Sequence[Any]]) -> None:
+        """Run one prepared statement for every parameter tuple, CONCURRENCY at a time."""
+        execute_concurrent_with_args(
+            self.session, self.prepare(cql), list(params), concurrency=CONCURRENCY,
+            raise_on_first_error=True,
+        )
+
+    def read_many(self, cql: str, params: Sequence[Sequence[Any]]) -> list[list[tuple[Any, ...]]]:
+        """Rows of each query, in the order of ``params``."""
+        results = execute_concurrent_with_args(
+            self.session, self.prepare(cql), params, concurrency=CONCURRENCY,
+            raise_on_first_error=True,
+        )
+        return [list(rs) for _ok, rs in results]
