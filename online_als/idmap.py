@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ def as_id_list(ids: Iterable[Any] | np.ndarray) -> list[str]:
     """Normalise ids to ``list[str]``: strings as is, integers through ``str()``.
 
     Anything else (floats, bytes, None, bools) raises ``TypeError``: ``str(4.0)`` would
-    silently make ``"4.0"`` a different id from ``4``.
+    silently make ``"4.0"`` a different id from ``4``. A ``list`` of ``str`` is returned as is.
     """
     if isinstance(ids, np.ndarray):
         if ids.dtype.kind == "U":
@@ -23,6 +24,8 @@ def as_id_list(ids: Iterable[Any] | np.ndarray) -> list[str]:
         if ids.dtype.kind in "iu":
             return [str(v) for v in ids.ravel().tolist()]
         ids = ids.ravel().tolist()
+    if isinstance(ids, list) and all(type(v) is str for v in ids):
+        return ids  # fast path; callers never mutate the result
     out: list[str] = []
     for v in ids:
         if type(v) is str:
@@ -59,19 +62,17 @@ class IdMap:
         """Rows of ``ids`` as int64; unknown ids are appended when ``add``, else -1."""
         keys = as_id_list(ids)
         index = self._index
-        if not add:
-            return np.fromiter((index.get(s, -1) for s in keys), np.int64, len(keys))
-        old = len(self._ids)
-        # setdefault evaluates len(index) before inserting, which is exactly the new row.
-        rows = [index.setdefault(s, len(index)) for s in keys]
-        if len(index) != old:
-            new = list(dict.fromkeys(s for s, r in zip(keys, rows, strict=True) if r >= old))
+        if add:
+            try:  # common case, all known: C-level lookups only
+                return np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+            except KeyError:
+                pass
+            new = [s for s in dict.fromkeys(keys) if s not in index]  # first-seen order
             if "" in new:
-                for s in new:
-                    del index[s]
                 raise ValueError("empty string is not a valid id")
+            index.update(zip(new, range(len(self._ids), len(self._ids) + len(new)), strict=True))
             self._ids.extend(new)
-        return np.asarray(rows, np.int64)
+        return np.fromiter(map(index.get, keys, repeat(-1)), np.int64, len(keys))
 
     def row(self, id_: IdLike) -> int:
         """Row of one id, or -1."""

@@ -49,6 +49,9 @@ def _grown(arr: np.ndarray, need: int) -> np.ndarray:
 class ModelState:
     """Factors (float32 ``(n, k)``), biases (float32 ``(n,)``), global mean and id maps.
 
+    Snapshots are one ``.npz`` (``allow_pickle=False``): the four arrays, the id tables as UTF-8
+    bytes + offsets, and the JSON metadata (:meth:`meta`, ``FORMAT_VERSION``) as entry ``meta``.
+
     Biases and the global mean are used in explicit mode only (kept at 0 in implicit mode).
     ``hyper`` holds JSON-able hyper-parameters saved with the snapshot.
 
@@ -56,6 +59,8 @@ class ModelState:
     >>> s.ensure_users(["alice", "bob"]).tolist(), s.user_factors.shape
     ([0, 1], (2, 4))
     """
+
+    FORMAT_VERSION = FORMAT_VERSION
 
     def __init__(
         self,

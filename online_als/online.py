@@ -42,10 +42,12 @@ class ExplicitParams:
     track_mean: bool = True  # update global_mean after each batch with the applied ratings
 
     def __post_init__(self) -> None:
-        _check("lr", self.lr)
-        _check("reg", self.reg)
-        _check("reg_bias", self.reg_bias)
-        _check("clip", self.clip, positive=True)
+        # Store plain floats/bools: numba compiles one specialisation per argument type.
+        object.__setattr__(self, "lr", _check("lr", self.lr))
+        object.__setattr__(self, "reg", _check("reg", self.reg))
+        object.__setattr__(self, "reg_bias", _check("reg_bias", self.reg_bias))
+        object.__setattr__(self, "clip", _check("clip", self.clip, positive=True))
+        object.__setattr__(self, "track_mean", bool(self.track_mean))
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,9 @@ class ImplicitParams:
     update_items: bool = True
 
     def __post_init__(self) -> None:
-        _check("reg", self.reg, positive=True)
-        _check("alpha", self.alpha, positive=True)
+        object.__setattr__(self, "reg", _check("reg", self.reg, positive=True))
+        object.__setattr__(self, "alpha", _check("alpha", self.alpha, positive=True))
+        object.__setattr__(self, "update_items", bool(self.update_items))
 
 
 class OnlineModel:

@@ -227,3 +227,23 @@ def test_missing_data_root_message(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert default_data_root() == tmp_path.resolve()
     with pytest.raises(MovieLensNotFoundError, match="u.data"):
         load_movielens_100k()
+
+
+@needs_data
+def test_fast_and_general_parsers_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from online_als.datasets import readers
+
+    assert DATA is not None
+    paths = [DATA / "ml-100k" / "u.data.gz", DATA / "ml-latest-small" / "ratings.csv.gz"]
+    fast = [read_ratings(p) for p in paths]
+    monkeypatch.setattr(readers, "_parse_fast", lambda *args: None)
+    general = [read_ratings(p) for p in paths]
+    for a, b in zip(fast, general, strict=True):
+        assert _same(a, b)
+
+
+def test_long_ids_are_not_truncated(tmp_path: Path) -> None:
+    long_id = "user-" + "x" * 60
+    p = tmp_path / "long.csv"
+    p.write_text(f"user_id,item_id,rating,timestamp\n{long_id},i1,1,5\nu2,i2,2,6\n")
+    assert read_ratings(p).user_ids.tolist() == [long_id, "u2"]

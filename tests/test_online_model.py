@@ -178,3 +178,22 @@ def test_implicit_first_fold_in_matches_exact_resolve():
     c, p = np.array([12.0], np.float32), np.array([1.0], np.float32)
     exact = resolve_users(y, gram(y, 0.2), np.array([0, 1]), np.array([2]), c, p)
     np.testing.assert_allclose(m.state.user_factors[m.state.users.row("new")], exact[0], 1e-5)
+
+
+def test_implicit_fold_in_learns_planted_groups():
+    rng = np.random.default_rng(4)
+    n_users, n_items, n_groups = 60, 30, 3
+    ug, ig = np.arange(n_users) % n_groups, np.arange(n_items) % n_groups
+    m = OnlineModel.implicit(k=4, reg=0.1, alpha=5.0, item_init_scale=0.1)
+    for _ in range(6):  # a few streamed passes, grams refreshed between micro-batches
+        u = rng.integers(0, n_users, 400)
+        i = np.array([rng.choice(np.flatnonzero(ig == ug[x])) for x in u])
+        m.learn_batch([f"u{x}" for x in u], [f"i{x}" for x in i], np.ones(400))
+        m.refresh_grams()
+    uu, ii = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
+    scores = m.predict([f"u{x}" for x in uu.ravel()], [f"i{x}" for x in ii.ravel()])
+    same = (ug[uu] == ig[ii]).ravel()
+    # AUC of "same group" vs "other group" scores: 1.0 is a perfect separation.
+    ranks = np.argsort(np.argsort(scores))
+    auc = (ranks[same].mean() - (same.sum() - 1) / 2) / (~same).sum()
+    assert auc > 0.9, auc

@@ -21,7 +21,7 @@ def clustered(seed: int = 0, n_users: int = 120, n_items: int = 80, groups: int 
         items = np.arange(g * block, (g + 1) * block)
         liked = items[rng.random(block) < 0.6]
         dense[u, liked] = rng.integers(1, 4, liked.size)
-        held[u] = liked[0]
+        held[u] = rng.choice(liked)
         dense[u, held[u]] = 0.0
     return sp.csr_matrix(dense), held
 

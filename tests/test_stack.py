@@ -26,8 +26,9 @@ from worker.stack import (
     proc,
     select_components,
 )
+from worker.stack.cassandra import CASSANDRA_JAVA_VERSIONS
 from worker.stack.redis import RedisServer, ping
-from worker.stack.tools import render_template
+from worker.stack.tools import render_template, require_java
 
 # ---- unit checks (no servers) ------------------------------------------------------------
 
@@ -84,6 +85,28 @@ def test_status_of_never_started_stack(tmp_path: Path) -> None:
     statuses = Stack(cfg).status()
     assert list(statuses) == list(CORE_COMPONENTS)
     assert all(not s.running and s.pid is None for s in statuses.values())
+
+
+def test_cassandra_refuses_a_too_new_java() -> None:
+    java25 = Path("/usr/lib/jvm/temurin-25-jdk-amd64/bin/java")
+    if not java25.exists():
+        pytest.skip("no Java 25 on this machine")
+    with pytest.raises(StackError, match="needs Java 11 or 17.*Java 25"):
+        require_java(java25, CASSANDRA_JAVA_VERSIONS, "Cassandra 5.0")
+
+
+@pytest.mark.stack
+def test_server_that_dies_during_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    class BrokenRedis(RedisServer):
+        def command(self) -> list[str]:
+            return [*super().command(), "--no-such-option", "1"]
+
+    server = BrokenRedis(StackConfig(runtime_dir=tmp_path, redis_port=_free_port()))
+    server.prepare()
+    pid = server.spawn()
+    with pytest.raises(StackError, match=r"(?s)died during start.*no-such-option"):
+        server.wait_ready(pid)
+    assert not server.pid_file.exists()
 
 
 # ---- the real stack ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "stack": "worker.stack.cli:add_stack_parser",
     "worker": "worker.cli:_add_worker_parser",
     "config": "worker.cli:_add_config_parser",
+    "produce": "producers.cli:add_produce_parser",
 }
 
 

@@ -162,9 +162,11 @@ class WorkerMetrics:
             registry=reg,
         )
         self.batch_size = Histogram(
-            p + "batch_size", "Messages per processed batch.", buckets=BATCH_SIZE_BUCKETS,
+            p + "batch_size",
+            "Messages per processed batch.",
+            buckets=BATCH_SIZE_BUCKETS,
             registry=reg,
-        )  # fmt: skip
+        )
         self.batch_latency = Histogram(
             p + "batch_latency_seconds",
             "Wall time to decode, apply and persist one batch.",
@@ -184,25 +186,34 @@ class WorkerMetrics:
             registry=reg,
         )
         self.redis_latency = Histogram(
-            p + "redis_latency_seconds", "Redis call latency by operation.", ["op"],
-            buckets=CALL_LATENCY_BUCKETS, registry=reg,
-        )  # fmt: skip
-        self.cassandra_latency = Histogram(
-            p + "cassandra_latency_seconds", "Cassandra call latency by operation.", ["op"],
-            buckets=CALL_LATENCY_BUCKETS, registry=reg,
-        )  # fmt: skip
-        self.prequential_rmse = Gauge(
-            p + "prequential_rmse", "RMSE of predictions made before learning each event, "
-            "over the sliding window.", registry=reg,
-        )  # fmt: skip
-        self.prequential_mae = Gauge(
-            p + "prequential_mae", "MAE of predictions made before learning each event, "
-            "over the sliding window.", registry=reg,
-        )  # fmt: skip
-        self.prequential_window = Gauge(
-            p + "prequential_window_events", "Events currently in the error window.",
+            p + "redis_latency_seconds",
+            "Redis call latency by operation.",
+            ["op"],
+            buckets=CALL_LATENCY_BUCKETS,
             registry=reg,
-        )  # fmt: skip
+        )
+        self.cassandra_latency = Histogram(
+            p + "cassandra_latency_seconds",
+            "Cassandra call latency by operation.",
+            ["op"],
+            buckets=CALL_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.prequential_rmse = Gauge(
+            p + "prequential_rmse",
+            "RMSE over the sliding window of predictions made before learning each event.",
+            registry=reg,
+        )
+        self.prequential_mae = Gauge(
+            p + "prequential_mae",
+            "MAE over the sliding window of predictions made before learning each event.",
+            registry=reg,
+        )
+        self.prequential_window = Gauge(
+            p + "prequential_window_events",
+            "Events currently in the error window.",
+            registry=reg,
+        )
         self.model_version = Gauge(
             p + "model_version", "Version of the model state being served.", registry=reg
         )

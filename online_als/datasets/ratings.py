@@ -42,10 +42,13 @@ def as_str_array(ids: npt.ArrayLike) -> np.ndarray:
         return np.array([str(x) for x in arr.tolist()], dtype=object)
     if arr.dtype.kind == "S":
         return np.char.decode(arr, "utf-8")
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.str_)
     if arr.dtype.kind == "f" and arr.size and np.all(np.mod(arr, 1) == 0):
-        return arr.astype(np.int64).astype(np.str_)
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        if arr.size == 0:
+            return np.empty(0, np.str_)
+        width = max(len(str(arr.min())), len(str(arr.max())))
+        return arr.astype(f"U{width}")  # not the default U21 of int64: 4x less memory
     return arr.astype(np.str_)
 
 
@@ -110,6 +113,27 @@ class Ratings:
         )
 
     @classmethod
+    def _trusted(
+        cls,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        events: np.ndarray | None,
+    ) -> Ratings:
+        """Build from columns already validated (row subsets of a valid container)."""
+        obj = object.__new__(cls)
+        for name, col in (
+            ("user_ids", user_ids),
+            ("item_ids", item_ids),
+            ("values", values),
+            ("timestamps", timestamps),
+            ("events", events),
+        ):
+            object.__setattr__(obj, name, col)
+        return obj
+
+    @classmethod
     def empty(cls) -> Ratings:
         """A container with zero rows."""
         return cls(
@@ -140,7 +164,7 @@ class Ratings:
         idx = np.asarray(index)
         if idx.dtype != np.bool_:
             idx = idx.astype(np.int64, copy=False)
-        return Ratings(
+        return Ratings._trusted(
             self.user_ids[idx],
             self.item_ids[idx],
             self.values[idx],
@@ -150,7 +174,7 @@ class Ratings:
 
     def slice(self, start: int, stop: int) -> Ratings:
         """Rows ``start:stop`` (views, no copy)."""
-        return Ratings(
+        return Ratings._trusted(
             self.user_ids[start:stop],
             self.item_ids[start:stop],
             self.values[start:stop],
@@ -213,7 +237,7 @@ def concat(parts: Sequence[Ratings]) -> Ratings:
             arrays = [a.astype(object) for a in arrays]
         return np.concatenate(arrays)
 
-    return Ratings(
+    return Ratings._trusted(
         cat("user_ids"),
         cat("item_ids"),
         cat("values"),

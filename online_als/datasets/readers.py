@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import re
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -231,49 +230,45 @@ def _split_lines(text: str) -> list[str]:
     return lines
 
 
-_NUMERIC_DELETE = str.maketrans("", "", "0123456789.-\n\r")
-_LOSSY_NUMBER = re.compile(r"(?:^|[^0-9.])-?0[0-9]|(?:^|[^0-9.])-0(?:[^0-9.]|$)")
-_EXACT_INT = float(2**53)
+_ID_WIDTH = 32
 
 
-def _parse_numeric_fast(text: str, kind: str, cols: dict[str, int]) -> Ratings | None:
-    """All-numeric blocks (the MovieLens case) parsed in one C call; None when the block is
-    not plainly numeric, so the general path (which reports errors) takes over."""
-    sep = {"csv": ",", "dat": "::", "data": "\t"}[kind]
-    ncols = cols["n"]
-    if "event" in cols or text.translate(_NUMERIC_DELETE).replace(sep, ""):
-        return None
-    body = text.replace("\r\n", "\n")
-    if not body.endswith("\n"):
-        body += "\n"
-    if body.startswith("\n") or "\n\n" in body or _LOSSY_NUMBER.search(body):
-        return None  # blank lines, or ids such as "007" / "-0" that must stay strings
-    n = body.count("\n")
-    if body.count(sep) != (ncols - 1) * n:
-        return None
+def _parse_fast(text: str, kind: str, cols: dict[str, int]) -> Ratings | None:
+    """Parse a block with NumPy's C text reader; None when anything is irregular (empty
+    fields, long ids, bad rows), so the general path, which reports errors, takes over."""
+    keys = [k for k in ("user", "item", "rating", "timestamp", "event") if k in cols]
+    kinds = {"user": f"U{_ID_WIDTH}", "item": f"U{_ID_WIDTH}", "rating": "f4",
+             "timestamp": "i8", "event": f"U{_ID_WIDTH}"}  # fmt: skip
+    dtype = np.dtype([(k, kinds[k]) for k in keys])
+    if kind == "dat":
+        text = text.replace("::", "\t")
+    delimiter = "," if kind == "csv" else "\t"
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error")
         try:
-            flat = np.fromstring(body.replace(sep, " "), dtype=np.float64, sep=" ")
-        except (DeprecationWarning, ValueError):
+            table = np.loadtxt(
+                io.StringIO(text), dtype=dtype, delimiter=delimiter, comments=None,
+                quotechar='"' if kind == "csv" else None, usecols=[cols[k] for k in keys],
+                ndmin=1, encoding=None,
+            )  # fmt: skip
+        except (ValueError, TypeError, Warning):
             return None
-    if flat.shape[0] != ncols * n:
-        return None
-    table = flat.reshape(n, ncols)
-    ids = table[:, [cols["user"], cols["item"]]]
-    if not (np.all(np.abs(ids) < _EXACT_INT) and np.all(ids == np.floor(ids))):
-        return None  # ids like "1.5" must keep their text
-    stamps: np.ndarray = np.zeros(n, np.int64)
-    if "timestamp" in cols:
-        ts = table[:, cols["timestamp"]]
-        if not np.all(ts == np.floor(ts)):
-            return None
-        stamps = ts.astype(np.int64)
+    columns: dict[str, np.ndarray] = {}
+    for key in ("user", "item", "event"):
+        if key in cols:
+            ids = table[key]
+            width = int(np.strings.str_len(ids).max(initial=0))
+            if width >= _ID_WIDTH:
+                return None  # may have been truncated
+            columns[key] = ids.astype(f"U{max(width, 1)}")
     return Ratings(
-        ids[:, 0].astype(np.int64).astype(np.str_),
-        ids[:, 1].astype(np.int64).astype(np.str_),
-        table[:, cols["rating"]].astype(np.float32),
-        stamps,
+        columns["user"],
+        columns["item"],
+        np.ascontiguousarray(table["rating"]),
+        np.ascontiguousarray(table["timestamp"])
+        if "timestamp" in cols
+        else np.zeros(table.shape[0], np.int64),
+        columns.get("event"),
     )
 
 
@@ -282,9 +277,9 @@ def _parse_text(
 ) -> Ratings:
     if kind == "csv":
         assert columns is not None
-        fast = _parse_numeric_fast(text, kind, columns)
+        fast = _parse_fast(text, kind, columns)
     else:
-        fast = _parse_numeric_fast(text, kind, _FIXED_COLUMNS)
+        fast = _parse_fast(text, kind, _FIXED_COLUMNS)
     if fast is not None:
         return fast
     lines = _split_lines(text)
@@ -377,8 +372,8 @@ def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[Ratings]:
 
     def ids(arr: pa.Array) -> np.ndarray:
         if pa.types.is_integer(arr.type):
-            return arr.to_numpy(zero_copy_only=False).astype(np.str_)
-        return as_str_array(arr.cast(pa.string()).to_numpy(zero_copy_only=False))
+            return as_str_array(arr.to_numpy(zero_copy_only=False))
+        return np.asarray(arr.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=np.str_)
 
     def stamps(arr: pa.Array) -> np.ndarray:
         if pa.types.is_timestamp(arr.type):

@@ -17,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from online_als.kernels.guard import GUARD_BOUND, in_bound, rows_in_range, rows_in_range_reference
+from online_als.kernels.guard import (
+    GUARD_BOUND,
+    PREFETCH_AHEAD,
+    in_bound,
+    prefetch_row,
+    rows_in_range,
+    rows_in_range_reference,
+)
 
 
 @njit(cache=True, nogil=True)
@@ -64,6 +71,13 @@ def sgd_update_batch(
     yn = np.empty(k, np.float64)
     applied = 0
     for j in range(n):
+        if j + PREFETCH_AHEAD < n:  # random rows of big tables: hide the cache misses
+            ahead_u = u_rows[j + PREFETCH_AHEAD]
+            ahead_i = i_rows[j + PREFETCH_AHEAD]
+            prefetch_row(user_f, ahead_u)
+            prefetch_row(item_f, ahead_i)
+            prefetch_row(user_b, ahead_u)
+            prefetch_row(item_b, ahead_i)
         u = u_rows[j]
         i = i_rows[j]
         x = user_f[u]
@@ -73,10 +87,10 @@ def sgd_update_batch(
         pred = global_mean + bu + bi + _dot64(x, y)
         pred_out[j] = pred
         applied_out[j] = 0
-        e = np.float64(ratings[j]) - pred
-        if not in_bound(np.float64(ratings[j])) or not in_bound(pred):
+        r = np.float64(ratings[j])
+        if not in_bound(r) or not in_bound(pred):
             continue
-        e = min(max(e, -clip), clip)
+        e = min(max(r - pred, -clip), clip)
         bu_new = bu + lr * (e - reg_bias * bu)
         bi_new = bi + lr * (e - reg_bias * bi)
         ok = in_bound(bu_new) and in_bound(bi_new)

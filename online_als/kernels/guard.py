@@ -8,8 +8,13 @@ below float32 overflow, so a diverging learning rate is stopped before it poison
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: Largest absolute value a kernel may write into a factor or bias.
 GUARD_BOUND = 1.0e6
@@ -42,3 +47,44 @@ def rows_in_range(rows: np.ndarray, n: int) -> bool:
 def rows_in_range_reference(rows: np.ndarray, n: int) -> bool:
     """NumPy twin of :func:`rows_in_range`."""
     return not rows.size or bool(rows.min() >= 0 and rows.max() < n)
+
+
+#: Events ahead whose rows the kernels prefetch (rows of big tables are random cache misses).
+PREFETCH_AHEAD = 8
+
+
+@intrinsic
+def prefetch_row(typingctx: Any, arr: Any, row: Any) -> Any:
+    """``prefetch_row(arr, r)``: LLVM prefetch of row ``r`` of a 1-D or 2-D array.
+
+    A hint only: it never changes a result, and needs no bounds (a prefetch cannot fault).
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim in (1, 2)):
+        return None
+    if not isinstance(row, types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        r = context.cast(builder, args[1], sig.args[1], types.intp)
+        item = context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype))
+        stride = cgutils.unpack_tuple(builder, ary.strides)[0]
+        row_bytes = ir.Constant(intp, item)
+        if sig.args[0].ndim == 2:
+            row_bytes = builder.mul(cgutils.unpack_tuple(builder, ary.shape)[1], row_bytes)
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.gep(builder.bitcast(ary.data, i8p), [builder.mul(r, stride)])
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        line = ir.Constant(intp, 64)
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), row_bytes, line, intp) as (
+            off,
+            _,
+        ):
+            # read (0), keep in all cache levels (3), data cache (1)
+            builder.call(fn, [builder.gep(base, [off]), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, row), codegen

@@ -36,7 +36,9 @@ from online_als.kernels.explicit_sgd import _dot64
 from online_als.kernels.guard import (
     DENOM_MIN,
     GUARD_BOUND,
+    PREFETCH_AHEAD,
     in_bound,
+    prefetch_row,
     rows_in_range,
     rows_in_range_reference,
 )
@@ -129,6 +131,9 @@ def foldin_update_batch(
     yn = np.empty(k, np.float64)
     applied = 0
     for j in range(n):
+        if j + PREFETCH_AHEAD < n:  # random rows of big tables: hide the cache misses
+            prefetch_row(user_f, u_rows[j + PREFETCH_AHEAD])
+            prefetch_row(item_f, i_rows[j + PREFETCH_AHEAD])
         x = user_f[u_rows[j]]
         y = item_f[i_rows[j]]
         s = _dot64(x, y)

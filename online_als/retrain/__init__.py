@@ -21,6 +21,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,7 +83,8 @@ class WarmStart:
 @dataclass
 class RetrainResult:
     """Float32 factors/biases (biases 0 and ``global_mean`` 0.0 in implicit mode), the id
-    maps of the matrix (``None`` for row-only matrices) and wall seconds per phase."""
+    maps of the matrix (``None`` for row-only matrices), wall seconds per phase, the number
+    of stored ratings and the hyper-parameters used (JSON-able)."""
 
     mode: Mode
     user_factors: F32
@@ -93,13 +95,26 @@ class RetrainResult:
     users: IdMap | None
     items: IdMap | None
     seconds: dict[str, float] = field(default_factory=dict)
+    n_ratings: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
 
     def to_state(self, *, seed: int = 0, hyper: dict[str, Any] | None = None) -> ModelState:
-        """A :class:`ModelState` holding this result (needs the id maps)."""
+        """A :class:`ModelState` holding this result (needs the id maps).
+
+        ``hyper`` defaults to the retrain parameters; ``n_ratings`` is carried over so the
+        state's running global mean goes on from the retrained one.
+        """
         if self.users is None or self.items is None:
             raise ValueError("to_state needs id maps; build the matrix from ids")
         k = self.user_factors.shape[1]
-        state = ModelState(self.mode, k, seed=seed, global_mean=self.global_mean, hyper=hyper)
+        state = ModelState(
+            self.mode,
+            k,
+            seed=seed,
+            global_mean=self.global_mean,
+            hyper=dict(self.params) if hyper is None else hyper,
+        )
+        state.n_ratings = self.n_ratings
         state.ensure_users(self.users.ids)
         state.ensure_items(self.items.ids)
         state.user_factors[:] = self.user_factors
@@ -218,5 +233,6 @@ def retrain(
     seconds["check"] = time.perf_counter() - t0
     return RetrainResult(
         mode, np.ascontiguousarray(uf), np.ascontiguousarray(itf), ub, ib, float(mu),
-        matrix.users, matrix.items, seconds,
+        matrix.users, matrix.items, seconds, int(matrix.matrix.nnz),
+        {"mode": mode, **dataclasses.asdict(params)},
     )  # fmt: skip

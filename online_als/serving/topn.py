@@ -207,7 +207,7 @@ def top_n_batch(
                 block += ub[lo:hi, None]
         _mask_excluded(block, exclude, lo, hi)
         if mask is not None:
-            block[~(mask if mask.ndim == 1 else mask[lo:hi])] = _NEG_INF
+            np.copyto(block, _NEG_INF, where=~(mask if mask.ndim == 1 else mask[lo:hi]))
         if callable(allow):
             for j in range(hi - lo):
                 rows, scores = top_n_scores(block[j], n, allow=allow, copy=False)

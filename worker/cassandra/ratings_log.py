@@ -11,11 +11,13 @@ keeps the output exactly-once per offset.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from cassandra.cluster import ResponseFuture
 
 from worker.cassandra import codec
 from worker.cassandra.schema import LOG_BUCKET_SPAN
@@ -53,30 +55,48 @@ class LogChunk(NamedTuple):
     offsets: np.ndarray  # int64
 
 
+class _Block:
+    """One decoded block; ``start`` marks rows already handed out."""
+
+    __slots__ = ("users", "items", "numeric", "start")
+
+    def __init__(self, users: list[str], items: list[str], numeric: list[np.ndarray]) -> None:
+        self.users, self.items, self.numeric, self.start = users, items, numeric, 0
+
+
 class _Columns:
     """Decoded blocks waiting to be cut into chunks (memory: one chunk plus one page)."""
 
     def __init__(self) -> None:
-        self.users: list[str] = []
-        self.items: list[str] = []
-        self.parts: list[np.ndarray] = []  # [values, ts, partitions, offsets] per block
+        self.blocks: deque[_Block] = deque()
         self.rows = 0
 
     def add(self, users: list[str], items: list[str], numeric: list[np.ndarray]) -> None:
-        self.users.extend(users)
-        self.items.extend(items)
-        self.parts.append(numeric)
+        self.blocks.append(_Block(users, items, numeric))
         self.rows += len(users)
 
     def take(self, n: int) -> LogChunk:
-        """Remove and return the first ``n`` rows."""
-        cols = [np.concatenate([p[j] for p in self.parts]) for j in range(4)]
-        users, items = self.users[:n], self.items[:n]
-        del self.users[:n], self.items[:n]
-        self.parts = [[c[n:] for c in cols]] if self.rows > n else []
+        """Remove and return the first ``n`` rows (no re-copy of what stays behind)."""
+        users: list[str] = []
+        items: list[str] = []
+        numeric: list[list[np.ndarray]] = [[], [], [], []]
+        need = n
+        while need:
+            blk = self.blocks[0]
+            s = blk.start
+            e = min(len(blk.users), s + need)
+            users.extend(blk.users[s:e])
+            items.extend(blk.items[s:e])
+            for j in range(4):
+                numeric[j].append(blk.numeric[j][s:e])
+            need -= e - s
+            if e == len(blk.users):
+                self.blocks.popleft()
+            else:
+                blk.start = e
         self.rows -= n
-        return LogChunk(_objects(users), _objects(items), cols[0][:n], cols[1][:n],
-                        cols[2][:n], cols[3][:n])
+        cols = [np.concatenate(c) for c in numeric]
+        return LogChunk(_objects(users), _objects(items), cols[0], cols[1], cols[2], cols[3])
 
 
 def _objects(ids: list[str]) -> np.ndarray:
@@ -101,6 +121,8 @@ class RatingsLog:
 
     def __init__(self, db: Db) -> None:
         self.db = db
+        # Index rows this process has written: a bucket holds ~200 batches, so skip the rest.
+        self._indexed: set[tuple[str, int, int]] = set()
 
     def append_blocks(
         self, topic: str, partition: int, first_offset: int, last_offset: int,
@@ -132,9 +154,11 @@ class RatingsLog:
                 codec.pack_array(offs[s:e], codec.I64), now,
             ))
         # The index first: an index entry without blocks is harmless, blocks without one are lost.
-        buckets = sorted({r[2] for r in rows})
-        self.db.write_many(_INSERT_BUCKET, [(topic, partition, b) for b in buckets])
+        keys = {(topic, partition, r[2]) for r in rows} - self._indexed
+        if keys:
+            self.db.write_many(_INSERT_BUCKET, sorted(keys))
         self.db.write_many(_INSERT, rows)
+        self._indexed |= keys
         return len(rows)
 
     def buckets(self, topic: str) -> dict[int, list[int]]:
@@ -183,20 +207,20 @@ class RatingsLog:
 
     def _rows(self, topic: str, partition: int, bucket: int, cutoff: int) -> Iterator[Any]:
         """Rows of one bucket, fetching the next page while the caller decodes this one."""
-        stmt = self.db.prepare(_READ)
-        stmt.fetch_size = FETCH_BLOCKS
-        params = (topic, partition, bucket, cutoff)
-        session = self.db.session
+        bound = self.db.prepare(_READ).bind((topic, partition, bucket, cutoff))
+        bound.fetch_size = FETCH_BLOCKS
         start = time.perf_counter()
-        future = session.execute_async(stmt, params)
+        future: ResponseFuture | None = self.db.submit(bound)
+        paging_state = None
         while future is not None:
-            result = future.result()
+            result = self.db.wait(future, bound, None, paging_state)
             self._observe("read_log_page", start)
             rows = result.current_rows
             future = None
             if result.has_more_pages:
                 start = time.perf_counter()
-                future = session.execute_async(stmt, params, paging_state=result.paging_state)
+                paging_state = result.paging_state
+                future = self.db.submit(bound, None, paging_state)
             yield from rows
 
     def _observe(self, op: str, start: float) -> None:

@@ -50,10 +50,11 @@ _FACTOR_TABLES = (
         version int, kind text, block int,
         n int, rank int, ids blob, factors blob, biases blob,
         PRIMARY KEY ((version, kind, block)))""",
-    # Written after every block of (version, kind): its presence means the snapshot is complete.
+    # Written with complete=false before the blocks (reserved = most blocks ever written, so
+    # retention finds orphans of a crashed write) and set complete=true after the last one.
     """CREATE TABLE IF NOT EXISTS {ks}.factor_manifests (
-        version int, kind text, blocks int, n bigint, rank int, rows_per_block int,
-        written_at timestamp,
+        version int, kind text, blocks int, reserved int, complete boolean,
+        n bigint, rank int, rows_per_block int, written_at timestamp,
         PRIMARY KEY ((version), kind))""",
     # Write-behind of vectors changed by streaming since the snapshot; last write wins per id.
     """CREATE TABLE IF NOT EXISTS {ks}.factor_deltas (

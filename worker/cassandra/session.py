@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    ResultSet,
+    Session,
+)
+from cassandra.connection import ConnectionBusy
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement, tuple_factory
+from cassandra.query import PreparedStatement, Statement, tuple_factory
 
 from worker.config import CassandraSettings
 
@@ -102,19 +111,56 @@ class Db:
                 self.observe(op, time.perf_counter() - start)
 
     def execute(self, cql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self.session.execute(self.prepare(cql), params))
+        stmt = self.prepare(cql)
+        return list(self.wait(self.submit(stmt, params), stmt, params))
+
+    def submit(self, stmt: Statement, params: Sequence[Any] | None = None,
+               paging_state: bytes | None = None) -> ResponseFuture:
+        return self.session.execute_async(stmt, params, paging_state=paging_state)
+
+    def wait(self, future: ResponseFuture, stmt: Statement, params: Sequence[Any] | None = None,
+             paging_state: bytes | None = None) -> ResultSet:
+        """The future's result; a request refused as ``ConnectionBusy`` is sent again.
+
+        The driver refuses (never sends) a request while the connection's socket buffer is
+        full, which happens with MiB-sized blobs in flight; with one replica that surfaces as
+        NoHostAvailable. Since it was never sent, resending is safe even for LWTs.
+        """
+        delay, waited = 0.002, 0.0
+        while True:
+            try:
+                return future.result()
+            except NoHostAvailable as exc:
+                if not _only_busy(exc) or waited > REQUEST_TIMEOUT_S:
+                    raise
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.1)
+            future = self.submit(stmt, params, paging_state)
+
+    def run_many(self, cql: str, params: Sequence[Sequence[Any]]) -> list[ResultSet]:
+        """Run one prepared statement per parameter tuple, CONCURRENCY in flight, in order."""
+        stmt = self.prepare(cql)
+        results: list[ResultSet] = []
+        inflight: deque[tuple[int, ResponseFuture]] = deque()
+        nxt = 0
+        while nxt < len(params) or inflight:
+            while nxt < len(params) and len(inflight) < CONCURRENCY:
+                inflight.append((nxt, self.submit(stmt, params[nxt])))
+                nxt += 1
+            i, future = inflight.popleft()
+            results.append(self.wait(future, stmt, params[i]))
+        return results
 
     def write_many(self, cql: str, params: Iterable[Sequence[Any]]) -> None:
-        """Run one prepared statement for every parameter tuple, CONCURRENCY at a time."""
-        execute_concurrent_with_args(
-            self.session, self.prepare(cql), list(params), concurrency=CONCURRENCY,
-            raise_on_first_error=True,
-        )
+        """Bulk writes; raises the first error (the statements are idempotent: just rerun)."""
+        self.run_many(cql, list(params))
 
     def read_many(self, cql: str, params: Sequence[Sequence[Any]]) -> list[list[tuple[Any, ...]]]:
         """Rows of each query, in the order of ``params``."""
-        results = execute_concurrent_with_args(
-            self.session, self.prepare(cql), params, concurrency=CONCURRENCY,
-            raise_on_first_error=True,
-        )
-        return [list(rs) for _ok, rs in results]
+        return [list(rs) for rs in self.run_many(cql, params)]
+
+
+def _only_busy(exc: NoHostAvailable) -> bool:
+    errors = exc.errors or {}
+    return bool(errors) and all(isinstance(e, ConnectionBusy) for e in errors.values())

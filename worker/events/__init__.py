@@ -12,7 +12,7 @@ from worker.events.binary import (
     decode_binary,
     encode_binary,
 )
-from worker.events.decode import DecodedBatch, RejectRow, decode_batch, encode_json
+from worker.events.decode import DecodedBatch, RawValue, RejectRow, decode_batch, encode_json
 from worker.events.dlq import dead_letter_record
 from worker.events.schema import (
     DEFAULT_EVENT_WEIGHTS,
@@ -34,6 +34,7 @@ __all__ = [
     "DecodeConfig",
     "DecodedBatch",
     "Mode",
+    "RawValue",
     "RejectRow",
     "dead_letter_record",
     "decode_batch",

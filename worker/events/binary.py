@@ -102,7 +102,9 @@ def encode_binary(
     )
 
 
-def decode_binary(raw: bytes, cfg: DecodeConfig) -> tuple[str, str, float, str, float]:
+def decode_binary(
+    raw: bytes | bytearray | memoryview, cfg: DecodeConfig
+) -> tuple[str, str, float, str, float]:
     """Decode and validate one binary event -> (user, item, value, event_type, ts or NaN)."""
     try:
         if raw[1] != VERSION:

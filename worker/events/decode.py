@@ -31,7 +31,10 @@ from worker.events.schema import (
 )
 
 RejectRow = tuple[int, str, str]
+#: A Kafka message value as confluent-kafka returns it (None for a tombstone).
+RawValue = bytes | bytearray | memoryview | None
 _NAN = math.nan
+_MAX_MILLIS = MILLIS_THRESHOLD * 1000.0
 
 
 @dataclass(slots=True)
@@ -107,7 +110,9 @@ def _from_json(raw: Any, cfg: DecodeConfig) -> tuple[str, str, float, str, float
         ts = _NAN
     else:
         tp = type(ts)
-        if not ((tp is float or tp is int) and 0 <= ts <= MILLIS_THRESHOLD):
+        if tp is int and MILLIS_THRESHOLD < ts <= _MAX_MILLIS:
+            ts = ts / 1000.0  # epoch millis, the common producer default
+        elif not ((tp is float or tp is int) and 0 <= ts <= MILLIS_THRESHOLD):
             ts = normalise_ts(check_number(ts, "ts"))
     eid = get("event_id")
     if eid is not None and (type(eid) is not str or not 0 < len(eid) <= short_id):
@@ -126,7 +131,7 @@ def _kafka_seconds(kafka_ts_ms: Any, n: int) -> npt.NDArray[np.float64]:
 
 
 def decode_batch(
-    values: Sequence[bytes | None], kafka_ts_ms: Any, config: DecodeConfig
+    values: Sequence[RawValue], kafka_ts_ms: Any, config: DecodeConfig
 ) -> DecodedBatch:
     """Decode a poll batch. Never raises on message content: bad messages become rejects.
 

@@ -122,7 +122,7 @@ def check_id(value: object, name: str, max_bytes: int) -> str:
     raise Reject(WRONG_TYPE, f"{name} must be a string or integer, got {type(value).__name__}")
 
 
-def check_id_bytes(raw: bytes, name: str, max_bytes: int) -> str:
+def check_id_bytes(raw: bytes | bytearray | memoryview, name: str, max_bytes: int) -> str:
     """Validate a binary-encoded id (UTF-8 bytes)."""
     if not raw:
         raise Reject(EMPTY_ID, f"{name} is empty")

@@ -40,8 +40,8 @@ class RedisServer(Server):
         ]  # fmt: skip
 
     def cmd_marker(self) -> str:
-        # Redis rewrites its process title to "redis-server HOST:PORT".
-        return f"{self.config.host}:{self.config.redis_port}"
+        # Redis rewrites its process title to "redis-server HOST:PORT" (argv is gone).
+        return f"redis-server {self.config.host}:{self.config.redis_port}"
 
     def is_ready(self, new_log: str) -> bool:
         return ping(self.config.host, self.config.redis_port)

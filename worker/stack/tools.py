@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -125,7 +126,19 @@ def resolve_jars(
         return target, False
     ensure_debian_package("maven", mvn)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=cache_dir))
+    # Two stacks (two runtime dirs) may share the cache: one resolves, the other waits.
+    with (cache_dir / f".{name}-{version}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _cache_complete(target):
+            return target, False
+        _maven_copy(name, version, pom, target, mvn, version_property)
+    return target, True
+
+
+def _maven_copy(
+    name: str, version: str, pom: Path, target: Path, mvn: str, version_property: str
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=target.parent))
     try:
         cmd = [
             mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom),
@@ -143,13 +156,12 @@ def resolve_jars(
                 f"command: {' '.join(cmd)}\n{_last_lines(proc.stdout + proc.stderr)}"
             )
         (tmp / _COMPLETE).write_text("\n".join(jars) + "\n")
-        if target.exists():
+        if target.exists():  # an incomplete leftover (interrupted copy, deleted jar)
             shutil.rmtree(target)
         tmp.rename(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target, True
 
 
 def _cache_complete(target: Path) -> bool:
