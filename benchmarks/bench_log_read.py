@@ -44,7 +44,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("ONLINE_ALS_CASSANDRA__HOSTS", "127.0.0.1"))
     p.add_argument("--port", type=int, default=9042)
     p.add_argument("--redis-port", type=int, default=6379)
-    p.add_argument("--protocol", type=int, default=None, help="CQL protocol (default: negotiate)")
+    p.add_argument("--protocol", type=int, default=4, help="CQL protocol version (0: negotiate)")
     p.add_argument("--keyspace", default=f"bench_log_{os.getpid()}")
     p.add_argument("--keep", action="store_true")
     return p.parse_args(argv)
@@ -93,6 +93,19 @@ def _read_log(store: CassandraStore, topic: str, chunk_rows: int) -> tuple[int, 
     return total, chunks, check
 
 
+def _timed_read(store: CassandraStore, topic: str, chunk_rows: int, written: int,
+                label: str) -> Row:
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu0, start = time.process_time(), time.perf_counter()
+    got, chunks, _ = _read_log(store, topic, chunk_rows)
+    secs, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert got == written, (got, written)
+    return (f"log read, {label}", got / secs,
+            f"{got:,} in {secs:.2f} s ({chunks} chunks of <= {chunk_rows:,}); client CPU "
+            f"{cpu:.2f} s = {got / cpu / 1e6:.1f}M/s; peak RSS +{(rss1 - rss0) / 1024:.0f} MiB")
+
+
 def _load_redis(ids: list[str], factors: np.ndarray, biases: np.ndarray, port: int) -> float:
     """Seconds to HSET every vector under a throwaway prefix (then deleted), pipelined."""
     from worker.redis_store import connect
@@ -125,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = CassandraSettings.model_validate(
         {"hosts": a.host, "port": a.port, "keyspace": a.keyspace})
     table: list[Row] = []
-    with CassandraStore(settings, protocol_version=a.protocol) as store:
+    with CassandraStore(settings, protocol_version=a.protocol or None) as store:
         store.migrate()
         try:
             topic = "bench"
@@ -134,15 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             secs = time.perf_counter() - start
             table.append((f"log write ({a.writers} threads, {a.batch}/append)", written / secs,
                           f"{written:,} ratings in {secs:.2f} s"))
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            start = time.perf_counter()
-            got, chunks, _ = _read_log(store, topic, a.chunk_rows)
-            secs = time.perf_counter() - start
-            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            assert got == written, (got, written)
-            table.append((f"log read (chunks of {a.chunk_rows:,})", got / secs,
-                          f"{got:,} in {secs:.2f} s, {chunks} chunks, "
-                          f"peak RSS +{(rss1 - rss0) / 1024:.0f} MiB"))
+            for label in ("first read, right after the writes", "second read"):
+                table.append(_timed_read(store, topic, a.chunk_rows, written, label))
             if not a.no_snapshot:
                 table.extend(_snapshot(store, a))
         finally:

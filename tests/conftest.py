@@ -96,6 +96,7 @@ def make_settings(stack: StackInfo, iso: Isolated, **overrides: object) -> Setti
         "cassandra.hosts": stack.host,
         "cassandra.port": stack.cassandra_port,
         "cassandra.keyspace": iso.keyspace,
+        "cassandra.enabled": False,  # persistence tests turn it on
         "metrics.port": 0,
         "worker.batch_max_wait_ms": 50,
     }

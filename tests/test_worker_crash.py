@@ -11,7 +11,12 @@ import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import (
-    produce, settings_overrides, store_for, synthetic_events, wait_for, worker_env,
+    produce,
+    settings_overrides,
+    store_for,
+    synthetic_events,
+    wait_for,
+    worker_env,
 )
 from tests.test_worker_stream import assert_redis_equals, reference_model
 

@@ -9,7 +9,8 @@ import urllib.request
 import orjson
 import pytest
 from confluent_kafka import Consumer
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tests.conftest import Isolated, StackInfo, make_settings

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from worker.cassandra.ratings_log import MAX_BLOCK_ROWS, LogChunk, RatingsLog
 from worker.cassandra.schema import applied_migrations, migrate
-from worker.cassandra.session import CassandraUnavailable, Db, Observe, connect
+from worker.cassandra.session import DEFAULT_PROTOCOL, CassandraUnavailable, Db, Observe, connect
 from worker.cassandra.snapshots import ROWS_PER_BLOCK, FactorsNotFound, Snapshots
 from worker.cassandra.versions import (
     STATUSES,
@@ -42,7 +42,7 @@ class CassandraStore:
     """All Cassandra access of online-als, on one session (thread-safe like the driver's)."""
 
     def __init__(self, settings: CassandraSettings, observe: Observe | None = None,
-                 protocol_version: int | None = None) -> None:
+                 protocol_version: int | None = DEFAULT_PROTOCOL) -> None:
         self.settings = settings
         self._cluster, session = connect(settings, protocol_version=protocol_version)
         self.db = Db(session, settings.keyspace, observe)

@@ -22,7 +22,13 @@ SUBCOMMANDS: dict[str, str] = {
     "stack": "worker.stack.cli:add_stack_parser",
     "worker": "worker.cli:_add_worker_parser",
     "config": "worker.cli:_add_config_parser",
+    "retrain": "worker.ops_cli:add_retrain_parser",
+    "restore": "worker.ops_cli:add_restore_parser",
+    "snapshots": "worker.ops_cli:add_snapshots_parser",
+    "rollback": "worker.ops_cli:add_rollback_parser",
     "produce": "producers.cli:add_produce_parser",
+    "recommend": "worker.serving_cli:add_recommend_parser",
+    "similar": "worker.serving_cli:add_similar_parser",
 }
 
 
@@ -75,7 +81,12 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _add_config_parser(sub: Any) -> None:
     p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
     add_common(p)
-    p.set_defaults(func=lambda a: (emit(a, settings_from(a).redacted()), EXIT_OK)[1])
+    p.set_defaults(func=_show_config)
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    emit(args, settings_from(args).redacted())
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

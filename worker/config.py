@@ -126,6 +126,7 @@ class WorkerSettings(_Section):
     heartbeat_ttl_s: int = Field(15, ge=1)
     prequential_window: int = Field(10000, ge=10)
     persist_interval_s: float = Field(5.0, gt=0)
+    shutdown_persist_timeout_s: float = Field(60.0, ge=0)
     reconnect_backoff_max_s: float = Field(30.0, gt=0)
     name: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
@@ -134,6 +135,8 @@ class RetrainSettings(_Section):
     period_s: float = Field(0, ge=0, description="0 disables the periodic trigger")
     min_new_ratings: int = Field(0, ge=0)
     iterations: int = Field(15, ge=1)
+    explicit_reg: float = Field(0.12, ge=0, description="ALS-WR lambda (times each row's count)")
+    explicit_reg_bias: float = Field(0.05, ge=0)
     warm_start_iterations: int = Field(5, ge=1)
     warm_start: bool = False
     holdout_fraction: float = Field(0.1, ge=0, lt=1)

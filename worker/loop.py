@@ -8,6 +8,7 @@ version, written in the same ordered pipeline as the factor changes it reflects 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from worker.events import DecodeConfig, dead_letter_record, decode_batch
 from worker.grams import gram_serial, refresh_grams
 from worker.keys import RedisKeys
 from worker.metrics import MetricsServer, WorkerMetrics
+from worker.persistence import VersionJob, WriteBehind
 from worker.redis_store import Checkpoint, RedisStore, connect
 
 log = logging.getLogger("online_als.worker")
@@ -71,10 +73,12 @@ class Worker:
         self._carry: list[Message] = []
         self._state: VersionState | None = None
         self._consumer: Consumer | None = None
-        self._dlq = None
+        self._dlq: Any = None
         self._last_lag_probe = 0.0
         self._last_heartbeat = 0.0
         self._last_kafka_log = 0.0
+        self._paused = False
+        self.write_behind: WriteBehind | None = None
         self._last_gram_refresh = time.monotonic()
         self.applied_total = 0
         self.dead_lettered_total = 0
@@ -90,13 +94,76 @@ class Worker:
     def _connect(self) -> None:
         k = self.settings.kafka
         kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
+        self._with_redis_retry(self._restore_if_empty)
         version = self._with_redis_retry(self.applier.ensure_version)
         self._state = self._with_redis_retry(lambda: self.applier.load_version(version))
         self._publish_version()
+        self.write_behind = self._start_persistence()
         self._dlq = kafka_io.make_producer(k)
         self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error)
         self._consumer.subscribe([k.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
+
+    def _restore_if_empty(self) -> None:
+        """Redis lost its state but Cassandra has it: rebuild before consuming anything."""
+        if not self.settings.cassandra.enabled or self.store.current_version() is not None:
+            return
+        from worker.cassandra_store import CassandraStore
+        from worker.restore import restore, serving_version
+
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                with CassandraStore(self.settings.cassandra) as cass:
+                    cass.migrate()
+                    if serving_version(cass) is None:
+                        return  # a brand-new deployment: bootstrap an empty version
+                    report = restore(self.settings, cass, self.store)
+                    log.info("Redis was empty: restored version %d from Cassandra", report.version)
+                    return
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # never bootstrap over persisted state we cannot read yet
+                log.warning("Redis is empty and Cassandra is unreachable (%s); retry in %.0fs",
+                            exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
+
+    def _start_persistence(self) -> WriteBehind | None:
+        c = self.settings.cassandra
+        if not c.enabled:
+            return None
+        from worker.cassandra_store import CassandraStore
+
+        def factory() -> CassandraStore:
+            store = CassandraStore(c, observe=lambda op, s: None)
+            store.migrate()
+            return store
+
+        wb = WriteBehind(factory, self.metrics, self.topic, self.settings.worker.persist_interval_s)
+        assert self._state is not None
+        meta = self._state.meta
+        wb.register_version(VersionJob(meta.version, meta.mode, meta.rank, self.topic,
+                                       meta.global_mean))
+        return wb
+
+    def _persist_tick(self, force: bool = False) -> None:
+        wb, state = self.write_behind, self._state
+        if wb is None or state is None:
+            return
+        if force or wb.due():
+            positions = dict(self._parts.positions)
+            self._with_redis_retry(lambda: wb.flush(self.store, state.version, state.meta.rank,
+                                                    positions))
+        if self._consumer is not None and self._parts.positions:
+            tps = [TopicPartition(self.topic, p) for p in self._parts.positions]
+            if wb.overloaded() and not self._paused:
+                log.warning("cassandra backlog %d events: pausing consumption", wb.backlog())
+                self._consumer.pause(tps)
+                self._paused = True
+            elif self._paused and not wb.overloaded():
+                self._consumer.resume(tps)
+                self._paused = False
 
     def run(self, idle_exit_s: float | None = None, max_batches: int | None = None) -> None:
         self._connect()
@@ -111,6 +178,7 @@ class Worker:
                     self._on_kafka_error)
                 self._carry = []
                 self._housekeeping()
+                self._persist_tick()
                 if self._check_version_switch():
                     continue
                 if msgs and self._process(msgs):
@@ -123,6 +191,12 @@ class Worker:
         finally:
             self._set_ready(False)
             self._consumer.close()  # leaves the group; checkpoints are already in Redis
+            if self.write_behind is not None:
+                with contextlib.suppress(Exception):
+                    self._persist_tick(force=True)
+                if not self.write_behind.close(self.settings.worker.shutdown_persist_timeout_s):
+                    log.error("stopped with unpersisted events; they are in Kafka and will be "
+                              "re-persisted by the next worker that replays them")
             if self._dlq is not None:
                 self._dlq.flush(10)
             log.info("worker stopped: applied=%d dead_lettered=%d",
@@ -172,6 +246,7 @@ class Worker:
         if current is None or current == self._state.version:
             return False
         log.info("model version switched %d -> %d; repositioning", self._state.version, current)
+        self._persist_tick(force=True)  # changed vectors of the old version go to its snapshot
         self._state = self._with_redis_retry(lambda: self.applier.load_version(current))
         self._publish_version()
         assigned = list(self._parts.positions)
@@ -194,8 +269,8 @@ class Worker:
     # -- one batch ------------------------------------------------------------------------
     def _process(self, msgs: list[Message]) -> bool:
         parts = self._parts
-        fresh = [m for m in msgs if m.partition() in parts.positions
-                 and m.offset() >= parts.positions[m.partition()]]
+        fresh = [m for m in msgs if _part(m) in parts.positions
+                 and _off(m) >= parts.positions[_part(m)]]
         if not fresh:
             return False
         recovery = False
@@ -233,6 +308,8 @@ class Worker:
 
             result = self._with_redis_retry(apply_once)
             self._observe(batch, result, time.perf_counter() - t0)
+            if self.write_behind is not None:
+                self.write_behind.on_batch(batch, result.applied)
         else:
             state = self._state
             self._with_redis_retry(lambda: self.applier.checkpoint_only(state, ends))
@@ -248,10 +325,9 @@ class Worker:
         parts = self._parts
         batch_id = next(iter(parts.pending.values())).pending_batch
         group = {p: cp for p, cp in parts.pending.items() if cp.pending_batch == batch_id}
-        inside = [m for m in msgs if m.partition() in group
-                  and m.offset() <= (group[m.partition()].pending_end or -1)]
-        reached = {m.partition() for m in inside
-                   if m.offset() == group[m.partition()].pending_end}
+        inside = [m for m in msgs if _part(m) in group
+                  and _off(m) <= (group[_part(m)].pending_end or -1)]
+        reached = {_part(m) for m in inside if _off(m) == group[_part(m)].pending_end}
         if reached != set(group):
             # not all of the pending batch has arrived yet: keep it and poll more
             self._carry = msgs
@@ -275,7 +351,8 @@ class Worker:
         if remaining:
             raise RuntimeError(f"{remaining} dead-letter messages not delivered; not checkpointing")
 
-    def _produce_dlq(self, topic: str, value: bytes, headers: Any, key: bytes | None) -> None:
+    def _produce_dlq(self, topic: str, value: bytes | None, headers: Any,
+                     key: bytes | None) -> None:
         assert self._dlq is not None
         while True:
             try:
@@ -370,3 +447,11 @@ class Worker:
                 if self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
+
+
+def _part(msg: Message) -> int:
+    return msg.partition()  # type: ignore[return-value]  # None only for error events
+
+
+def _off(msg: Message) -> int:
+    return msg.offset()  # type: ignore[return-value]

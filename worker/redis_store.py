@@ -99,7 +99,7 @@ class RedisStore:
         self.client.hset(self.keys.meta(version), mapping=encoded)  # type: ignore[arg-type]
 
     def read_meta(self, version: int) -> VersionMeta | None:
-        raw = self.client.hgetall(self.keys.meta(version))
+        raw: Any = self.client.hgetall(self.keys.meta(version))
         if not raw:
             return None
         meta = {k.decode(): v for k, v in raw.items()}
@@ -121,7 +121,8 @@ class RedisStore:
         )
 
     def read_grams(self, version: int, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
-        gy, gx = self.client.hmget(self.keys.meta(version), ["gram_items_inv", "gram_users_inv"])
+        raw: Any = self.client.hmget(self.keys.meta(version), ["gram_items_inv", "gram_users_inv"])
+        gy, gx = raw
         if gy is None or gx is None:
             return None
         shape = (rank, rank)

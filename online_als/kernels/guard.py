@@ -50,7 +50,7 @@ def rows_in_range_reference(rows: np.ndarray, n: int) -> bool:
 
 
 #: Events ahead whose rows the kernels prefetch (rows of big tables are random cache misses).
-PREFETCH_AHEAD = 8
+PREFETCH_AHEAD = 4
 
 
 @intrinsic

@@ -10,6 +10,7 @@ keeps the output exactly-once per offset.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,9 @@ from worker.cassandra.schema import LOG_BUCKET_SPAN
 from worker.cassandra.session import Db
 
 MAX_BLOCK_ROWS = 8192  # ~0.3 MiB per block with short ids: far below the 16 MiB mutation limit
-FETCH_BLOCKS = 32  # blocks per page: a few MiB per round trip
+FETCH_BLOCKS = 64  # blocks per page: a range of RANGE_SPAN offsets is usually one page
+RANGE_SPAN = 1 << 16  # offsets per read query (~2-5 MiB of blocks when offsets are dense)
+READ_AHEAD = 4  # range queries in flight while decoding
 _NO_CUTOFF = (1 << 63) - 1
 
 _INSERT = (
@@ -35,13 +38,20 @@ _INSERT_BUCKET = "INSERT INTO {ks}.log_buckets (topic, kafka_partition, bucket) 
 _BUCKETS = "SELECT kafka_partition, bucket FROM {ks}.log_buckets WHERE topic = ?"
 _READ = (
     "SELECT first_offset, n, user_ids, item_ids, vals, ts, offsets FROM {ks}.ratings_log"
-    " WHERE topic = ? AND kafka_partition = ? AND bucket = ? AND first_offset < ?"
+    " WHERE topic = ? AND kafka_partition = ? AND bucket = ? AND first_offset >= ?"
+    " AND first_offset < ?"
 )
 # Overlapping rewrites can leave the largest last_offset a few blocks before the end.
 _TAIL = (
     "SELECT last_offset FROM {ks}.ratings_log WHERE topic = ? AND kafka_partition = ?"
     " AND bucket = ? ORDER BY first_offset DESC LIMIT 8"
 )
+
+
+class _Range(NamedTuple):
+    partition: int
+    cutoff: int
+    params: tuple[str, int, int, int, int]
 
 
 class LogChunk(NamedTuple):
@@ -190,38 +200,55 @@ class RatingsLog:
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
         pending = _Columns()
+        current, high = -1, -1  # high: last offset yielded in `current` (dedupes overlaps)
+        for partition, cutoff, rows in self._fetch(self._ranges(topic, cutoffs)):
+            if partition != current:
+                current, high = partition, -1
+            for row in rows:
+                high = self._decode(row, partition, cutoff, high, pending)
+                while pending.rows >= chunk_rows:
+                    yield pending.take(chunk_rows)
+        if pending.rows:
+            yield pending.take(pending.rows)
+
+    def _ranges(self, topic: str, cutoffs: dict[int, int] | None) -> Iterator[_Range]:
+        """Offset ranges to query, in read order; independent, so several can be in flight."""
         for partition, buckets in self.buckets(topic).items():
             if cutoffs is not None and partition not in cutoffs:
                 continue
             cutoff = _NO_CUTOFF if cutoffs is None else int(cutoffs[partition])
-            high = -1  # highest offset yielded for this partition (dedupes overlapping blocks)
             for bucket in buckets:
-                if bucket * LOG_BUCKET_SPAN >= cutoff:
-                    break  # every block here starts at or after the cutoff
-                for row in self._rows(topic, partition, bucket, cutoff):
-                    high = self._decode(row, partition, cutoff, high, pending)
-                    while pending.rows >= chunk_rows:
-                        yield pending.take(chunk_rows)
-        if pending.rows:
-            yield pending.take(pending.rows)
+                lo = bucket * LOG_BUCKET_SPAN  # every block of the bucket starts in [lo, lo+SPAN)
+                hi = min(lo + LOG_BUCKET_SPAN, cutoff)
+                for a in range(lo, hi, RANGE_SPAN):
+                    yield _Range(partition, cutoff, (topic, partition, bucket, a,
+                                                     min(a + RANGE_SPAN, hi)))
 
-    def _rows(self, topic: str, partition: int, bucket: int, cutoff: int) -> Iterator[Any]:
-        """Rows of one bucket, fetching the next page while the caller decodes this one."""
-        bound = self.db.prepare(_READ).bind((topic, partition, bucket, cutoff))
-        bound.fetch_size = FETCH_BLOCKS
-        start = time.perf_counter()
-        future: ResponseFuture | None = self.db.submit(bound)
-        paging_state = None
-        while future is not None:
-            result = self.db.wait(future, bound, None, paging_state)
-            self._observe("read_log_page", start)
-            rows = result.current_rows
-            future = None
-            if result.has_more_pages:
-                start = time.perf_counter()
-                paging_state = result.paging_state
-                future = self.db.submit(bound, None, paging_state)
-            yield from rows
+    def _fetch(self, ranges: Iterator[_Range]) -> Iterator[tuple[int, int, list[Any]]]:
+        """(partition, cutoff, rows) per range in order, READ_AHEAD range queries in flight.
+
+        The server reads the next ranges while this thread decodes, and a multi-node cluster
+        serves them in parallel.
+        """
+        stmt = self.db.prepare(_READ)
+        inflight: deque[tuple[_Range, Any, ResponseFuture, float]] = deque()
+        for rng in itertools.chain(ranges, [None]):
+            if rng is not None:
+                bound = stmt.bind(rng.params)
+                bound.fetch_size = FETCH_BLOCKS
+                inflight.append((rng, bound, self.db.submit(bound), time.perf_counter()))
+                if len(inflight) < READ_AHEAD:
+                    continue
+            while inflight and (rng is None or len(inflight) >= READ_AHEAD):
+                done, bound, future, start = inflight.popleft()
+                result = self.db.wait(future, bound)
+                self._observe("read_log_page", start)
+                rows = list(result.current_rows)
+                while result.has_more_pages:  # a range of many tiny blocks: rest in order
+                    state = result.paging_state
+                    result = self.db.wait(self.db.submit(bound, None, state), bound, None, state)
+                    rows.extend(result.current_rows)
+                yield done.partition, done.cutoff, rows
 
     def _observe(self, op: str, start: float) -> None:
         if self.db.observe is not None:

@@ -1,0 +1,222 @@
+"""Operations subcommands: retrain, restore, snapshots, rollback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any
+
+from worker.cli import EXIT_DOWN, EXIT_FAIL, EXIT_OK, add_common, emit, settings_from
+from worker.config import Settings
+from worker.keys import RedisKeys
+from worker.redis_store import RedisStore, connect
+
+log = logging.getLogger("online_als.ops")
+
+
+@contextmanager
+def _stores(settings: Settings) -> Any:
+    from worker.cassandra_store import CassandraStore
+
+    store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix),
+                       cluster=settings.redis.cluster)
+    with CassandraStore(settings.cassandra) as cass:
+        cass.migrate()
+        yield store, cass
+
+
+# -- retrain ---------------------------------------------------------------------------
+def add_retrain_parser(sub: Any) -> None:
+    p = sub.add_parser("retrain", help="full retrain: fit, gate, snapshot, catch up, switch",
+                       description="Retrain from the Cassandra ratings log and promote the "
+                                   "model if it passes the quality gate.")
+    add_common(p)
+    p.add_argument("--warm", action=argparse.BooleanOptionalAction, default=None,
+                   help="warm start from the serving factors with fewer iterations")
+    p.add_argument("--force", action="store_true", help="ignore retrain.min_new_ratings")
+    p.add_argument("--every", type=float, default=None, metavar="SECONDS",
+                   help="keep running: retrain on this period (a scheduler beside the workers)")
+    p.set_defaults(func=_retrain)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from worker.retrain_job import run_retrain
+    from worker.retrain_metrics import retrain_run
+
+    settings = settings_from(args)
+    period = args.every if args.every is not None else settings.retrain.period_s
+    while True:
+        code = EXIT_OK
+        try:
+            with retrain_run(settings, serve=bool(period)) as rm, _stores(settings) as (store, cass):
+                report = run_retrain(
+                    settings, cass, store, warm=args.warm, force=args.force,
+                    observe=lambda phase, s: rm.phase_duration.labels(phase).set(s))
+                rm.add_rows(report.train_ratings + report.holdout_ratings)
+                for name, value in report.metrics.items():
+                    rm.set_holdout(name, value)
+                for name, value in report.baseline.items():
+                    rm.set_holdout(name, value, model="serving")
+                if report.version:
+                    rm.set_candidate_version(report.version)
+                if report.outcome in ("promoted", "rejected"):
+                    from worker.retention import apply_retention
+
+                    apply_retention(settings, cass, store)
+                if report.outcome == "skipped":
+                    rm.outcome = "skipped"  # no decision: neither a success nor a failure
+                else:
+                    rm.finish(report.outcome)
+            emit(args, report.to_dict(), _human_report)
+        except Exception as exc:
+            log.exception("retrain failed; the current version keeps serving")
+            emit(args, {"outcome": "failed", "reason": repr(exc)})
+            code = EXIT_FAIL
+        if not period:
+            return code
+        time.sleep(period)
+
+
+def _human_report(r: dict[str, Any]) -> str:
+    lines = [f"retrain: {r['outcome']}" + (f" (version {r['version']})" if r["version"] else "")]
+    if r["reason"]:
+        lines.append(f"  reason: {r['reason']}")
+    if r["metrics"]:
+        lines.append("  holdout: " + ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items()))
+    if r["baseline"]:
+        lines.append("  current: " + ", ".join(f"{k}={v:.4f}" for k, v in r["baseline"].items()))
+    lines.append(f"  train ratings {r['train_ratings']}, holdout {r['holdout_ratings']}, "
+                 f"replayed {r['replayed_events']}")
+    lines.append("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["seconds"].items()))
+    return "\n".join(lines)
+
+
+# -- restore ---------------------------------------------------------------------------
+def add_restore_parser(sub: Any) -> None:
+    p = sub.add_parser("restore", help="rebuild Redis from Cassandra after a loss",
+                       description="Load the serving version's persisted factors into Redis and "
+                                   "set checkpoints; workers then replay Kafka from there.")
+    add_common(p)
+    p.add_argument("--force", action="store_true", help="replace what Redis holds now")
+    p.set_defaults(func=_restore)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from worker.restore import restore
+
+    settings = settings_from(args)
+    with _stores(settings) as (store, cass):
+        try:
+            report = restore(settings, cass, store, force=args.force)
+        except LookupError as exc:
+            print(f"online-als restore: {exc}")
+            return EXIT_DOWN
+    emit(args, report.to_dict(), lambda r: (
+        f"restored version {r['version']}: {r['users']} users, {r['items']} items, "
+        f"{r['log_events']} log events replayed into seen-sets in {r['seconds']:.1f}s; "
+        f"workers resume at {r['checkpoints']}"))
+    return EXIT_OK
+
+
+# -- snapshots -------------------------------------------------------------------------
+def add_snapshots_parser(sub: Any) -> None:
+    p = sub.add_parser("snapshots", help="list or show model versions (snapshots)")
+    add_common(p)
+    p.add_argument("action", choices=["list", "show", "prune"], nargs="?", default="list")
+    p.add_argument("version", type=int, nargs="?", help="version number for 'show'")
+    p.set_defaults(func=_snapshots)
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    with _stores(settings) as (store, cass):
+        current = store.current_version()
+        if args.action == "prune":
+            from worker.retention import apply_retention
+
+            emit(args, {"deleted": apply_retention(settings, cass, store)})
+            return EXIT_OK
+        if args.action == "show":
+            if args.version is None:
+                print("online-als snapshots show: give a version number")
+                return EXIT_FAIL
+            meta = cass.get_version(args.version)
+            if meta is None:
+                print(f"no version {args.version}")
+                return EXIT_DOWN
+            payload = {**meta.__dict__, "current": meta.version == current,
+                       "resident": store.read_meta(meta.version) is not None}
+            emit(args, payload, lambda d: "\n".join(f"{k:>12}: {v}" for k, v in d.items()))
+            return EXIT_OK
+        rows = [{"version": v.version, "status": v.status, "current": v.version == current,
+                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at)),
+                 "cutoff": v.cutoff, "metrics": v.metrics} for v in cass.list_versions()]
+        emit(args, rows, _table)
+    return EXIT_OK
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'ver':>4} {'status':<11} {'created (UTC)':<19}  {'cutoff':<24} metrics"]
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
+        out.append(f"{r['version']:>3}{mark} {r['status']:<11} {r['created']:<19}  "
+                   f"{json.dumps(r['cutoff'])[:24]:<24} {metrics}")
+    return "\n".join(out + ["(* = serving now)"])
+
+
+# -- rollback --------------------------------------------------------------------------
+def add_rollback_parser(sub: Any) -> None:
+    p = sub.add_parser("rollback", help="serve an earlier model version again",
+                       description="Switch the serving pointer to version N, loading it from "
+                                   "Cassandra first when it is not resident in Redis.")
+    add_common(p)
+    p.add_argument("--to", type=int, required=True, metavar="N", help="version to serve")
+    p.add_argument("--reason", default="manual rollback", help="recorded with the switch")
+    p.set_defaults(func=_rollback)
+
+
+def rollback(settings: Settings, cass: Any, store: RedisStore, version: int,
+             reason: str) -> dict[str, Any]:
+    """Switch to ``version``; load it from Cassandra first when Redis does not hold it."""
+    from worker.restore import load_from_cassandra
+
+    t0 = time.perf_counter()
+    meta = cass.get_version(version)
+    if meta is None:
+        raise LookupError(f"no model version {version} in Cassandra")
+    resident = store.read_meta(version)
+    loaded = False
+    if resident is None or resident.status not in ("ready", "serving", "online"):
+        checkpoints = cass.load_persist_checkpoint(version, settings.kafka.topic) or dict(meta.cutoff)
+        load_from_cassandra(cass, store, settings, version, checkpoints, "rollback")
+        loaded = True
+    previous = store.current_version()
+    store.switch_current(version, reason, "online-als rollback")
+    switch_s = time.perf_counter() - t0
+    if previous is not None and previous != version:
+        try:
+            cass.set_version_status(previous, "rolled_back", reason)
+        except Exception:  # the switch happened; status bookkeeping must not undo it
+            log.exception("could not mark version %s rolled_back", previous)
+    cass.record_switch(version, reason, "online-als rollback")
+    return {"to": version, "from": previous, "loaded_from_cassandra": loaded,
+            "seconds": round(switch_s, 4)}
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    with _stores(settings) as (store, cass):
+        try:
+            result = rollback(settings, cass, store, args.to, args.reason)
+        except LookupError as exc:
+            print(f"online-als rollback: {exc}")
+            return EXIT_DOWN
+    emit(args, result, lambda r: (
+        f"serving version {r['to']} (was {r['from']}); "
+        f"{'loaded from Cassandra' if r['loaded_from_cassandra'] else 'resident in Redis'}; "
+        f"{r['seconds'] * 1000:.1f} ms"))
+    return EXIT_OK

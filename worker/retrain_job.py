@@ -1,0 +1,274 @@
+"""The periodic full retrain: read the log -> fit -> gate -> snapshot -> load -> catch up -> switch.
+
+Each partition's log is split at an offset *boundary* (the last ``holdout_fraction`` of it is
+the holdout). The model is fitted on everything before the boundary; the new Redis version's
+checkpoints are the boundary, and the events from there on (holdout included) are replayed
+through the same online kernels from Kafka before the pointer switches. So no online update is
+lost (Oryx #69), and a crash at any point leaves the current version serving: the pointer only
+moves in the last step, and Cassandra marks a version ``promoted`` only after the switch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from online_als.evaluation import ranking_metrics_at_k
+from online_als.idmap import IdMap
+from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart, retrain
+from online_als.retrain.matrix import build_matrix
+from online_als.serving.coldstart import predict_explicit
+from online_als.serving.topn import top_n_batch
+from worker import kafka_io
+from worker.applier import BatchApplier, EventBatch
+from worker.bulk_load import ModelArrays, load_version
+from worker.config import Settings
+from worker.events import decode_batch
+from worker.redis_store import RedisStore, dump_vectors
+
+log = logging.getLogger("online_als.retrain")
+CRASH_ENV = "ONLINE_ALS_RETRAIN_CRASH_AFTER"  # test hook: os._exit(137) after this phase
+
+
+@dataclass
+class RetrainReport:
+    version: int | None = None
+    outcome: str = "skipped"  # promoted | rejected | skipped | failed
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    boundary: dict[int, int] = field(default_factory=dict)
+    train_ratings: int = 0
+    holdout_ratings: int = 0
+    replayed_events: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Phases:
+    def __init__(self, report: RetrainReport, observe: Any = None) -> None:
+        self.report, self.observe = report, observe
+        self._t = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.report.seconds[phase] = round(now - self._t, 4)
+        if self.observe is not None:
+            self.observe(phase, now - self._t)
+        self._t = now
+        log.info("retrain phase %s: %.2fs", phase, self.report.seconds[phase])
+        if os.environ.get(CRASH_ENV) == phase:
+            os._exit(137)
+
+
+def _boundaries(cutoff: dict[int, int], holdout_fraction: float) -> dict[int, int]:
+    return {p: int(c - np.ceil(c * holdout_fraction)) for p, c in cutoff.items()}
+
+
+def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int, int],
+               chunk_rows: int, holdout: list[tuple[np.ndarray, ...]]
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Train chunks for the matrix builder; holdout parts are kept aside (bounded fraction)."""
+    for users, items, values, _ts, parts, offsets in cass.iter_log(topic, cutoff, chunk_rows):
+        bound = np.array([boundary.get(int(p), 0) for p in parts.tolist()], dtype=np.int64) \
+            if len(parts) else np.zeros(0, dtype=np.int64)
+        train = offsets < bound
+        if (~train).any():
+            holdout.append((users[~train], items[~train], values[~train]))
+        yield users[train], items[train], values[train]
+
+
+def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
+              train_csr: Any) -> dict[str, float]:
+    if not holdout or result.users is None:
+        return {}
+    users = np.concatenate([h[0] for h in holdout])
+    items = np.concatenate([h[1] for h in holdout])
+    values = np.concatenate([h[2] for h in holdout]).astype(np.float32)
+    u = result.users.rows_for(users, add=False)
+    i = result.items.rows_for(items, add=False)
+    if mode == "explicit":
+        pred = np.clip(predict_explicit(u, i, result.user_factors, result.user_bias,
+                                        result.item_factors, result.item_bias,
+                                        result.global_mean), 0.5, 5.0)
+        err = pred - values
+        return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+    known = (u >= 0) & (values > 0)
+    if not known.any():
+        return {}
+    eval_users = np.unique(u[known])
+    relevant = [i[known & (u == r) & (i >= 0)] for r in eval_users.tolist()]
+    rows, _ = top_n_batch(result.user_factors[eval_users], result.item_factors, 10,
+                          exclude=train_csr[eval_users])
+    m = ranking_metrics_at_k(rows, relevant, k=10)
+    return {"ndcg_at_10": float(m["ndcg"]), "recall_at_10": float(m["recall"])}
+
+
+def _gate(mode: str, new: dict[str, float], base: dict[str, float], margin: float) -> str:
+    """'' when the new model may be promoted, else the reason it is rejected."""
+    key, lower_better = ("rmse", True) if mode == "explicit" else ("ndcg_at_10", False)
+    if key not in new or key not in base or base[key] == 0:
+        return ""
+    worse = (new[key] - base[key]) / base[key] if lower_better else (base[key] - new[key]) / base[key]
+    if worse > margin:
+        return f"{key} {new[key]:.4f} is {worse:.1%} worse than the current {base[key]:.4f}"
+    return ""
+
+
+def _warm_start(store: RedisStore, version: int, rank: int) -> WarmStart:
+    uids, uf, ub = dump_vectors(store, version, "u", rank)
+    iids, itf, ib = dump_vectors(store, version, "i", rank)
+    return WarmStart(uf, itf, ub, ib, IdMap.from_list(uids), IdMap.from_list(iids))
+
+
+def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, version: int,
+             source_version: int | None, max_seconds: float = 600.0) -> int:
+    """Replay Kafka from ``version``'s checkpoints up to where ``source_version`` is."""
+    from confluent_kafka import TopicPartition
+
+    from worker.loop import decode_config
+
+    topic = settings.kafka.topic
+    consumer = kafka_io.make_consumer(settings.kafka, **{"group.id": f"{settings.kafka.group_id}-retrain-{version}"})
+    state = applier.load_version(version)
+    cfg = decode_config(settings)
+    parts = kafka_io.topic_partitions(consumer, topic)
+    replayed = 0
+    deadline = time.monotonic() + max_seconds
+    try:
+        mine = store.read_checkpoints(version, topic, parts)
+        pos = {p: (mine[p].offset or 0) for p in parts}
+        consumer.assign([TopicPartition(topic, p, pos[p]) for p in parts])
+        while time.monotonic() < deadline:
+            target = _targets(store, source_version, topic, parts, consumer)
+            if all(pos[p] >= target.get(p, 0) for p in parts):
+                return replayed
+            msgs = kafka_io.consume_batch(consumer, settings.worker.batch_max_events, 0.2,
+                                          lambda e: log.warning("kafka: %s", e))
+            msgs = [m for m in msgs if m.offset() >= pos[m.partition()]]  # type: ignore[index,operator]
+            if not msgs:
+                continue
+            part_arr = np.array([m.partition() for m in msgs], dtype=np.int32)
+            off_arr = np.array([m.offset() for m in msgs], dtype=np.int64)
+            ts = np.array([m.timestamp()[1] for m in msgs], dtype=np.float64)
+            decoded = decode_batch([m.value() for m in msgs], ts, cfg)
+            ends = {int(p): int(off_arr[part_arr == p].max()) for p in np.unique(part_arr).tolist()}
+            if len(decoded):
+                idx = decoded.index
+                batch = EventBatch(np.asarray(decoded.user_ids, dtype=object),
+                                   np.asarray(decoded.item_ids, dtype=object),
+                                   decoded.values.astype(np.float32), part_arr[idx], off_arr[idx],
+                                   decoded.ts).sorted()
+                applier.apply(state, batch, ends)
+                replayed += len(batch)
+            else:
+                applier.checkpoint_only(state, ends)
+            for p, e in ends.items():
+                pos[p] = e + 1
+        raise TimeoutError(f"catch-up did not reach the serving version within {max_seconds}s")
+    finally:
+        consumer.close()
+
+
+def _targets(store: RedisStore, source_version: int | None, topic: str, parts: list[int],
+             consumer: Any) -> dict[int, int]:
+    if source_version is None:
+        return kafka_io.high_watermarks(consumer, topic, parts)
+    cps = store.read_checkpoints(source_version, topic, parts)
+    return {p: (cp.offset or 0) for p, cp in cps.items()}
+
+
+def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool | None = None,
+                force: bool = False, observe: Any = None) -> RetrainReport:
+    """One retrain; see the module docstring. ``observe(phase, seconds)`` feeds metrics."""
+    r, m, topic = settings.retrain, settings.model, settings.kafka.topic
+    report = RetrainReport()
+    phases = _Phases(report, observe)
+    current = store.current_version()
+    cur_meta = cass.get_version(current) if current is not None else None
+    cutoff = cass.log_high_offsets(topic)
+    new_ratings = sum(cutoff.values()) - sum((cur_meta.cutoff if cur_meta else {}).values())
+    if not cutoff or (not force and new_ratings < r.min_new_ratings):
+        report.reason = f"only {new_ratings} new ratings (< {r.min_new_ratings})"
+        return report
+    boundary = _boundaries(cutoff, r.holdout_fraction)
+    report.boundary = boundary
+    holdout: list[tuple[np.ndarray, ...]] = []
+    dup: Literal["sum", "last"] = "last" if m.mode == "explicit" else "sum"
+    matrix = build_matrix(_split_log(cass, topic, cutoff, boundary, r.chunk_rows, holdout), dup)
+    report.train_ratings = int(matrix.events)
+    report.holdout_ratings = int(sum(len(h[0]) for h in holdout))
+    phases.done("read")
+    use_warm = r.warm_start if warm is None else warm
+    iterations = r.warm_start_iterations if use_warm else r.iterations
+    params: AlsWrParams | ImplicitParams
+    if m.mode == "explicit":
+        params = AlsWrParams(factors=m.rank, reg=r.explicit_reg, reg_bias=r.explicit_reg_bias,
+                             iterations=iterations, seed=m.seed)
+    else:
+        params = ImplicitParams(factors=m.rank, reg=m.implicit_regularization, alpha=m.alpha,
+                                iterations=iterations, seed=m.seed)
+    start = _warm_start(store, current, m.rank) if use_warm and current is not None else None
+    result = retrain(m.mode, matrix, params, start)
+    phases.done("fit")
+    csr = matrix.matrix.tocsr()
+    report.metrics = _evaluate(m.mode, result, holdout, csr)
+    report.baseline = dict(cur_meta.metrics) if cur_meta else {}
+    rejected = _gate(m.mode, report.metrics, report.baseline, r.gate_margin)
+    phases.done("evaluate")
+    from worker.cassandra_store import ModelVersion
+
+    version = store.allocate_version()
+    report.version = version
+    assert result.users is not None and result.items is not None
+    user_ids, item_ids = result.users.to_list(), result.items.to_list()
+    cass.create_version(ModelVersion(
+        version=version, status="building", mode=m.mode, rank=m.rank, topic=topic,
+        params={**result.params, "global_mean": float(result.global_mean), "warm": bool(use_warm)},
+        cutoff=boundary, counts={"users": len(user_ids), "items": len(item_ids),
+                                 "train_ratings": report.train_ratings,
+                                 "holdout_ratings": report.holdout_ratings},
+        metrics=report.metrics, notes="retrain"))
+    try:
+        cass.write_factors(version, "u", user_ids, result.user_factors, result.user_bias)
+        cass.write_factors(version, "i", item_ids, result.item_factors, result.item_bias)
+        phases.done("snapshot")
+        if rejected:
+            cass.set_version_status(version, "rejected", rejected, expected_status="building")
+            report.outcome, report.reason = "rejected", rejected
+            log.warning("retrain version %d rejected by the quality gate: %s", version, rejected)
+            return report
+        cass.set_version_status(version, "ready", "", expected_status="building")
+        model = ModelArrays(m.mode, m.rank, float(result.global_mean), user_ids,
+                            result.user_factors, result.user_bias, item_ids,
+                            result.item_factors, result.item_bias)
+        counts = np.diff(csr.tocsc().indptr).astype(np.int64)
+        load_version(store, version, model, item_counts=counts, checkpoints=boundary,
+                     topic=topic, implicit_reg=m.implicit_regularization, source="retrain",
+                     seen=(csr.indptr, csr.indices, csr.data))
+        phases.done("load")
+        applier = BatchApplier(store, m, topic)
+        report.replayed_events = catch_up(settings, store, applier, version, current)
+        phases.done("catchup")
+        store.write_meta(version, {"status": "serving"})
+        store.switch_current(version, "retrain promoted", "online-als retrain")
+        cass.set_version_status(version, "promoted", "", expected_status="ready")
+        cass.record_switch(version, "retrain promoted", "online-als retrain")
+        phases.done("switch")
+        report.outcome = "promoted"
+        return report
+    except Exception as exc:
+        report.outcome, report.reason = "failed", repr(exc)
+        try:
+            cass.set_version_status(version, "failed", repr(exc)[:500])
+        except Exception:  # the current version keeps serving either way
+            log.exception("could not mark version %d failed", version)
+        raise
