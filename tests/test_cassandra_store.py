@@ -185,12 +185,14 @@ def test_factors_roundtrip_with_deltas(store: CassandraStore) -> None:
     new_f = np.ones((3, 16), dtype=np.float32)
     store.upsert_factors(7, "u", ["user5", "brand-new", "ü"], new_f, [9, 8, 7])
     store.upsert_factors(7, "u", ["user5"], 2 * new_f[:1], [6])  # a later write wins
+    store.upsert_factors(7, "u", ["user9", "user9"], np.stack([new_f[0], 3 * new_f[0]]), [1, 3])
     got_ids, got_f, got_b = store.read_factors(7, "u")
     assert got_ids == ids + ["brand-new"]
     assert np.array_equal(got_f[5], 2 * new_f[0]) and got_b[5] == 6
     assert np.array_equal(got_f[-1], new_f[1]) and got_b[-1] == 8
     assert np.array_equal(got_f[ids.index("ü")], new_f[2])
     assert np.array_equal(got_f[6], f[6])
+    assert np.array_equal(got_f[9], 3 * new_f[0]) and got_b[9] == 3  # last of a repeated id
 
     store.write_factors(7, "u", ids[:10], f[:10], None, rows_per_block=4)  # smaller rewrite
     got_ids, got_f, got_b = store.read_factors(7, "u")
@@ -198,8 +200,9 @@ def test_factors_roundtrip_with_deltas(store: CassandraStore) -> None:
     store.delete_version(7)
     with pytest.raises(FactorsNotFound):
         store.read_factors(7, "u")
-    rows = store.db.execute("SELECT count(*) FROM {ks}.factor_blocks")
-    assert rows[0][0] == 0  # the larger first write's blocks are gone too (reserved count)
+    left = store.db.read_many("SELECT block FROM {ks}.factor_blocks WHERE version = ? AND"
+                              " kind = ? AND block = ?", [(7, "u", j) for j in range(3)])
+    assert left == [[], [], []]  # the larger first write's blocks are gone too (reserved count)
 
 
 # -- versions, checkpoints, switches -------------------------------------------------------

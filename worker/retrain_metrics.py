@@ -46,12 +46,16 @@ RETRAIN_PREFIX: Final = PREFIX + "retrain_"
 #: The job label under which the retrain pushes its group to the Pushgateway.
 DEFAULT_JOB: Final = "online-als-retrain"
 
-Outcome = Literal["promoted", "rejected", "failed"]
+Outcome = Literal["promoted", "rejected", "skipped", "failed"]
 #: promoted = published and switched to; rejected = the holdout gate kept the serving model;
-#: failed = an exception (or no decision) ended the run.
-OUTCOMES: Final[tuple[str, ...]] = ("promoted", "rejected", "failed")
-#: Phases pre-created at 0 so dashboards show every phase from the first push; others are allowed.
-PHASES: Final[tuple[str, ...]] = ("read", "build_matrix", "fit", "evaluate", "publish")
+#: skipped = too few new ratings, nothing fitted; failed = an exception (or no decision) ended
+#: the run. Only promoted resets, and only rejected/failed extend, the unpromoted streak.
+OUTCOMES: Final[tuple[str, ...]] = ("promoted", "rejected", "skipped", "failed")
+#: The phases of ``worker.retrain_job.run_retrain``, pre-created at 0 so dashboards show each
+#: from the first push; other names are allowed.
+PHASES: Final[tuple[str, ...]] = (
+    "read", "fit", "evaluate", "snapshot", "load", "catchup", "switch",
+)
 
 #: Every sample name the retrain job exports (no histograms; ``_created`` left out).
 RETRAIN_METRIC_NAMES: Final[tuple[str, ...]] = (
@@ -198,6 +202,11 @@ class RetrainMetrics:
         self.last_success.set(h.last_success or 0)
         self.last_promoted.set(h.last_promoted or 0)
         self._started = time.monotonic()
+        self._finished = False
+        #: The HTTP endpoint while :meth:`serve` runs one.
+        self.server: MetricsServer | None = None
+        #: The recorded outcome (None while running). Assigning it directly instead of calling
+        #: :meth:`finish` is honoured by :func:`retrain_run`, which then calls ``finish`` with it.
         self.outcome: str | None = None
 
     # -- during the run ------------------------------------------------------------------
@@ -214,6 +223,10 @@ class RetrainMetrics:
         finally:
             self.phase_duration.labels(name).set(time.perf_counter() - t0)
 
+    def observe_phase(self, phase: str, seconds: float) -> None:
+        """``observe(phase, seconds)`` callback for ``run_retrain``."""
+        self.phase_duration.labels(phase).set(seconds)
+
     def add_rows(self, n: int) -> None:
         self.rows_read.inc(n)
 
@@ -228,8 +241,9 @@ class RetrainMetrics:
         """Record the run's outcome (once; a second call is ignored)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
-        if self.outcome is not None:
+        if self._finished:
             return
+        self._finished = True
         self.outcome = outcome
         now = time.time() if now is None else now
         self.runs.labels(outcome).inc()
@@ -239,10 +253,31 @@ class RetrainMetrics:
         if outcome == "promoted":
             self.consecutive_unpromoted.set(0)
             self.last_promoted.set(now)
-        else:
+        elif outcome in ("rejected", "failed"):
             self.consecutive_unpromoted.set(self.history.consecutive_unpromoted + 1)
-        if outcome != "failed":
+        if outcome in ("promoted", "rejected"):
             self.last_success.set(now)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def carried(self) -> RetrainHistory:
+        """What the next run in this process should start from (no Pushgateway needed)."""
+
+        def value(name: str) -> float:
+            return float(self.registry.get_sample_value(RETRAIN_PREFIX + name) or 0.0)
+
+        runs = {o: float(self.registry.get_sample_value(RETRAIN_PREFIX + "runs_total",
+                                                        {"outcome": o}) or 0.0)
+                for o in OUTCOMES}
+        return RetrainHistory(
+            runs=runs,
+            rows_read=value("rows_read_total"),
+            consecutive_unpromoted=int(value("consecutive_unpromoted_runs")),
+            last_success=value("last_success_timestamp_seconds") or None,
+            last_promoted=value("last_promoted_timestamp_seconds") or None,
+        )
 
     # -- export --------------------------------------------------------------------------
     def push(
@@ -262,7 +297,12 @@ class RetrainMetrics:
         """``/metrics`` (and ``/healthz``, ``/readyz``, ready at once) while the job runs."""
         server = start_http_server(host, port, self.registry)
         server.ready = True
+        self.server = server
         return server
+
+
+# Without a Pushgateway, runs in one process (``online-als retrain --every``) carry over here.
+_LOCAL_HISTORY: dict[tuple[str, tuple[tuple[str, str], ...]], RetrainHistory] = {}
 
 
 @contextmanager
@@ -276,14 +316,20 @@ def retrain_run(
     """Metrics for one retrain run, exported the configured way.
 
     An exception inside the block records ``failed`` and is re-raised; a block that ends
-    without :meth:`RetrainMetrics.finish` also records ``failed`` (no decision was made).
+    without an outcome also records ``failed`` (no decision was made). An outcome assigned to
+    ``rm.outcome`` instead of calling ``rm.finish`` is recorded as if finished with it.
     With a Pushgateway the group is pushed at the end either way; a failed push is logged,
     never raised (the model work is done by then). Without one, ``/metrics`` is served on
-    ``settings.metrics.host:port`` for the duration when ``serve`` is true.
+    ``settings.metrics.host:port`` for the duration when ``serve`` is true, and counters and
+    streaks carry over only between runs of the same process.
     """
     gateway = settings.metrics.pushgateway
     key = dict(grouping_key) if grouping_key else {"prefix": settings.redis.key_prefix}
-    history = fetch_history(gateway, job, key) if gateway else RetrainHistory()
+    local_key = (job, tuple(sorted(key.items())))
+    if gateway:
+        history = fetch_history(gateway, job, key)
+    else:
+        history = _LOCAL_HISTORY.get(local_key, RetrainHistory())
     rm = RetrainMetrics(history=history)
     server = None
     if not gateway and serve:
@@ -295,9 +341,13 @@ def retrain_run(
         rm.finish("failed")
         raise
     finally:
-        if rm.outcome is None:
-            log.warning("retrain run ended without an outcome; recording it as failed")
-            rm.finish("failed")
+        if not rm.finished:
+            decided = rm.outcome
+            if decided not in OUTCOMES:
+                log.warning("retrain run ended without an outcome; recording it as failed")
+                decided = "failed"
+            rm.finish(decided)
+        _LOCAL_HISTORY[local_key] = rm.carried()
         if gateway:
             try:
                 rm.push(gateway, job, key)
@@ -305,3 +355,4 @@ def retrain_run(
                 log.error("could not push retrain metrics to %s: %s", gateway, exc)
         if server is not None:
             server.close()
+            rm.server = None

@@ -4,6 +4,9 @@ An event is refused (``applied_out[j] = 0``, arrays untouched) when an input val
 non-finite or when any value it would write is non-finite or larger than ``GUARD_BOUND`` in
 absolute value. The bound is far above any sane factor or bias (they live near 1) and far
 below float32 overflow, so a diverging learning rate is stopped before it poisons the model.
+
+numba's ``cache=True`` tracks only a kernel's own file: after editing this module, delete
+``online_als/kernels/__pycache__/*.nb[ic]`` or cached kernels keep the old constants.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ PREFETCH_AHEAD = 4
 
 
 @intrinsic
-def prefetch_row(typingctx: Any, arr: Any, row: Any) -> Any:
+def _prefetch_row(typingctx: Any, arr: Any, row: Any) -> Any:
     """``prefetch_row(arr, r)``: LLVM prefetch of row ``r`` of a 1-D or 2-D array.
 
     A hint only: it never changes a result, and needs no bounds (a prefetch cannot fault).
@@ -88,3 +91,7 @@ def prefetch_row(typingctx: Any, arr: Any, row: Any) -> Any:
         return context.get_dummy_value()
 
     return types.void(arr, row), codegen
+
+
+# Typed as Any: numba's intrinsic wrapper hides the (arr, row) call signature from mypy.
+prefetch_row: Any = _prefetch_row

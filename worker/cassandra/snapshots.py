@@ -186,9 +186,12 @@ class Snapshots:
         _check_kind(kind)
         f, b = _as_factors(ids, factors, biases)
         now = int(time.time() * 1000)
-        self.db.write_many(_UPSERT_DELTA, [
+        # Rows of one batch share a write timestamp, so a repeated id must appear once: the
+        # last occurrence, as if written in order.
+        last = {x: r for r, x in enumerate(ids)}
+        self.db.write_grouped(_UPSERT_DELTA, key_len=3, params=[
             (version, kind, delta_bucket(x), x, f[r].tobytes(), float(b[r]), now)
-            for r, x in enumerate(ids)
+            for x, r in last.items()
         ])
 
     def delete(self, version: int) -> None:
