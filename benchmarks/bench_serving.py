@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nServingClient, {a.mode} model: {a.items:,} items x k={a.rank}, {a.users:,} users "
           f"with ~{a.seen} seen items, n={a.n}, one thread, Redis {a.host}:{a.port} "
-          f"({os.cpu_count()} cores)")
+          f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end)")
     print(f"model written in {t_write:.2f} s; cache load (SMEMBERS + vectors + counts) "
           f"{t_load * 1e3:.0f} ms")
     print(f"| {'operation':<34} | {'rate':>17} | p50 ms  | p99 ms  | max ms  |")

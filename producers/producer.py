@@ -295,14 +295,19 @@ class TokenBucket:
         self.last = clock()
 
     def acquire(self, n: int, wait: Callable[[float], object] = time.sleep) -> None:
+        """Take ``n`` tokens, waiting (via ``wait(seconds)``) until any debt is paid."""
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate) - n
         self.last = now
-        while self.tokens < 0:
-            wait(-self.tokens / self.rate)
-            now = self.clock()
-            self.tokens += (now - self.last) * self.rate
-            self.last = now
+        if self.tokens >= 0:
+            return
+        due = now - self.tokens / self.rate
+        # A microsecond of slack: float rounding must not turn into endless tiny waits.
+        while (left := due - self.clock()) > 1e-6:
+            wait(left)
+        now = self.clock()
+        self.tokens = min(self.burst, max(0.0, now - due) * self.rate)
+        self.last = now
 
 
 def replay(

@@ -205,6 +205,18 @@ def test_factors_roundtrip_with_deltas(store: CassandraStore) -> None:
     assert left == [[], [], []]  # the larger first write's blocks are gone too (reserved count)
 
 
+@pytest.mark.stack
+def test_many_mib_blocks_in_flight(store: CassandraStore) -> None:
+    """Regression: 32 x 1 MiB writes fill the socket buffer; the driver then refuses requests
+    (ConnectionBusy -> NoHostAvailable with one node) and the store must resend them."""
+    n, k = 40 * 4096, 64
+    f = np.random.default_rng(1).standard_normal((n, k), dtype=np.float32)
+    ids = [str(j) for j in range(n)]
+    assert store.write_factors(1, "i", ids, f) == 40
+    got_ids, got_f, _ = store.read_factors(1, "i")
+    assert got_ids == ids and np.array_equal(got_f, f)
+
+
 # -- versions, checkpoints, switches -------------------------------------------------------
 @pytest.mark.stack
 def test_version_lifecycle(store: CassandraStore) -> None:

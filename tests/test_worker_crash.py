@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 KEYS = ("kafka.bootstrap_servers", "kafka.topic", "kafka.dead_letter_topic", "kafka.group_id",
         "kafka.partitions", "redis.host", "redis.port", "redis.key_prefix", "model.mode",
-        "model.rank", "worker.batch_max_events", "worker.batch_max_wait_ms", "metrics.port")
+        "model.rank", "worker.batch_max_events", "worker.batch_max_wait_ms", "metrics.port",
+        "cassandra.enabled", "cassandra.keyspace")
 
 
 def test_sigkill_during_stream_reaches_the_uninterrupted_state(

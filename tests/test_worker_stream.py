@@ -28,7 +28,7 @@ def reference_model(settings: Settings, events: list[dict[str, object]]) -> Onli
     else:
         u_scale, i_scale = m.init_scales()
         model = OnlineModel.implicit(
-            k=m.rank, reg=m.implicit_regularization, alpha=m.alpha, update_items=m.update_items,
+            k=m.rank, reg=m.foldin_regularization, alpha=m.alpha, update_items=m.update_items,
             seed=m.seed, user_init_scale=u_scale, item_init_scale=i_scale)
         from online_als.events import ImplicitEventMap
 

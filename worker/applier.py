@@ -77,7 +77,7 @@ class BatchApplier:
             grams = self.store.read_grams(version, meta.rank)
             if grams is None:
                 eye = gram_inverse(np.zeros((0, meta.rank), dtype=np.float32),
-                                   self.model.implicit_regularization)
+                                   self.model.foldin_regularization)
                 grams = (eye, eye)
             state.gy_inv, state.gx_inv = grams
         return state

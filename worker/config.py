@@ -105,7 +105,10 @@ class ModelSettings(_Section):
     rating_min: float = 0.5
     rating_max: float = 5.0
     alpha: float = Field(1.0, gt=0, description="implicit confidence scale, c = alpha * weight")
-    implicit_regularization: float = Field(0.05, ge=0)
+    implicit_regularization: float = Field(0.05, ge=0, description="lambda of the retrain fit")
+    foldin_regularization: float = Field(
+        20.0, gt=0, description="lambda in the online fold-in's (Y^T Y + lambda I): damps the "
+        "per-event Newton step, whose Hessian omits the user's own history")
     update_items: bool = True
     gram_refresh_s: float = Field(
         30.0, ge=0, description="implicit: recompute the cached Gram inverses this often (0 = never)")

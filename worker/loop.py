@@ -186,6 +186,8 @@ class Worker:
                     batches += 1
                     if max_batches is not None and batches >= max_batches:
                         break
+                elif not self._parts.positions:
+                    idle_since = time.monotonic()  # not idle before partitions are assigned
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
         finally:
@@ -417,7 +419,7 @@ class Worker:
             return
         if m.gram_refresh_s > 0 and time.monotonic() - self._last_gram_refresh >= m.gram_refresh_s:
             self._last_gram_refresh = time.monotonic()
-            refresh_grams(self.store, state.version, state.meta.rank, m.implicit_regularization)
+            refresh_grams(self.store, state.version, state.meta.rank, m.foldin_regularization)
         serial = gram_serial(self.store, state.version)
         if serial != state.meta.gram_serial:
             self._state = self.applier.load_version(state.version)

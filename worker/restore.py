@@ -67,7 +67,7 @@ def load_from_cassandra(cass: Any, store: RedisStore, settings: Settings, versio
     model = ModelArrays(meta.mode, meta.rank, float(meta.params.get("global_mean", 0.0)),
                         user_ids, uf, ub, item_ids, itf, ib)
     load_version(store, version, model, item_counts=counts, checkpoints=checkpoints,
-                 topic=topic, implicit_reg=settings.model.implicit_regularization,
+                 topic=topic, implicit_reg=settings.model.foldin_regularization,
                  source=source, seen=(m.indptr, m.indices, m.data))
     return len(user_ids), len(item_ids), int(hist.events)
 

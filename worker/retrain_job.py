@@ -252,7 +252,7 @@ def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool 
                             result.item_factors, result.item_bias)
         counts = np.diff(csr.tocsc().indptr).astype(np.int64)
         load_version(store, version, model, item_counts=counts, checkpoints=boundary,
-                     topic=topic, implicit_reg=m.implicit_regularization, source="retrain",
+                     topic=topic, implicit_reg=m.foldin_regularization, source="retrain",
                      seen=(csr.indptr, csr.indices, csr.data))
         phases.done("load")
         applier = BatchApplier(store, m, topic)

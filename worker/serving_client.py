@@ -45,7 +45,6 @@ from online_als.serving import (
     predict_explicit,
     regularized_gram,
     top_n,
-    top_n_batch,
 )
 from online_als.serving.topn import Allow
 from worker.config import ModelSettings, Settings
@@ -72,7 +71,13 @@ I64 = npt.NDArray[np.int64]
 ItemFilter: TypeAlias = Callable[[str], bool] | AbstractSet[str] | None
 
 FIELD_COUNT = "n"  # item hash field: events applied to the item (popularity)
-_COUNT_CHUNK = 10_000  # HGET n commands per pipeline execute (bounds client memory per call)
+_COUNT_CHUNK = 2000  # keys per counts script call / pipeline (bounds how long Redis blocks)
+# Counts of many items in one call: ~10x faster than 26k pipelined HGETs parsed in Python.
+_COUNTS_LUA = """
+local out = {}
+for j = 1, #KEYS do out[j] = redis.call('HGET', KEYS[j], ARGV[1]) or '0' end
+return table.concat(out, ',')
+"""
 
 
 class NoModelError(LookupError):
@@ -154,11 +159,20 @@ class FoldInParams:
 
 @dataclass(frozen=True)
 class UserRecord:
-    """One user as read in one round trip: vector (None if unknown), bias, seen history."""
+    """One user as read in one round trip: vector (None if unknown), bias, seen history.
+
+    ``seen_raw`` is the seen hash as Redis returned it; exclusion maps its byte keys to rows
+    directly (decoding ~100 ids per request would cost more than scoring them).
+    """
 
     vector: F32 | None
     bias: float
-    seen: dict[str, float]
+    seen_raw: Mapping[bytes, bytes] = field(default_factory=dict)
+
+    @cached_property
+    def seen(self) -> dict[str, float]:
+        """``{item_id: value}`` (explicit: last rating, implicit: summed weight)."""
+        return {k.decode(): float(v) for k, v in self.seen_raw.items()}
 
 
 class VersionCache:
@@ -178,6 +192,7 @@ class VersionCache:
         self.params = params
         self.item_ids = np.asarray(item_ids, dtype=object)
         self.rows: dict[str, int] = {iid: j for j, iid in enumerate(item_ids)}
+        self.rows_b: dict[bytes, int] = {iid.encode(): j for j, iid in enumerate(item_ids)}
         self.item_f = np.ascontiguousarray(item_f, dtype=np.float32)
         self.item_b = np.ascontiguousarray(item_b, dtype=np.float32)
         self.counts = counts
@@ -209,6 +224,13 @@ class VersionCache:
 
     def known_rows(self, item_ids: Iterable[str]) -> I64:
         rows = self.rows_for(item_ids)
+        return rows[rows >= 0]
+
+    def seen_rows(self, user: UserRecord) -> I64:
+        """Rows of the user's seen items that this version knows."""
+        get = self.rows_b.get
+        rows = np.fromiter((get(i, -1) for i in user.seen_raw), dtype=np.int64,
+                           count=len(user.seen_raw))
         return rows[rows >= 0]
 
     def allow(self, flt: ItemFilter) -> Allow:
@@ -264,6 +286,7 @@ class ServingClient:
         self.client = redis_client
         self.keys = RedisKeys(key_prefix)
         self.store = RedisStore(redis_client, self.keys, cluster=cluster)
+        self._counts = redis_client.register_script(_COUNTS_LUA)
         self.refresh_s = refresh_s
         self.reload_items_s = reload_items_s
         self.params = params or FoldInParams()
@@ -351,13 +374,19 @@ class ServingClient:
         )
 
     def _read_counts(self, version: int, ids: list[str]) -> I64:
+        keys = self.store.vector_keys(version, "i", ids)
+        chunks = [(s, keys[s:s + _COUNT_CHUNK]) for s in range(0, len(keys), _COUNT_CHUNK)]
         out = np.zeros(len(ids), dtype=np.int64)
-        for s in range(0, len(ids), _COUNT_CHUNK):
-            pipe = self.client.pipeline(transaction=False)
-            for iid in ids[s:s + _COUNT_CHUNK]:
-                pipe.hget(self.keys.item(version, iid), FIELD_COUNT)
-            values = pipe.execute()
-            out[s:s + len(values)] = [int(v) if v is not None else 0 for v in values]
+        pipe = self.client.pipeline(transaction=False)
+        if self.store.cluster:  # keys of a chunk span hash slots: plain HGETs, routed per key
+            for key in keys:
+                pipe.hget(key, FIELD_COUNT)
+            out[:] = [int(v) if v is not None else 0 for v in pipe.execute()]
+            return out
+        for _, chunk in chunks:
+            self._counts(keys=chunk, args=[FIELD_COUNT], client=pipe)
+        for (s, chunk), joined in zip(chunks, pipe.execute(), strict=True):
+            out[s:s + len(chunk)] = np.array(joined.split(b","), dtype=np.int64)
         return out
 
     # -- users ---------------------------------------------------------------------------
@@ -368,8 +397,7 @@ class ServingClient:
         if f is not None and len(f) == 4 * cache.rank:
             vec = np.frombuffer(f, dtype=VECTOR_DTYPE).astype(np.float32)
         bias = float(np.frombuffer(b, dtype=VECTOR_DTYPE)[0]) if b is not None and len(b) == 4 else 0.0
-        hist = {k.decode(): float(v) for k, v in (seen or {}).items()}
-        return UserRecord(vec, bias, hist)
+        return UserRecord(vec, bias, seen or {})
 
     def read_users(self, cache: VersionCache, user_ids: Sequence[str],
                    with_seen: bool = True) -> list[UserRecord]:
@@ -398,7 +426,7 @@ class ServingClient:
         """
         cache = self.cache()
         user = self.read_user(cache, user_id, with_seen=exclude_seen)
-        exclude = cache.known_rows(user.seen) if exclude_seen else None
+        exclude = cache.seen_rows(user) if exclude_seen else None
         return self._top(cache, user, n, exclude, cache.allow(filter))
 
     def _top(self, cache: VersionCache, user: UserRecord, n: int, exclude: I64 | None,
@@ -417,28 +445,17 @@ class ServingClient:
 
     def recommend_batch(self, user_ids: Sequence[str], n: int = 10, exclude_seen: bool = True,
                         filter: ItemFilter = None) -> list[Recommendations]:
-        """:meth:`recommend` for many users: one pipelined read, one matrix product."""
+        """:meth:`recommend` for many users with one pipelined read (one round trip).
+
+        Scoring is per user on purpose: at ~27k items the single-threaded top-N kernel beats
+        ``top_n_batch``'s BLAS product + argpartition (measured 0.3 vs 0.9+ ms per user on 2
+        busy cores), and the round trips were the cost worth batching.
+        """
         cache = self.cache()
         users = self.read_users(cache, user_ids, with_seen=exclude_seen)
         allow = cache.allow(filter)
-        out: list[Recommendations | None] = [None] * len(users)
-        known = [j for j, u in enumerate(users) if u.vector is not None and u.vector.any()]
-        for j in sorted(set(range(len(users))) - set(known)):  # cold users: popular items
-            ex = cache.known_rows(users[j].seen) if exclude_seen else None
-            out[j] = self._top(cache, users[j], n, ex, allow)
-        if known:
-            vecs = np.stack([users[j].vector for j in known]).astype(np.float32)  # type: ignore[misc]
-            excl = [cache.known_rows(users[j].seen) for j in known] if exclude_seen else None
-            bias_kw: dict[str, Any] = {}
-            if cache.explicit:
-                bias_kw = {"item_bias": cache.item_b, "global_mean": cache.global_mean,
-                           "user_bias": np.array([users[j].bias for j in known], np.float32)}
-            rows, scores = top_n_batch(vecs, cache.item_f, n, exclude=excl, allow=allow,
-                                       **bias_kw)
-            for t, j in enumerate(known):
-                out[j] = Recommendations(cache.pairs(rows[t], scores[t]), version=cache.version,
-                                         source="model")
-        return [r for r in out if r is not None]
+        return [self._top(cache, u, n, cache.seen_rows(u) if exclude_seen else None, allow)
+                for u in users]
 
     def recommend_for_new_user(self, ratings: Mapping[str, float | str], n: int = 10,
                                filter: ItemFilter = None) -> Recommendations:
@@ -461,11 +478,11 @@ class ServingClient:
             x, b = fold_in_user_explicit(cache.item_f, cache.item_b, cache.global_mean, rows,
                                          values, reg=cache.params.reg,
                                          reg_bias=cache.params.reg_bias)
-            user = UserRecord(x if rows else None, b, {})
+            user = UserRecord(x if rows else None, b)
         else:
             x = fold_in_user(cache.item_f, cache.gram_reg, rows, values,
                              alpha=cache.params.alpha)
-            user = UserRecord(x if rows else None, 0.0, {})
+            user = UserRecord(x if rows else None, 0.0)
         return self._top(cache, user, n, exclude, cache.allow(filter))
 
     # -- similarity ----------------------------------------------------------------------
