@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "restore": "worker.ops_cli:add_restore_parser",
     "snapshots": "worker.ops_cli:add_snapshots_parser",
     "rollback": "worker.ops_cli:add_rollback_parser",
+    "demo": "worker.demo:add_demo_parser",
     "produce": "producers.cli:add_produce_parser",
     "recommend": "worker.serving_cli:add_recommend_parser",
     "similar": "worker.serving_cli:add_similar_parser",

@@ -79,6 +79,7 @@ class Worker:
         self._last_kafka_log = 0.0
         self._paused = False
         self.write_behind: WriteBehind | None = None
+        self.on_batch: Any = None  # optional callback(applied, window_rmse), e.g. for reports
         self._last_gram_refresh = time.monotonic()
         self.applied_total = 0
         self.dead_lettered_total = 0
@@ -383,6 +384,8 @@ class Worker:
             m.observe_prequential(pred, batch.values[ok])
         else:
             m.observe_prequential(result.predictions[ok], (batch.values[ok] > 0).astype(np.float32))
+        if self.on_batch is not None:
+            self.on_batch(applied, m.prequential.rmse())
         m.set_event_time_lag(batch.event_ts)
 
     def _commit_informational(self, ends: dict[int, int]) -> None:

@@ -6,8 +6,9 @@ Two ways out, chosen by ``settings.metrics.pushgateway``:
   last time, carries its counters and streaks forward, and PUTs the whole registry to the
   Pushgateway when it finishes (success or failure). Prometheus scrapes the Pushgateway with
   ``honor_labels: true``.
-- unset: the job serves ``/metrics`` on ``settings.metrics.host:port`` while it runs (the
-  CronJob pod is annotated for scraping), so only long phases are seen; nothing is carried.
+- unset: the job serves ``/metrics`` on ``settings.metrics.host:port`` while it runs, so a
+  scraper sees only long runs; counters carry over only between runs of one process
+  (``online-als retrain --every``).
 
 >>> from worker.config import load_config
 >>> with retrain_run(load_config(environ={}), serve=False) as rm:   # doctest: +SKIP
@@ -26,7 +27,6 @@ import logging
 import math
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager

@@ -47,7 +47,8 @@ def add_recommend_parser(sub: Any) -> None:
     """Register ``recommend`` on the ``online-als`` sub-parsers."""
     p = sub.add_parser(
         "recommend", help="top-N recommendations for a user or an anonymous new user",
-        description=__doc__, epilog=RECOMMEND_EXAMPLES,
+        description="Top-N items for a user (seen items excluded), or for an anonymous user "
+        "given a few ratings, from the model version Redis serves. Reads only.", epilog=RECOMMEND_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     who = p.add_mutually_exclusive_group(required=True)
@@ -67,7 +68,8 @@ def add_similar_parser(sub: Any) -> None:
     """Register ``similar`` on the ``online-als`` sub-parsers."""
     p = sub.add_parser(
         "similar", help="items (or users) with the most similar factors (cosine)",
-        description=__doc__, epilog=SIMILAR_EXAMPLES,
+        description="Items (or users) whose factors are most cosine-similar, from the model "
+        "version Redis serves. An unknown item gets the most popular items. Reads only.", epilog=SIMILAR_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     what = p.add_mutually_exclusive_group(required=True)
@@ -120,6 +122,8 @@ def load_titles(path: str) -> dict[str, str]:
 def _client(args: argparse.Namespace) -> ServingClient:
     from worker.serving_client import ServingClient
 
+    if str(args.log_level).upper() == "INFO":  # "serving model version N" is noise on a CLI
+        log.setLevel(logging.WARNING)
     # one-shot: load once and never re-check, so every part of the answer is one version
     return ServingClient.from_settings(settings_from(args), refresh_s=math.inf,
                                        reload_items_s=None)
@@ -139,7 +143,8 @@ def _payload(recs: Recommendations, cache_mode: str, titles: dict[str, str] | No
 
 def _table(payload: dict[str, Any]) -> str:
     about = ", ".join(f"{k} {v}" for k, v in payload.items()
-                      if k not in ("results", "version", "mode", "source", "because"))
+                      if k not in ("results", "version", "mode", "source", "because",
+                                   "because_item"))
     head = (f"model version {payload['version']} ({payload['mode']}), {about}: "
             f"{len(payload['results'])} results ({payload['source']})")
     lines = [head]
@@ -150,8 +155,11 @@ def _table(payload: dict[str, Any]) -> str:
         for j, r in enumerate(payload["results"], start=1):
             title = f"  {r['title'] or '?'}" if "title" in r else ""
             lines.append(f"{j:>3}  {r['id']:<{width}}  {r['score']:>9.4f}{title}")
-    for item_id, contrib in payload.get("because", []):
-        lines.append(f"  because of {item_id} (contribution {contrib:.4f})")
+    if "because" in payload:
+        lines.append(f"{payload['because_item']} is recommended because of:")
+        for r in payload["because"]:
+            title = f"  {r['title'] or '?'}" if "title" in r else ""
+            lines.append(f"     {r['id']}  contribution {r['contribution']:.4f}{title}")
     return "\n".join(lines)
 
 
@@ -199,7 +207,11 @@ def _run_recommend(args: argparse.Namespace) -> int:
         recs = client.recommend(args.user, args.n, exclude_seen=not args.include_seen)
         payload = _payload(recs, client.cache().mode, titles, user=args.user)
         if args.because:
-            payload["because"] = client.because(args.user, args.because, args.n)
+            payload["because_item"] = args.because
+            payload["because"] = [
+                {"id": i, "contribution": round(c, 6),
+                 **({"title": titles.get(i)} if titles is not None else {})}
+                for i, c in client.because(args.user, args.because, args.n)]
         return payload
 
     return _serve(args, query)

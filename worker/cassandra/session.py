@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,8 +32,6 @@ from cassandra.query import (
 )
 
 from worker.config import CassandraSettings
-
-log = logging.getLogger(__name__)
 
 Observe = Callable[[str, float], None]
 

@@ -1,0 +1,254 @@
+"""End-to-end worker benchmark on the local stack (issue 4; persistence on/off for issue 5).
+
+1. throughput: pre-produce N synthetic ML-20M-shaped events (binary encoding) into a topic
+   with several partitions, start one worker process, time until its Redis checkpoints cover
+   every event; sample the worker's RSS every second. Run with persistence off and on.
+2. latency: with the worker caught up, offer events at a fixed rate; the event-to-Redis
+   latency of each event is (first time the Redis checkpoint covers its offset) - (send time),
+   polled every 5 ms.
+3. peer: River's in-memory ``BiasedMF.learn_one`` on a prefix of the same stream.
+
+    python benchmarks/bench_worker.py                       # 5M events, 50k/s latency phase
+    python benchmarks/bench_worker.py --events 500000 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from producers.producer import RatingProducer  # noqa: E402
+from producers.synthetic import ML20M, generate  # noqa: E402
+from worker import kafka_io  # noqa: E402
+from worker.config import Settings, load_config  # noqa: E402
+from worker.keys import RedisKeys  # noqa: E402
+from worker.redis_store import RedisStore, connect  # noqa: E402
+
+
+def settings_for(tag: str, partitions: int, rank: int, persist: bool) -> Settings:
+    return load_config(overrides={
+        "kafka.topic": f"bench-{tag}", "kafka.dead_letter_topic": f"bench-{tag}.dlq",
+        "kafka.group_id": f"bench-{tag}", "kafka.partitions": partitions,
+        "redis.key_prefix": f"bench{tag}", "cassandra.keyspace": f"bench_{tag}",
+        "cassandra.enabled": persist, "model.rank": rank,
+        "worker.batch_max_events": 20000, "worker.batch_max_wait_ms": 20, "metrics.port": 0,
+    }, environ={})
+
+
+def env_for(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONLINE_ALS_")}
+    for section, values in s.model_dump().items():
+        for key, value in values.items():
+            if value is None or key == "name":
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            env[f"ONLINE_ALS_{section.upper()}__{key.upper()}"] = str(value)
+    return env
+
+
+def produce(s: Settings, n: int, seed: int, offset_ts: bool = False) -> float:
+    kafka_io.ensure_topics(s.kafka, {s.kafka.topic: s.kafka.partitions,
+                                     s.kafka.dead_letter_topic: 1})
+    producer = RatingProducer(s.kafka, fmt="binary", mode="explicit")
+    t0 = time.perf_counter()
+    for chunk in generate(n_events=n, seed=seed, chunk_rows=100_000):
+        producer.send_batch(chunk)
+    producer.flush(120)
+    return time.perf_counter() - t0
+
+
+def applied_offsets(store: RedisStore, s: Settings) -> int:
+    version = store.current_version()
+    if version is None:
+        return 0
+    cps = store.read_checkpoints(version, s.kafka.topic, list(range(s.kafka.partitions)))
+    return sum(cp.offset or 0 for cp in cps.values())
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def throughput_run(n: int, partitions: int, rank: int, persist: bool) -> dict[str, float]:
+    tag = uuid.uuid4().hex[:8]
+    s = settings_for(tag, partitions, rank, persist)
+    produce_s = produce(s, n, seed=1)
+    store = RedisStore(connect(s.redis), RedisKeys(s.redis.key_prefix))
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server",
+                             "--log-level", "WARNING", "--idle-exit", "5"], env=env_for(s))
+    rss: list[float] = []
+    t_first = None
+    t0 = time.perf_counter()
+    last_sample = 0.0
+    while True:
+        done = applied_offsets(store, s)
+        now = time.perf_counter()
+        if t_first is None and done > 0:
+            t_first = now
+        if now - last_sample >= 1.0:
+            rss.append(rss_mib(proc.pid))
+            last_sample = now
+        if done >= n or proc.poll() is not None or now - t0 > 3600:
+            break
+        time.sleep(0.05)
+    t_end = time.perf_counter()
+    proc.terminate()
+    proc.wait(120)
+    rate = n / (t_end - (t_first or t0))
+    half = len(rss) // 2
+    return {"events": n, "produce_s": produce_s, "apply_s": t_end - (t_first or t0),
+            "applied_per_s": rate, "rss_start_mib": float(np.nanmean(rss[1:3] or [np.nan])),
+            "rss_mid_mib": float(rss[half]) if rss else float("nan"),
+            "rss_end_mib": float(rss[-1]) if rss else float("nan"), "complete": float(done >= n)}
+
+
+def latency_run(rate: float, seconds: float, partitions: int, rank: int) -> dict[str, float]:
+    from confluent_kafka import Producer
+
+    from worker.events import encode_binary
+
+    tag = uuid.uuid4().hex[:8]
+    s = settings_for(tag, partitions, rank, persist=False)
+    produce(s, 50_000, seed=2)  # warm the model and the JIT before timing
+    store = RedisStore(connect(s.redis), RedisKeys(s.redis.key_prefix))
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server",
+                             "--log-level", "WARNING", "--idle-exit", "8"], env=env_for(s))
+    while applied_offsets(store, s) < 50_000:
+        time.sleep(0.1)
+    sent: dict[int, list[tuple[int, float]]] = {p: [] for p in range(partitions)}
+    lock = threading.Lock()
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is None:
+            with lock:
+                sent[msg.partition()].append((msg.offset(), msg._sent))  # type: ignore[attr-defined]
+
+    producer = Producer({**kafka_io.producer_config(s.kafka), "linger.ms": 1})
+    n = int(rate * seconds)
+    stream = next(generate(n_events=n, seed=3, chunk_rows=n))
+    users, items, vals = (stream.user_ids.astype(str).tolist(), stream.item_ids.astype(str).tolist(),
+                          stream.values.tolist())
+    covered: dict[int, list[tuple[int, float]]] = {p: [] for p in range(partitions)}
+    stop = threading.Event()
+
+    def poll_checkpoints() -> None:
+        version = store.current_version() or 0
+        while not stop.is_set():
+            cps = store.read_checkpoints(version, s.kafka.topic, list(range(partitions)))
+            now = time.perf_counter()
+            for p, cp in cps.items():
+                covered[p].append((cp.offset or 0, now))
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll_checkpoints, daemon=True)
+    poller.start()
+    t0 = time.perf_counter()
+    for j in range(n):
+        target = t0 + j / rate
+        while time.perf_counter() < target:
+            producer.poll(0)
+        value = encode_binary(users[j], items[j], rating=vals[j])
+        now = time.perf_counter()
+
+        def cb(err: object, msg: object, now: float = now) -> None:
+            if err is None:
+                with lock:
+                    sent[msg.partition()].append((msg.offset(), now))  # type: ignore[attr-defined]
+
+        producer.produce(s.kafka.topic, value=value, key=users[j].encode(), on_delivery=cb)
+    producer.flush(60)
+    offered = n / (time.perf_counter() - t0)
+    time.sleep(2)
+    stop.set()
+    poller.join()
+    proc.terminate()
+    proc.wait(60)
+    lat: list[float] = []
+    for p in range(partitions):
+        if not covered[p] or not sent[p]:
+            continue
+        offs = np.array([c[0] for c in covered[p]])
+        times = np.array([c[1] for c in covered[p]])
+        for off, t_sent in sent[p]:
+            j = int(np.searchsorted(offs, off + 1))  # first poll whose checkpoint covers off
+            if j < len(offs):
+                lat.append(times[j] - t_sent)
+    arr = np.array(lat) * 1000
+    return {"offered_per_s": offered, "events": float(len(arr)),
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "max_ms": float(arr.max())}
+
+
+def river_rate(n: int) -> float:
+    from river import optim, reco
+
+    model = reco.BiasedMF(n_factors=64, bias_optimizer=optim.SGD(0.01),
+                          latent_optimizer=optim.SGD(0.01), l2_bias=0.05, l2_latent=0.05)
+    chunk = next(generate(n_events=n, seed=1, chunk_rows=n))
+    users, items, vals = (chunk.user_ids.astype(str).tolist(), chunk.item_ids.astype(str).tolist(),
+                          chunk.values.tolist())
+    t0 = time.perf_counter()
+    for u, i, v in zip(users, items, vals, strict=True):
+        model.learn_one(u, i, v)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=5_000_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rank", type=int, default=64)
+    ap.add_argument("--rate", type=float, default=50_000)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--river-events", type=int, default=200_000)
+    ap.add_argument("--skip-persistence", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    a = ap.parse_args()
+    if a.quick:
+        a.events, a.latency_seconds, a.river_events, a.rate = 200_000, 3, 20_000, 10_000
+    print(f"# worker benchmark: {a.events:,} events of an ML-20M-shaped stream "
+          f"({ML20M['n_users']:,} users x {ML20M['n_items']:,} items), k={a.rank}, "
+          f"{a.partitions} partitions, 1 worker; cpus={os.cpu_count()}, "
+          f"load={os.getloadavg()[0]:.1f}")
+    rows = []
+    off = throughput_run(a.events, a.partitions, a.rank, persist=False)
+    rows.append(("worker, persistence off", off))
+    if not a.skip_persistence:
+        on = throughput_run(a.events, a.partitions, a.rank, persist=True)
+        rows.append(("worker, persistence on", on))
+    print(f"\n{'run':<26} {'applied/s':>11} {'apply s':>8} {'RSS start/mid/end MiB':>24}")
+    for name, r in rows:
+        print(f"{name:<26} {r['applied_per_s']:>11,.0f} {r['apply_s']:>8.1f} "
+              f"{r['rss_start_mib']:>7.0f}/{r['rss_mid_mib']:.0f}/{r['rss_end_mib']:.0f}")
+    if len(rows) == 2:
+        gap = 1 - rows[1][1]["applied_per_s"] / rows[0][1]["applied_per_s"]
+        print(f"persistence cost: {gap:.1%} (goal <= 10%)")
+    lat = latency_run(a.rate, a.latency_seconds, a.partitions, a.rank)
+    print(f"\nlatency at {lat['offered_per_s']:,.0f}/s offered: p50 {lat['p50_ms']:.1f} ms, "
+          f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms over {lat['events']:,.0f} "
+          f"events (goal p99 <= 250 ms at 50k/s)")
+    rr = river_rate(a.river_events)
+    print(f"\nRiver BiasedMF.learn_one (in memory, no I/O), k=64: {rr:,.0f} ratings/s "
+          f"on {a.river_events:,} events")
+    print(f"goal: >= 100,000 applied/s sustained; measured {rows[0][1]['applied_per_s']:,.0f}/s")
+
+
+if __name__ == "__main__":
+    main()
