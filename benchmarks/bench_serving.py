@@ -95,7 +95,7 @@ def _latencies(fn: Callable[[int], object], calls: int) -> tuple[float, np.ndarr
 
 def _row(name: str, rate: float, lat: np.ndarray, per: str = "calls") -> str:
     p50, p99, mx = np.percentile(lat, [50, 99, 100])
-    return f"| {name:<34} | {rate:>10,.0f} {per:<6}/s | {p50:>7.3f} | {p99:>7.3f} | {mx:>7.2f} |"
+    return f"| {name:<36} | {rate:>10,.0f} {per:<6}/s | {p50:>7.3f} | {p99:>7.3f} | {mx:>7.2f} |"
 
 
 def _drop(client: redis.Redis, prefix: str) -> int:
@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end)")
     print(f"model written in {t_write:.2f} s; cache load (SMEMBERS + vectors + counts) "
           f"{t_load * 1e3:.0f} ms")
-    print(f"| {'operation':<34} | {'rate':>17} | p50 ms  | p99 ms  | max ms  |")
-    print(f"|{'-' * 36}|{'-' * 19}|---------|---------|---------|")
+    print(f"| {'operation':<36} | {'rate':>17} | p50 ms  | p99 ms  | max ms  |")
+    print(f"|{'-' * 38}|{'-' * 19}|---------|---------|---------|")
     print(_row("recommend (excl. seen, incl. Redis)", rec_rate, rec_lat))
     print(_row("  of which the user read (1 RTT)", read_rate, read_lat))
     print(_row("similar_items", sim_rate, sim_lat))

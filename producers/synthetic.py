@@ -130,9 +130,14 @@ def plant(config: SyntheticConfig) -> Planted:
         item_popularity=_zipf_weights(rng, c.n_items, c.item_alpha, c.zipf_shift),
         user_debut=_debuts(c.n_users, c.n_events, c.initial_fraction, c.debut_span),
         item_debut=_debuts(c.n_items, c.n_events, c.initial_fraction, c.debut_span),
-        user_ids=np.arange(1, c.n_users + 1).astype(np.str_),
-        item_ids=np.arange(1, c.n_items + 1).astype(np.str_),
+        user_ids=_decimal_ids(c.n_users),
+        item_ids=_decimal_ids(c.n_items),
     )
+
+
+def _decimal_ids(n: int) -> npt.NDArray[np.str_]:
+    """``"1" .. str(n)`` as the narrowest ``U`` dtype (``astype(str)`` gives U21 for int64)."""
+    return np.arange(1, n + 1).astype(f"U{len(str(n))}")
 
 
 class _Sampler:

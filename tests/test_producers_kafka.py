@@ -84,10 +84,11 @@ def test_ml100k_replay_in_time_order_per_key(stack: StackInfo, topic: str,
     decoded = decode_batch([m.value() for m in msgs], None, DecodeConfig())
     assert not decoded.rejects and len(decoded) == 100_000
     # Key = user id, and one user's events share a partition.
-    assert [m.key().decode() for m in msgs] == decoded.user_ids
-    partitions: dict[str, set[int]] = defaultdict(set)
-    for m in msgs:
-        partitions[m.key().decode()].add(m.partition())
+    keys = [bytes(m.key() or b"").decode() for m in msgs]
+    assert keys == decoded.user_ids
+    partitions: dict[str, set[int | None]] = defaultdict(set)
+    for key, m in zip(keys, msgs, strict=True):
+        partitions[key].add(m.partition())
     assert all(len(p) == 1 for p in partitions.values())
     assert len({p for ps in partitions.values() for p in ps}) == 3
     # Per key, exactly the file's events in (stable) timestamp order.

@@ -142,8 +142,10 @@ class BatchApplier:
         self.store.write_intents(meta.version, self.topic, ends, bid)
         pipe = self.store.client.pipeline(transaction=False)
         self.store.write_vectors(ukeys, spec, exp_uf, ub.factors, exp_ub, ub.biases,
+                                 _first_partition(u_rows, batch.partitions, len(user_list)),
                                  seen=seen, pipe=pipe)
         self.store.write_vectors(ikeys, spec, exp_if, ib.factors, exp_ib, ib.biases,
+                                 _first_partition(i_rows, batch.partitions, len(item_list)),
                                  counts=counts, pipe=pipe)
         self.store.add_to_index(meta.version, "u", [user_list[j] for j in new_u], pipe)
         self.store.add_to_index(meta.version, "i", [item_list[j] for j in new_i], pipe)
@@ -165,6 +167,16 @@ class BatchApplier:
             pipe = self.store.client.pipeline(transaction=False)
             self.store.queue_checkpoints(state.version, self.topic, ends, pipe)
             pipe.execute()
+
+
+def _first_partition(rows: np.ndarray, partitions: np.ndarray, n: int) -> np.ndarray:
+    """For each of ``n`` keys, the partition of the first event (in batch order) touching it."""
+    out = np.zeros(n, dtype=np.int64)
+    first = np.full(n, len(rows), dtype=np.int64)
+    np.minimum.at(first, rows, np.arange(len(rows)))
+    touched = first < len(rows)
+    out[touched] = partitions[first[touched]]
+    return out
 
 
 def _partition_ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:

@@ -204,11 +204,16 @@ class RedisStore:
         new_f: np.ndarray,
         expected_b: np.ndarray,
         new_b: np.ndarray,
+        tags: np.ndarray | None = None,
         counts: np.ndarray | None = None,
         seen: SeenUpdates | None = None,
         pipe: Any = None,
     ) -> Any:
-        """Queue the idempotent write of a batch's vectors on ``pipe`` (or execute now)."""
+        """Queue the idempotent write of a batch's vectors on ``pipe`` (or execute now).
+
+        ``tags[j]`` is the partition whose events first touched key j in the batch: the key's
+        applied-offset record and before-image are kept for that partition only.
+        """
         own = pipe is None
         pipe = pipe if pipe is not None else self.client.pipeline(transaction=False)
         rank = new_f.shape[1] if new_f.ndim == 2 else 0
@@ -217,6 +222,7 @@ class RedisStore:
         exp_b = np.ascontiguousarray(expected_b, dtype=VECTOR_DTYPE)
         nb = np.ascontiguousarray(new_b, dtype=VECTOR_DTYPE)
         cnt = counts if counts is not None else np.zeros(len(keys), dtype=np.int64)
+        tags = tags if tags is not None else np.zeros(len(keys), dtype=np.int64)
         for g in self._groups(keys):
             gkeys = [keys[i] for i in g]
             seen_keys, seen_args = (seen.for_group(g) if seen is not None else ([], ["set", "0"]))
@@ -224,6 +230,7 @@ class RedisStore:
                 len(g), 4 * rank, parts_spec,
                 exp_f[g].tobytes(), nf[g].tobytes(), exp_b[g].tobytes(), nb[g].tobytes(),
                 ",".join(map(str, cnt[g].tolist())),
+                ",".join(map(str, tags[g].tolist())),
                 *seen_args,
             ]
             self._write(keys=gkeys + seen_keys, args=args, client=pipe)

@@ -3,19 +3,22 @@
 -- ARGV[1]=N  ARGV[2]=bytes per vector  ARGV[3]="p1=e1,p2=e2" partitions/end offsets of the batch
 -- ARGV[4]=expected factors blob (what the batch was computed from)  ARGV[5]=new factors blob
 -- ARGV[6]=expected biases blob  ARGV[7]=new biases blob  ARGV[8]=count increments "c1,c2,..."
--- ARGV[9]=seen mode 'set'|'incr'  ARGV[10]=M, then per seen key: vector index j, count n,
+-- ARGV[9]=per key, the partition whose events first touched it "p1,p2,..." (its tag)
+-- ARGV[10]=seen mode 'set'|'incr'  ARGV[11]=M, then per seen key: vector index j, count n,
 -- then n (item id, value) pairs.
--- Per key: if some o:<p> >= e the batch is already applied (skip). Otherwise, if the stored
+-- Per key: if o:<p> >= e for its tag partition the batch is already applied (skip). Otherwise, if the stored
 -- factors still equal the expected ones, store the new ones exactly; if another worker changed
 -- the key meanwhile, add our delta (new - expected) to what is stored, so neither update is lost.
 -- Before-images p:<p>/pb:<p> are kept for crash recovery. Returns the number of keys written.
 local n = tonumber(ARGV[1])
 local vb = tonumber(ARGV[2])
 local k = vb / 4
-local parts = {}
+local ends = {}
 for p, e in string.gmatch(ARGV[3], '([^=,]+)=([^=,]+)') do
-  parts[#parts + 1] = {p, tonumber(e)}
+  ends[p] = tonumber(e)
 end
+local tags = {}
+for p in string.gmatch(ARGV[9], '([^,]+)') do tags[#tags + 1] = p end
 local counts = {}
 for c in string.gmatch(ARGV[8], '([^,]+)') do counts[#counts + 1] = tonumber(c) end
 
@@ -34,12 +37,10 @@ local written = {}
 local nwritten = 0
 for j = 1, n do
   local key = KEYS[j]
-  local done = false
-  for _, pe in ipairs(parts) do
-    local o = redis.call('HGET', key, 'o:' .. pe[1])
-    if o and tonumber(o) >= pe[2] then done = true; break end
-  end
-  if not done then
+  local tp = tags[j]
+  local te = ends[tp]  -- nil: a plain write outside any batch (no offset bookkeeping)
+  local o = te and redis.call('HGET', key, 'o:' .. tp)
+  if not (o and tonumber(o) >= te) then
     local exp_f = string.sub(ARGV[4], (j - 1) * vb + 1, j * vb)
     local new_f = string.sub(ARGV[5], (j - 1) * vb + 1, j * vb)
     local exp_b = string.sub(ARGV[6], (j - 1) * 4 + 1, j * 4)
@@ -52,22 +53,21 @@ for j = 1, n do
     if cur[2] and cur[2] ~= exp_b and string.len(cur[2]) == 4 then
       out_b = add_delta(cur[2], new_b, exp_b, 1)
     end
-    local args = {'f', out_f, 'b', out_b}
-    for _, pe in ipairs(parts) do
-      args[#args + 1] = 'o:' .. pe[1]; args[#args + 1] = pe[2]
-      args[#args + 1] = 'p:' .. pe[1]; args[#args + 1] = exp_f
-      args[#args + 1] = 'pb:' .. pe[1]; args[#args + 1] = exp_b
+    if te then
+      redis.call('HSET', key, 'f', out_f, 'b', out_b, 'o:' .. tp, te, 'p:' .. tp, exp_f,
+                 'pb:' .. tp, exp_b)
+    else
+      redis.call('HSET', key, 'f', out_f, 'b', out_b)
     end
-    redis.call('HSET', key, unpack(args))
     if counts[j] and counts[j] ~= 0 then redis.call('HINCRBY', key, 'n', counts[j]) end
     written[j] = true
     nwritten = nwritten + 1
   end
 end
 
-local mode = ARGV[9]
-local m = tonumber(ARGV[10])
-local pos = 11
+local mode = ARGV[10]
+local m = tonumber(ARGV[11])
+local pos = 12
 for s = 1, m do
   local j = tonumber(ARGV[pos]); local cnt = tonumber(ARGV[pos + 1]); pos = pos + 2
   if written[j] then
