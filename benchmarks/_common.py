@@ -192,6 +192,13 @@ def header(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def progress(iterable: Iterable[Any], **kwargs: Any) -> Iterable[Any]:
+    """A tqdm bar on stderr when it is a terminal (none in logs and pipes)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=None, leave=False, mininterval=0.5, **kwargs)
+
+
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     if path is None:
         return

@@ -232,7 +232,7 @@ def generate(
     ``options`` are further :class:`SyntheticConfig` fields (e.g. ``item_alpha=1.1``).
 
     >>> chunks = list(generate(1000, 50, 20, k=4, seed=1, chunk_rows=400))
-    >>> [len(c) for c in chunks], chunks[0].user_ids[0]
+    >>> [len(c) for c in chunks], str(chunks[0].user_ids[0])
     ([400, 400, 200], '1')
     """
     config = SyntheticConfig(

@@ -11,7 +11,12 @@ import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import (
-    produce, run_worker, settings_overrides, start_worker_thread, store_for, synthetic_events,
+    produce,
+    run_worker,
+    settings_overrides,
+    start_worker_thread,
+    store_for,
+    synthetic_events,
     worker_env,
 )
 from tests.test_worker_stream import assert_redis_equals, reference_model

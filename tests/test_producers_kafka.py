@@ -127,7 +127,7 @@ def test_back_pressure_blocks_and_drops_nothing(stack: StackInfo, isolated: Isol
                                                 topic: str) -> None:
     settings = make_settings(stack, isolated)
     ensure_topics(settings.kafka, {topic: 1})
-    producer = RatingProducer(settings.kafka, topic, queue_max_messages=20, linger_ms=50)
+    producer = RatingProducer(settings.kafka, topic, queue_max_messages=20, linger_ms=5)
     data: Ratings = next(generate(3000, 40, 30, k=4, seed=9, chunk_rows=3000))
     stats = replay(producer, [data])
     assert stats.queue_full_waits > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -85,6 +86,7 @@ class RedisStore:
         self.cluster = cluster
         self._read = client.register_script(_script("read_vectors.lua"))
         self._write = client.register_script(_script("write_vectors.lua"))
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- versions -----------------------------------------------------------------------
     def current_version(self) -> int | None:
@@ -186,10 +188,8 @@ class RedisStore:
         if n == 0:
             return VectorBlock(factors, biases, flags.astype(bool), flags.astype(bool))
         groups = self._groups(keys)
-        pipe = self.client.pipeline(transaction=False)
-        for g in groups:
-            self._read(keys=[keys[i] for i in g], args=[4 * rank, recovery], client=pipe)
-        for g, (fb, bb, fl) in zip(groups, pipe.execute(), strict=True):
+        calls = [([keys[i] for i in g], [4 * rank, recovery]) for g in groups]
+        for g, (fb, bb, fl) in zip(groups, self._run_scripts(self._read, calls), strict=True):
             factors[g] = np.frombuffer(fb, dtype=VECTOR_DTYPE).reshape(len(g), rank)
             biases[g] = np.frombuffer(bb, dtype=VECTOR_DTYPE)
             flags[g] = np.frombuffer(fl, dtype=np.uint8)
@@ -223,6 +223,7 @@ class RedisStore:
         nb = np.ascontiguousarray(new_b, dtype=VECTOR_DTYPE)
         cnt = counts if counts is not None else np.zeros(len(keys), dtype=np.int64)
         tags = tags if tags is not None else np.zeros(len(keys), dtype=np.int64)
+        calls: list[tuple[list[str], list[Any]]] = []
         for g in self._groups(keys):
             gkeys = [keys[i] for i in g]
             seen_keys, seen_args = (seen.for_group(g) if seen is not None else ([], ["set", "0"]))
@@ -233,8 +234,24 @@ class RedisStore:
                 ",".join(map(str, tags[g].tolist())),
                 *seen_args,
             ]
-            self._write(keys=gkeys + seen_keys, args=args, client=pipe)
+            calls.append((gkeys + seen_keys, args))
+        if self.cluster:  # a cluster pipeline refuses scripts: one call per slot, concurrently
+            self._run_scripts(self._write, calls)
+        else:
+            for call_keys, call_args in calls:
+                self._write(keys=call_keys, args=call_args, client=pipe)
         return pipe.execute() if own else pipe
+
+    def _run_scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script calls: pipelined on a standalone Redis, concurrently per slot on a cluster."""
+        if not self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for call_keys, call_args in calls:
+                script(keys=call_keys, args=call_args, client=pipe)
+            return list(pipe.execute())
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
+        return list(self._pool.map(lambda c: script(keys=c[0], args=c[1]), calls))
 
     def add_to_index(self, version: int, kind: str, ids: list[str], pipe: Any) -> None:
         if ids:

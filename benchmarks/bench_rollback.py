@@ -1,0 +1,285 @@
+"""Rollback latency: from Cassandra (version not resident in Redis) and resident.
+
+A model the size of MovieLens 20M's (138,493 users + 26,744 items = 165,237 vectors, k=64,
+implicit mode) is persisted to Cassandra as model versions, then ``worker.ops_cli.rollback``
+is timed (its ``seconds``: from the call to the pointer switch, the figure the CLI prints):
+
+* from Cassandra: the target's namespace is not in Redis, so rollback reads its factors from
+  Cassandra, rebuilds its seen-hashes from the ratings log up to its cutoff, writes vectors,
+  seen-hashes, popularity counts, Grams and checkpoints into Redis, then switches. Measured
+  with an empty log (cutoff 0) and with a small log (``--log-events`` up to the cutoff).
+  Goal <= 10 s.
+* resident: both versions' namespaces are in Redis; ``--switches`` alternating rollbacks.
+  Goal <= 10 ms (median and p99). The whole call (with the Cassandra bookkeeping after the
+  switch: status CAS and switch record) is shown beside it.
+
+A breakdown of the cold path (Cassandra read, seen-hash rebuild, Redis load) follows.
+Everything it creates (keyspace, Redis prefix) is deleted at the end unless ``--keep``.
+
+    python benchmarks/bench_rollback.py
+    python benchmarks/bench_rollback.py --quick        # smoke run, < 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from online_als.retrain.matrix import build_matrix
+from producers.synthetic import ML20M
+from worker.bulk_load import ModelArrays, delete_namespace, load_version
+from worker.cassandra_store import CassandraStore, ModelVersion
+from worker.config import Settings, load_config
+from worker.keys import RedisKeys
+from worker.ops_cli import rollback
+from worker.redis_store import RedisStore, connect
+
+GOAL_COLD_S = 10.0
+GOAL_RESIDENT_MS = 10.0
+QUICK = {"users": 20_000, "items": 5_000, "log_events": 20_000, "switches": 30, "cold_runs": 1}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--users", type=int, default=ML20M["n_users"])
+    p.add_argument("--items", type=int, default=ML20M["n_items"])
+    p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--log-events", type=int, default=1_000_000,
+                   help="ratings in the 'small log' case (0: only the empty-log case)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--cold-runs", type=int, default=3, help="rollbacks from Cassandra per case")
+    p.add_argument("--switches", type=int, default=100, help="resident rollbacks")
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the keyspace and Redis keys")
+    a = p.parse_args(argv)
+    if a.quick:
+        given = {x.split("=")[0].lstrip("-").replace("-", "_") for x in (argv or sys.argv[1:])}
+        for k, v in QUICK.items():
+            if k not in given:
+                setattr(a, k, v)
+    return a
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _settings(tag: str, rank: int) -> Settings:
+    return load_config(overrides={
+        "kafka.topic": f"bench_{tag}", "kafka.group_id": f"bench_{tag}",
+        "redis.key_prefix": f"bench_{tag}", "cassandra.keyspace": f"bench_{tag}",
+        "cassandra.enabled": True, "metrics.port": 0,
+        "model.mode": "implicit", "model.rank": rank,
+    }, environ={})
+
+
+def _model(a: argparse.Namespace, seed: int) -> ModelArrays:
+    rng = np.random.default_rng(seed)
+    return ModelArrays(
+        "implicit", a.rank, 0.0,
+        [str(j + 1) for j in range(a.users)],
+        (rng.standard_normal((a.users, a.rank), dtype=np.float32) * 0.1),
+        np.zeros(a.users, dtype=np.float32),
+        [str(j + 1) for j in range(a.items)],
+        (rng.standard_normal((a.items, a.rank), dtype=np.float32) * 0.1),
+        np.zeros(a.items, dtype=np.float32))
+
+
+def persist(cass: CassandraStore, store: RedisStore, topic: str, m: ModelArrays,
+            cutoff: dict[int, int], note: str) -> int:
+    """A promoted version in Cassandra only (nothing of it in Redis)."""
+    version = store.allocate_version()
+    cass.create_version(ModelVersion(
+        version=version, status="building", mode=m.mode, rank=m.rank, topic=topic,
+        params={"global_mean": m.global_mean}, cutoff=cutoff,
+        counts={"users": len(m.user_ids), "items": len(m.item_ids)}, notes=note))
+    cass.write_factors(version, "u", m.user_ids, m.user_factors, m.user_bias)
+    cass.write_factors(version, "i", m.item_ids, m.item_factors, m.item_bias)
+    cass.set_version_status(version, "ready", "", expected_status="building")
+    cass.set_version_status(version, "promoted", "", expected_status="ready")
+    return version
+
+
+def write_log(cass: CassandraStore, topic: str, a: argparse.Namespace) -> dict[int, int]:
+    """``--log-events`` implicit ratings over the model's ids; returns the cutoff."""
+    rng = np.random.default_rng(3)
+    n = a.log_events
+    users = rng.integers(1, a.users + 1, n)
+    items = rng.integers(1, a.items + 1, n)
+    weights = rng.choice(np.array([1.0, 4.0, -4.0], dtype=np.float32), n, p=[0.7, 0.2, 0.1])
+    parts = users % a.partitions
+    cutoff: dict[int, int] = {}
+    for p in range(a.partitions):
+        ix = np.flatnonzero(parts == p)
+        for s in range(0, len(ix), 20_000):
+            j = ix[s:s + 20_000]
+            cass.append_log_blocks(topic, p, s, s + len(j) - 1, users[j].astype(str).tolist(),
+                                   items[j].astype(str).tolist(), weights[j],
+                                   np.full(len(j), 1.7e9), np.arange(s, s + len(j)))
+        cutoff[p] = len(ix)
+    return cutoff
+
+
+def cold_rollbacks(settings: Settings, cass: CassandraStore, store: RedisStore, home: int,
+                   target: int, runs: int) -> list[dict[str, Any]]:
+    """Roll back to ``target`` (dropped from Redis first) and forward to ``home`` again."""
+    out = []
+    for _ in range(runs):
+        delete_namespace(store, target)
+        load0 = _load()
+        t = time.perf_counter()
+        r = rollback(settings, cass, store, target, "bench rollback from Cassandra")
+        call = time.perf_counter() - t
+        assert r["loaded_from_cassandra"] and store.current_version() == target, r
+        out.append({"seconds": r["seconds"], "call_s": call, "load_before": load0,
+                    "load_after": _load()})
+        back = rollback(settings, cass, store, home, "bench: forward again")
+        assert not back["loaded_from_cassandra"]
+    return out
+
+
+def resident_rollbacks(settings: Settings, cass: CassandraStore, store: RedisStore,
+                       versions: tuple[int, int], n: int) -> dict[str, Any]:
+    switch_ms, call_ms = [], []
+    load0 = _load()
+    for j in range(n):
+        v = versions[j % 2]
+        t = time.perf_counter()
+        r = rollback(settings, cass, store, v, "bench resident rollback")
+        call_ms.append((time.perf_counter() - t) * 1000)
+        assert not r["loaded_from_cassandra"] and store.current_version() == v, r
+        switch_ms.append(r["seconds"] * 1000)
+    return {"switch_ms": switch_ms, "call_ms": call_ms, "load_before": load0,
+            "load_after": _load()}
+
+
+def breakdown(settings: Settings, cass: CassandraStore, store: RedisStore,
+              version: int) -> dict[str, float]:
+    """The cold path in steps (what ``restore.load_from_cassandra`` does), namespace dropped."""
+    from online_als.idmap import IdMap
+
+    meta = cass.get_version(version)
+    assert meta is not None
+    delete_namespace(store, version)
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    uids, uf, ub = cass.read_factors(version, "u")
+    iids, itf, ib = cass.read_factors(version, "i")
+    out["read factors from Cassandra"] = time.perf_counter() - t
+    t = time.perf_counter()
+    chunks = ((c[0], c[1], c[2]) for c in cass.iter_log(settings.kafka.topic, dict(meta.cutoff),
+                                                       settings.retrain.chunk_rows))
+    hist = build_matrix(chunks, "sum", users=IdMap.from_list(uids), items=IdMap.from_list(iids))
+    m = hist.matrix.tocsr()[: len(uids), : len(iids)].tocsr()
+    out[f"read log + build seen matrix ({hist.events:,} events)"] = time.perf_counter() - t
+    model = ModelArrays(meta.mode, meta.rank, 0.0, uids, uf, ub, iids, itf, ib)
+    t = time.perf_counter()
+    load_version(store, version, model, item_counts=np.diff(m.tocsc().indptr).astype(np.int64),
+                 checkpoints=dict(meta.cutoff), topic=settings.kafka.topic,
+                 implicit_reg=settings.model.foldin_regularization, source="bench",
+                 seen=(m.indptr, m.indices, m.data))
+    out["load into Redis (vectors, seen, Grams)"] = time.perf_counter() - t
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def print_table(a: argparse.Namespace, info: dict[str, Any]) -> None:
+    n_vec = a.users + a.items
+    print(f"\nrollback, {n_vec:,} vectors ({a.users:,} users + {a.items:,} items), k={a.rank}, "
+          f"implicit; start load {info['load_start']}")
+    print(f"\n{'case':<46} {'median':>10} {'p99/max':>10} {'runs':>5}  {'goal':<10} verdict")
+    print("-" * 96)
+    for case in info["cold"]:
+        secs = [r["seconds"] for r in case["runs"]]
+        med, worst = float(np.median(secs)), max(secs)
+        verdict = "met" if worst <= GOAL_COLD_S else ("MISSED (median met)" if med <= GOAL_COLD_S
+                                                      else "MISSED")
+        print(f"{'from Cassandra, ' + case['label']:<46} {med:>9.2f}s {worst:>9.2f}s "
+              f"{len(secs):>5}  <= {GOAL_COLD_S:.0f} s    {verdict}")
+    res = info["resident"]
+    med, p99 = float(np.median(res["switch_ms"])), _pct(res["switch_ms"], 99)
+    verdict = "met" if p99 <= GOAL_RESIDENT_MS else (
+        "MISSED (median met)" if med <= GOAL_RESIDENT_MS else "MISSED")
+    print(f"{'resident (pointer switch)':<46} {med:>8.2f}ms {p99:>8.2f}ms "
+          f"{len(res['switch_ms']):>5}  <= {GOAL_RESIDENT_MS:.0f} ms   {verdict}")
+    cmed, cp99 = float(np.median(res["call_ms"])), _pct(res["call_ms"], 99)
+    print(f"{'resident, whole call incl. bookkeeping':<46} {cmed:>8.2f}ms {cp99:>8.2f}ms "
+          f"{len(res['call_ms']):>5}  (info)")
+    print("-" * 96)
+    print("cold runs: " + "; ".join(
+        f"{c['label']}: " + ", ".join(f"{r['seconds']:.2f} s (load {r['load_before']})"
+                                      for r in c["runs"]) for c in info["cold"]))
+    print(f"resident: load {res['load_before']} -> {res['load_after']}")
+    print(f"\ncold path breakdown ({info['breakdown_label']}):")
+    for step, secs in info["breakdown"].items():
+        print(f"  {step:<52} {secs:>7.2f} s")
+    print(f"  {'total':<52} {sum(info['breakdown'].values()):>7.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    tag = f"rb_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    settings = _settings(tag, a.rank)
+    topic = settings.kafka.topic
+    info: dict[str, Any] = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                            "load_start": _load(), "cold": []}
+    store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix))
+    cass = CassandraStore(settings.cassandra)
+    try:
+        cass.migrate()
+        empty = dict.fromkeys(range(a.partitions), 0)
+        home_model, old_model = _model(a, 1), _model(a, 2)
+        # the serving version: resident in Redis, persisted too
+        home = persist(cass, store, topic, home_model, empty, "bench serving")
+        load_version(store, home, home_model, checkpoints=empty, topic=topic, source="bench")
+        store.switch_current(home, "bench start", "bench")
+        old = persist(cass, store, topic, old_model, empty, "bench rollback target")
+        print(f"[{_load()}] persisted 2 versions; cold rollbacks, empty log", flush=True)
+        info["cold"].append({"label": "empty log", "runs": cold_rollbacks(
+            settings, cass, store, home, old, a.cold_runs)})
+        target, label = old, "empty log"
+        if a.log_events:
+            t = time.perf_counter()
+            cutoff = write_log(cass, topic, a)
+            info["log_write_s"] = time.perf_counter() - t
+            label = f"log of {a.log_events:,} ratings"
+            target = persist(cass, store, topic, old_model, cutoff, "bench target with a log")
+            print(f"[{_load()}] wrote {a.log_events:,} log ratings; cold rollbacks", flush=True)
+            info["cold"].append({"label": label, "runs": cold_rollbacks(
+                settings, cass, store, home, target, a.cold_runs)})
+        # both resident now (the target was loaded by its last cold rollback)
+        print(f"[{_load()}] resident rollbacks", flush=True)
+        info["resident"] = resident_rollbacks(settings, cass, store, (target, home), a.switches)
+        store.switch_current(home, "bench breakdown", "bench")
+        info["breakdown_label"] = label
+        info["breakdown"] = breakdown(settings, cass, store, target)
+        info["load_end"] = _load()
+        print_table(a, info)
+    finally:
+        if not a.keep:
+            cass.drop_keyspace()
+            keys = list(store.client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=10000))
+            for s in range(0, len(keys), 10000):
+                store.client.unlink(*keys[s:s + 10000])
+        cass.close()
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(info, fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

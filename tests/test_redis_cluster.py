@@ -1,0 +1,94 @@
+"""The worker on a real Redis Cluster (3 masters): scripts touch one hash slot per call."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, Isolated, StackInfo, make_settings
+from tests.streaming import produce, run_worker, synthetic_events
+from tests.test_worker_stream import reference_model
+
+pytestmark = pytest.mark.stack
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    server = shutil.which("redis-server")
+    if server is None:
+        if IN_CI:
+            pytest.fail("redis-server is missing (online-als stack up installs it)")
+        pytest.skip("redis-server is missing")
+    root = tmp_path_factory.mktemp("redis-cluster")
+    ports = [_free_port() for _ in range(3)]
+    procs = []
+    for port in ports:
+        d = Path(root, str(port))
+        d.mkdir()
+        procs.append(subprocess.Popen([
+            server, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
+            "--cluster-config-file", str(d / "nodes.conf"), "--save", "", "--appendonly", "no",
+            "--dir", str(d)], stdout=subprocess.DEVNULL))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(subprocess.run(["redis-cli", "-p", str(p), "ping"], capture_output=True,
+                                  text=True).stdout.strip() == "PONG" for p in ports):
+                break
+            time.sleep(0.1)
+        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True,
+                       capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                                  capture_output=True, text=True).stdout
+            if "cluster_state:ok" in info:
+                break
+            time.sleep(0.2)
+        yield ports[0]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+
+
+def test_worker_on_a_redis_cluster_equals_the_in_memory_model(
+        stack: StackInfo, isolated: Isolated, redis_cluster: int) -> None:
+    import numpy as np
+    import redis
+
+    from worker.keys import RedisKeys
+    from worker.redis_store import RedisStore, dump_vectors
+
+    settings = make_settings(stack, isolated, **{"redis.cluster": True, "redis.port": redis_cluster,
+                                                  "model.rank": 8, "worker.batch_max_events": 300})
+    events = synthetic_events(2000, 200, 100, seed=41)
+    produce(settings, events)
+    worker = run_worker(settings, idle_exit_s=3)
+    assert worker.applied_total == len(events)
+    store = RedisStore(redis.RedisCluster(host="127.0.0.1", port=redis_cluster),
+                       RedisKeys(settings.redis.key_prefix), cluster=True)
+    version = store.current_version()
+    assert version is not None
+    model = reference_model(settings, events)
+    for kind, idmap, factors in (("u", model.state.users, model.state.user_factors),
+                                 ("i", model.state.items, model.state.item_factors)):
+        ids, f, _ = dump_vectors(store, version, kind, settings.model.rank)
+        assert ids == sorted(idmap.ids)
+        np.testing.assert_array_equal(f, factors[idmap.rows_for(ids, add=False)])
+    cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
+    assert cp.offset == len(events)
