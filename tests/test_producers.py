@@ -140,7 +140,7 @@ def test_idempotence_cannot_be_turned_off_and_binary_has_no_event_id() -> None:
 
 def test_delivery_failures_are_counted_with_reasons() -> None:
     """Real librdkafka, no broker: every message times out and is reported as failed."""
-    producer = RatingProducer(KAFKA, config={"message.timeout.ms": 300,
+    producer = RatingProducer(KAFKA, config={"message.timeout.ms": 300, "log_level": 0,
                                              "socket.connection.setup.timeout.ms": 1000})
     producer.send_batch(ratings(5))
     producer.flush(10)

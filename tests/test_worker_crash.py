@@ -58,3 +58,33 @@ def test_sigkill_during_stream_reaches_the_uninterrupted_state(
     assert final.returncode == 0
     assert applied_offset() == len(events)
     assert_redis_equals(settings, reference_model(settings, events))
+
+
+def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(
+        stack: StackInfo, isolated: Isolated) -> None:
+    import signal
+
+    settings = make_settings(stack, isolated, **{"model.rank": 8, "worker.batch_max_events": 200})
+    events = synthetic_events(6000, 300, 100, seed=8)
+    produce(settings, events)
+    env = worker_env(settings_overrides(settings, KEYS))
+    cmd = [sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server", "--log-level",
+           "WARNING", "--idle-exit", "4"]
+    store = store_for(settings)
+
+    def checkpoint() -> tuple[int, bool]:
+        version = store.current_version()
+        if version is None:
+            return 0, False
+        cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
+        return cp.offset or 0, cp.has_pending
+
+    proc = subprocess.Popen(cmd, env=env)
+    assert wait_for(lambda: checkpoint()[0] >= 1000, timeout_s=120, interval_s=0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    offset, pending = checkpoint()
+    assert not pending and 1000 <= offset <= len(events)
+    assert subprocess.run(cmd, env=env, timeout=300).returncode == 0
+    assert checkpoint() == (len(events), False)
+    assert_redis_equals(settings, reference_model(settings, events))
