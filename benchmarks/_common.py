@@ -188,7 +188,9 @@ def header(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "(compare peers measured in the same run, not across runs)"
         )
     if args.quick:
-        print("note: --quick smoke mode, sizes far below the real benchmark; figures are not results")
+        print(
+            "note: --quick smoke mode, sizes far below the real benchmark; figures are not results"
+        )
     return info
 
 

@@ -126,7 +126,9 @@ def bench_river(stream: tuple[np.ndarray, ...], k: int, n: int) -> float:
     )
     users, items, ratings = (x[:n].tolist() for x in stream)
     t0 = time.perf_counter()
-    for u, i, r in C.progress(zip(users, items, ratings, strict=True), total=n, desc=f"river k={k}"):
+    for u, i, r in C.progress(
+        zip(users, items, ratings, strict=True), total=n, desc=f"river k={k}"
+    ):
         model.learn_one(u, i, r)
     return time.perf_counter() - t0
 
@@ -196,8 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.model_events:
         n = min(a.model_events, a.events)
         secs = bench_online_model(stream, 64, n, a.batch)  # first call also compiles nothing new
-        print(f"\nOnlineModel.learn_batch, string ids, k=64, batches of {a.batch:,}: "
-              f"{C.fmt_rate(n / secs)} over {n:,} events (IdMap lookup + new-id init included)")
+        print(
+            f"\nOnlineModel.learn_batch, string ids, k=64, batches of {a.batch:,}: "
+            f"{C.fmt_rate(n / secs)} over {n:,} events (IdMap lookup + new-id init included)"
+        )
     print(f"\nload average at the end: {C.load_average()}")
     C.write_json(a.json, {"machine": info, "args": vars(a), "results": results})
 

@@ -241,11 +241,16 @@ def main(argv: list[str] | None = None) -> None:
                 "N(0, 0.1) init, l2 0", RiverAdapter(seed))  # fmt: skip
     hybrid: dict[str, tuple[PrequentialResult, RetrainingLearner]] = {}
     if not a.no_hybrid:
-        for name, data, rng in (("ML-100K", ml, (1.0, 5.0)), ("ml-latest-small", small, (0.5, 5.0))):
+        for name, data, rng in (
+            ("ML-100K", ml, (1.0, 5.0)),
+            ("ml-latest-small", small, (0.5, 5.0)),
+        ):
             learner = RetrainingLearner(ours(best, prior), HYBRID_ALS, a.retrain_every)
             res = prequential(learner, data, batch_size=a.batch, window=a.window, rating_range=rng)
             hybrid[name] = (res, learner)
-        hcfg = f"{cfg_str(best)} + ALS-WR k=50 reg=0.12 reg_bias=0.05 10 it every {a.retrain_every:,}"
+        hcfg = (
+            f"{cfg_str(best)} + ALS-WR k=50 reg=0.12 reg_bias=0.05 10 it every {a.retrain_every:,}"
+        )
         runs.append(("ours + periodic ALS-WR retrain", hcfg, hybrid["ML-100K"][0]))
     rows = []
     for name, cfg, res in runs:

@@ -27,6 +27,7 @@ import gc
 from collections.abc import Iterator
 
 import _common as C
+import implicit.cpu.als
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -42,7 +43,7 @@ def synthetic_pairs(nnz: int, n_users: int, n_items: int, seed: int) -> np.ndarr
     item_p = item_p[rng.permutation(n_items)]
     user_p = rng.lognormal(0.0, 1.0, n_users)
     item_p, user_p = item_p / item_p.sum(), user_p / user_p.sum()
-    keys = np.empty(0, np.int64)
+    keys: np.ndarray = np.empty(0, np.int64)
     while keys.size < nnz:
         draw = int((nnz - keys.size) * 1.15) + 1000
         u = rng.choice(n_users, size=draw, p=user_p).astype(np.int64)
@@ -80,7 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.quick:
-        a.nnz, a.users, a.items, a.k, a.iterations, a.als_iterations = 200_000, 20_000, 5_000, 16, 2, 1
+        a.nnz, a.users, a.items, a.k, a.iterations, a.als_iterations = (
+            200_000,
+            20_000,
+            5_000,
+            16,
+            2,
+            1,
+        )
     info = C.header("bench_retrain: implicit/ALS-WR retrain at ML-20M shape", a)
     print(f"{a.users:,} users x {a.items:,} items, {a.nnz:,} nnz, k={a.k}, implicit "
           f"{a.iterations} iterations (CG), ALS-WR {a.als_iterations}, reg={a.reg} "
@@ -98,8 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     ours = retrain("implicit", matrix, params)
     gc.collect()
 
-    import implicit.cpu.als
-
+    # implicit was imported at the top: importing it loads scipy's own OpenBLAS, which a
+    # threadpool_limits entered *before* that import does not cover (fit_implicit imports
+    # implicit inside its limit; see RESULTS.md). Imported first, both fits run with BLAS at 1.
     iter_secs: list[float] = []
     with threadpool_limits(1, "blas"):
         bare = implicit.cpu.als.AlternatingLeastSquares(
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
 
     if a.als_iterations:
-        ratings = (np.random.default_rng(a.seed + 1).integers(1, 11, matrix.matrix.nnz) / 2.0)
+        ratings = np.random.default_rng(a.seed + 1).integers(1, 11, matrix.matrix.nnz) / 2.0
         csr = matrix.matrix.copy()
         csr.data = ratings.astype(np.float32)
         explicit = dataclasses.replace(matrix, matrix=csr, duplicates="last")
@@ -138,8 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([f"ours: retrain('explicit') ALS-WR fit, {a.als_iterations} it",
                      f"{als_s:.1f}", f"{als_s / a.als_iterations:.2f}", "k+1 Cholesky per row"])  # fmt: skip
         results["als_wr_fit_s"] = als_s
-    C.table(["step", "seconds", "seconds / iteration", "note"], rows,
-            f"Retrain, {a.users:,} x {a.items:,}, {matrix.matrix.nnz:,} nnz, k={a.k}")
+    C.table(
+        ["step", "seconds", "seconds / iteration", "note"],
+        rows,
+        f"Retrain, {a.users:,} x {a.items:,}, {matrix.matrix.nnz:,} nnz, k={a.k}",
+    )
     print(f"\nload average at the end: {C.load_average()}")
     C.write_json(a.json, {"machine": info, "args": vars(a), "results": results})
 

@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, str] = {
     "snapshots": "worker.ops_cli:add_snapshots_parser",
     "rollback": "worker.ops_cli:add_rollback_parser",
     "demo": "worker.demo:add_demo_parser",
+    "evaluate": "worker.eval_cli:add_evaluate_parser",
+    "tune": "worker.eval_cli:add_tune_parser",
     "produce": "producers.cli:add_produce_parser",
     "recommend": "worker.serving_cli:add_recommend_parser",
     "similar": "worker.serving_cli:add_similar_parser",
