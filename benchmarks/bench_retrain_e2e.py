@@ -226,7 +226,16 @@ def bare_fit(matrix: RatingMatrix, settings: Settings, a: argparse.Namespace) ->
             "load_after": _load()}
 
 
-def e2e(settings: Settings, cass: CassandraStore, store: RedisStore) -> dict[str, Any]:
+def redis_run_id(store: RedisStore) -> str:
+    """Changes when the Redis server restarts (it keeps no data here): the run is void then."""
+    return str(store.client.info("server")["run_id"])  # type: ignore[index]
+
+
+def e2e(settings: Settings, cass: CassandraStore, store: RedisStore,
+        serving: int) -> dict[str, Any]:
+    if store.current_version() != serving:
+        raise RuntimeError("the serving version vanished before the retrain (Redis restarted "
+                           "or its keys were deleted by someone else); run again")
     cpu: dict[str, float] = {}
     loads: dict[str, str] = {}
     last = [time.process_time()]
@@ -242,6 +251,8 @@ def e2e(settings: Settings, cass: CassandraStore, store: RedisStore) -> dict[str
     wall = time.perf_counter() - start
     if report.outcome != "promoted":
         raise RuntimeError(f"retrain {report.outcome}: {report.reason}")
+    if report.version == serving or store.current_version() != report.version:
+        raise RuntimeError("Redis lost the serving version during the retrain; run again")
     return {"wall_s": wall, "phases": dict(report.seconds), "cpu_s": cpu, "loads": loads,
             "load_before": load0, "report": report.to_dict()}
 
@@ -286,6 +297,11 @@ def print_table(a: argparse.Namespace, info: dict[str, Any]) -> None:
           f"holdout {a.holdout:g}")
     print(f"train matrix {info['train_nnz']:,} nnz from {rep['train_ratings']:,} ratings; "
           f"holdout {rep['holdout_ratings']:,}, replayed {rep['replayed_events']:,}")
+    ph = r["phases"]
+    print(f"read {rep['train_ratings'] + rep['holdout_ratings']:,} ratings at "
+          f"{(rep['train_ratings'] + rep['holdout_ratings']) / max(ph.get('read', 0), 1e-9):,.0f}/s; "
+          f"catch-up {rep['replayed_events']:,} events at "
+          f"{rep['replayed_events'] / max(ph.get('catchup', 0), 1e-9):,.0f}/s")
     print(f"setup: generate {info['setup']['generate']:.1f} s, Kafka produce "
           f"{info['setup']['produce']:.1f} s, Cassandra log write {info['setup']['log']:.1f} s\n")
     print(f"{'step':<36} {'wall s':>9} {'share':>7} {'CPU s':>9}  load 1/5/15 after")
@@ -357,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         info["bare"] = [bare_fit(matrix, settings, a)]
         print(f"[{_load()}] bare fit {info['bare'][0]['seconds']:.1f} s; end-to-end retrain",
               flush=True)
-        info["e2e"] = e2e(settings, cass, store)
+        run_id = redis_run_id(store)
+        info["e2e"] = e2e(settings, cass, store, serving)
+        if redis_run_id(store) != run_id:
+            raise RuntimeError("Redis restarted during the retrain (another user); run again")
         version = info["e2e"]["report"]["version"]
         if info["e2e"]["report"]["train_ratings"] != matrix.events:
             raise RuntimeError("the retrain fitted a different matrix than the bare fit")

@@ -183,11 +183,33 @@ def breakdown(settings: Settings, cass: CassandraStore, store: RedisStore,
     out[f"read log + build seen matrix ({hist.events:,} events)"] = time.perf_counter() - t
     model = ModelArrays(meta.mode, meta.rank, 0.0, uids, uf, ub, iids, itf, ib)
     t = time.perf_counter()
+    delete_namespace(store, version)  # nothing left to delete: the cost is the SCAN alone
+    out[f"  load_version's delete_namespace: SCAN of {store.client.dbsize():,} Redis keys"] = \
+        time.perf_counter() - t
+    t = time.perf_counter()
     load_version(store, version, model, item_counts=np.diff(m.tocsc().indptr).astype(np.int64),
                  checkpoints=dict(meta.cutoff), topic=settings.kafka.topic,
                  implicit_reg=settings.model.foldin_regularization, source="bench",
                  seen=(m.indptr, m.indices, m.data))
-    out["load into Redis (vectors, seen, Grams)"] = time.perf_counter() - t
+    out["load into Redis (load_version: SCAN, vectors, seen, Grams)"] = time.perf_counter() - t
+    return out
+
+
+def resident_parts(cass: CassandraStore, store: RedisStore, version: int,
+                   n: int) -> dict[str, list[float]]:
+    """ms of the steps of a resident rollback before its switch, each repeated ``n`` times."""
+    out: dict[str, list[float]] = {"Cassandra get_version": [], "Redis read_meta": [],
+                                   "Redis switch_current (SET + log)": []}
+    for _ in range(n):
+        t = time.perf_counter()
+        cass.get_version(version)
+        t1 = time.perf_counter()
+        store.read_meta(version)
+        t2 = time.perf_counter()
+        store.switch_current(version, "bench resident parts", "bench")
+        t3 = time.perf_counter()
+        for key, dt in zip(out, (t1 - t, t2 - t1, t3 - t2), strict=True):
+            out[key].append(dt * 1000)
     return out
 
 
@@ -217,6 +239,9 @@ def print_table(a: argparse.Namespace, info: dict[str, Any]) -> None:
     cmed, cp99 = float(np.median(res["call_ms"])), _pct(res["call_ms"], 99)
     print(f"{'resident, whole call incl. bookkeeping':<46} {cmed:>8.2f}ms {cp99:>8.2f}ms "
           f"{len(res['call_ms']):>5}  (info)")
+    for step, ms in info["resident_parts"].items():
+        print(f"{'  step: ' + step:<46} {float(np.median(ms)):>8.2f}ms {_pct(ms, 99):>8.2f}ms "
+              f"{len(ms):>5}  (info)")
     print("-" * 96)
     print("cold runs: " + "; ".join(
         f"{c['label']}: " + ", ".join(f"{r['seconds']:.2f} s (load {r['load_before']})"
@@ -224,8 +249,9 @@ def print_table(a: argparse.Namespace, info: dict[str, Any]) -> None:
     print(f"resident: load {res['load_before']} -> {res['load_after']}")
     print(f"\ncold path breakdown ({info['breakdown_label']}):")
     for step, secs in info["breakdown"].items():
-        print(f"  {step:<52} {secs:>7.2f} s")
-    print(f"  {'total':<52} {sum(info['breakdown'].values()):>7.2f} s")
+        print(f"  {step:<62} {secs:>7.2f} s")
+    total = sum(v for k, v in info["breakdown"].items() if not k.startswith("  "))
+    print(f"  {'total':<62} {total:>7.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                             "load_start": _load(), "cold": []}
     store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix))
     cass = CassandraStore(settings.cassandra)
+    run_id = store.client.info("server")["run_id"]  # type: ignore[index]
     try:
         cass.migrate()
         empty = dict.fromkeys(range(a.partitions), 0)
@@ -263,10 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         # both resident now (the target was loaded by its last cold rollback)
         print(f"[{_load()}] resident rollbacks", flush=True)
         info["resident"] = resident_rollbacks(settings, cass, store, (target, home), a.switches)
+        info["resident_parts"] = resident_parts(cass, store, home, a.switches)
         store.switch_current(home, "bench breakdown", "bench")
         info["breakdown_label"] = label
         info["breakdown"] = breakdown(settings, cass, store, target)
         info["load_end"] = _load()
+        if store.client.info("server")["run_id"] != run_id:  # type: ignore[index]
+            raise RuntimeError("Redis restarted during the run (another user); run again")
         print_table(a, info)
     finally:
         if not a.keep:

@@ -149,7 +149,10 @@ def fit_implicit(
         raise ValueError("iterations=0 needs both warm-start factor matrices")
     use_gpu = gpu_available() if params.use_gpu is None else params.use_gpu
     # implicit runs its own thread pool; a multi-threaded BLAS underneath only slows it down
-    # (and implicit warns about it when the model is built).
+    # (and implicit warns about it when the model is built). Import implicit first: importing
+    # it loads scipy's OpenBLAS, which a limit entered before the import would not cover.
+    import implicit.cpu.als  # noqa: F401
+
     with threadpool_limits(1, "blas"):
         model = _make_model(params, use_gpu)
         if use_gpu:
