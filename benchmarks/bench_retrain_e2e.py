@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import statistics
@@ -40,9 +39,13 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import implicit.cpu.als  # loads its BLAS now, so both fits' 1-thread BLAS limit covers it
 import numpy as np
+from _common import fmt_rate, goal_mark, header, load_average, table, write_json
+from threadpoolctl import threadpool_limits
 
 from online_als.events import ImplicitEventMap
 from online_als.retrain.matrix import RatingMatrix, build_matrix
@@ -75,7 +78,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--block", type=int, default=20_000, help="ratings per append_log_blocks call")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK} unless given explicitly")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep keyspace, Redis keys and topic")
     p.add_argument("--verbose", action="store_true", help="log the retrain's phases as they end")
     a = p.parse_args(argv)
@@ -97,10 +100,6 @@ def _settings(a: argparse.Namespace, tag: str) -> Settings:
         "retrain.iterations": a.iterations, "retrain.holdout_fraction": a.holdout,
         "retrain.min_new_ratings": 0,
     }, environ={})
-
-
-def _load() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # -- synthetic stream ------------------------------------------------------------------
@@ -209,11 +208,8 @@ def train_matrix(s: Stream, boundary: dict[int, int]) -> RatingMatrix:
 # -- measurements ----------------------------------------------------------------------
 def bare_fit(matrix: RatingMatrix, settings: Settings, a: argparse.Namespace) -> dict[str, Any]:
     """``implicit``'s own model, configured as ``online_als.retrain.fit_implicit`` does."""
-    import implicit
-    from threadpoolctl import threadpool_limits
-
     csr = matrix.matrix.tocsr()
-    load0, cpu0 = _load(), time.process_time()
+    load0, cpu0 = load_average(), time.process_time()
     with threadpool_limits(1, "blas"):  # implicit's advice; fit_implicit does the same
         model = implicit.als.AlternatingLeastSquares(
             factors=a.factors, regularization=settings.model.implicit_regularization,
@@ -223,7 +219,7 @@ def bare_fit(matrix: RatingMatrix, settings: Settings, a: argparse.Namespace) ->
         model.fit(csr, show_progress=False)
         secs = time.perf_counter() - start
     return {"seconds": secs, "cpu_s": time.process_time() - cpu0, "load_before": load0,
-            "load_after": _load()}
+            "load_after": load_average()}
 
 
 def redis_run_id(store: RedisStore) -> str:
@@ -243,9 +239,9 @@ def e2e(settings: Settings, cass: CassandraStore, store: RedisStore,
     def observe(phase: str, _secs: float) -> None:
         now = time.process_time()
         cpu[phase], last[0] = now - last[0], now
-        loads[phase] = _load()
+        loads[phase] = load_average()
 
-    load0 = _load()
+    load0 = load_average()
     start = time.perf_counter()
     report = run_retrain(settings, cass, store, force=True, observe=observe)
     wall = time.perf_counter() - start
@@ -286,46 +282,52 @@ def cleanup(settings: Settings, store: RedisStore | None, cass: CassandraStore |
 
 
 # -- report ----------------------------------------------------------------------------
-def print_table(a: argparse.Namespace, info: dict[str, Any]) -> None:
-    r, bare = info["e2e"], info["bare"]
+def print_tables(a: argparse.Namespace, info: dict[str, Any]) -> None:
+    r, bare, rep = info["e2e"], info["bare"], info["e2e"]["report"]
     bare_s = [b["seconds"] for b in bare]
     ref = statistics.mean(bare_s)
-    rep = r["report"]
-    print(f"\nimplicit retrain, {info['events']:,} events ({info['users']:,} users x "
-          f"{info['items']:,} items seen), k={a.factors}, {a.iterations} iterations, "
-          f"threads={a.threads or os.cpu_count()}, {a.partitions} partitions, "
-          f"holdout {a.holdout:g}")
-    print(f"train matrix {info['train_nnz']:,} nnz from {rep['train_ratings']:,} ratings; "
-          f"holdout {rep['holdout_ratings']:,}, replayed {rep['replayed_events']:,}")
-    ph = r["phases"]
-    print(f"read {rep['train_ratings'] + rep['holdout_ratings']:,} ratings at "
-          f"{(rep['train_ratings'] + rep['holdout_ratings']) / max(ph.get('read', 0), 1e-9):,.0f}/s; "
-          f"catch-up {rep['replayed_events']:,} events at "
-          f"{rep['replayed_events'] / max(ph.get('catchup', 0), 1e-9):,.0f}/s")
-    print(f"setup: generate {info['setup']['generate']:.1f} s, Kafka produce "
-          f"{info['setup']['produce']:.1f} s, Cassandra log write {info['setup']['log']:.1f} s\n")
-    print(f"{'step':<36} {'wall s':>9} {'share':>7} {'CPU s':>9}  load 1/5/15 after")
-    print("-" * 86)
-    for phase, secs in r["phases"].items():
-        print(f"{'e2e: ' + phase:<36} {secs:>9.2f} {secs / r['wall_s']:>7.1%} "
-              f"{r['cpu_s'].get(phase, 0.0):>9.1f}  {r['loads'].get(phase, '')}")
-    print(f"{'e2e: total (run_retrain wall)':<36} {r['wall_s']:>9.2f} {1:>7.0%} "
-          f"{sum(r['cpu_s'].values()):>9.1f}  (before: {r['load_before']})")
-    for j, b in enumerate(bare):
-        when = "before" if j == 0 else "after"
-        print(f"{'bare implicit fit (' + when + ' e2e)':<36} {b['seconds']:>9.2f} {'':>7} "
-              f"{b['cpu_s']:>9.1f}  {b['load_after']} (before: {b['load_before']})")
-    print("-" * 86)
     ratio = r["wall_s"] / ref
-    fit_ratio = r["phases"].get("fit", 0.0) / ref
-    verdict = "met" if ratio <= GOAL_RATIO else "MISSED"
-    spread = f" (bare runs {', '.join(f'{x:.1f}' for x in bare_s)} s)" if len(bare_s) > 1 else ""
-    print(f"e2e / bare fit = {r['wall_s']:.1f} / {ref:.1f} s = {ratio:.2f}x   "
-          f"goal <= {GOAL_RATIO}x: {verdict}{spread}")
-    print(f"fit phase / bare fit = {fit_ratio:.2f}x; everything but the fit = "
-          f"{r['wall_s'] - r['phases'].get('fit', 0.0):.1f} s "
-          f"({(r['wall_s'] - r['phases'].get('fit', 0.0)) / ref:.2f}x the bare fit)")
     info["ratio"], info["goal_met"] = ratio, ratio <= GOAL_RATIO
+    print(f"\nimplicit retrain of {info['events']:,} synthetic events ({info['users']:,} users x "
+          f"{info['items']:,} items), k={a.factors}, {a.iterations} iterations, "
+          f"{a.threads or os.cpu_count()} threads, {a.partitions} partitions, holdout "
+          f"{a.holdout:g}: train matrix {info['train_nnz']:,} nnz from "
+          f"{rep['train_ratings']:,} ratings, holdout {rep['holdout_ratings']:,}, "
+          f"replayed {rep['replayed_events']:,}")
+    n_read = rep["train_ratings"] + rep["holdout_ratings"]
+    notes = {"read": f"{fmt_rate(n_read / max(r['phases'].get('read', 0), 1e-9))} "
+                     "(Cassandra log -> CSR)",
+             "evaluate": "holdout nDCG@10",
+             "load": "vectors, seen-hashes, Grams -> Redis",
+             "catchup": f"{fmt_rate(rep['replayed_events'] / max(r['phases'].get('catchup', 0), 1e-9))}"
+                        " (Kafka replay of the holdout)"}
+    rows: list[list[Any]] = []
+    for phase, secs in r["phases"].items():
+        rows.append([f"e2e: {phase}", f"{secs:.2f}", f"{secs / r['wall_s']:.1%}",
+                     f"{r['cpu_s'].get(phase, 0.0):.1f}", f"{secs / ref:.2f}x",
+                     r["loads"].get(phase, ""), notes.get(phase, "")])
+    rows.append(["**e2e: total (run_retrain)**", f"**{r['wall_s']:.2f}**", "100%",
+                 f"{sum(r['cpu_s'].values()):.1f}", f"**{ratio:.2f}x**", info["load_after_e2e"],
+                 f"goal <= {GOAL_RATIO}x the bare fit: {goal_mark(ratio <= GOAL_RATIO)}"])
+    for j, b in enumerate(bare):
+        rows.append([f"bare implicit fit ({'before' if j == 0 else 'after'} e2e)",
+                     f"{b['seconds']:.2f}", "", f"{b['cpu_s']:.1f}", f"{b['seconds'] / ref:.2f}x",
+                     b["load_after"], f"load before: {b['load_before']}"])
+    table(["step", "wall s", "share of e2e", "CPU s (this process)", "x bare fit (mean)",
+           "load after", "note"], rows, "End-to-end retrain vs bare implicit fit")
+    setup = info["setup"]
+    table(["setup step (not timed above)", "seconds", "rate"], [
+        ["generate (producers.synthetic)", f"{setup['generate']:.1f}",
+         fmt_rate(info["events"] / setup["generate"])],
+        ["produce to Kafka (binary events)", f"{setup['produce']:.1f}",
+         fmt_rate(info["events"] / setup["produce"])],
+        ["append_log_blocks to Cassandra", f"{setup['log']:.1f}",
+         fmt_rate(info["events"] / setup["log"])],
+    ])
+    rest = r["wall_s"] - r["phases"].get("fit", 0.0)
+    print(f"\nfit phase / bare fit = {r['phases'].get('fit', 0.0) / ref:.2f}x; everything but "
+          f"the fit = {rest:.1f} s = {rest / ref:.2f}x the bare fit; load at the end "
+          f"{load_average()}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     tag = f"re2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     settings = _settings(a, tag)
-    info: dict[str, Any] = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                            "load_start": _load(), "setup": {}}
+    info: dict[str, Any] = {"machine": header("bench_retrain_e2e", a), "setup": {}}
     store: RedisStore | None = None
     cass: CassandraStore | None = None
     version: int | None = None
@@ -346,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         info["events"] = len(s.users)
         info["users"] = len(np.unique(s.users))
         info["items"] = len(np.unique(s.items))
-        print(f"[{_load()}] generated {len(s.users):,} events in "
+        print(f"[{load_average()}] generated {len(s.users):,} events in "
               f"{info['setup']['generate']:.1f} s; producing to Kafka", flush=True)
         t = time.perf_counter()
         produce(settings, s)
         info["setup"]["produce"] = time.perf_counter() - t
-        print(f"[{_load()}] produced in {info['setup']['produce']:.1f} s; writing the "
+        print(f"[{load_average()}] produced in {info['setup']['produce']:.1f} s; writing the "
               "Cassandra log", flush=True)
         cass = CassandraStore(settings.cassandra)
         cass.migrate()
@@ -369,9 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         matrix = train_matrix(s, boundary)
         info["train_nnz"] = int(matrix.matrix.nnz)
         del s
-        print(f"[{_load()}] log written in {info['setup']['log']:.1f} s; bare fit", flush=True)
+        print(f"[{load_average()}] log written in {info['setup']['log']:.1f} s; bare fit", flush=True)
         info["bare"] = [bare_fit(matrix, settings, a)]
-        print(f"[{_load()}] bare fit {info['bare'][0]['seconds']:.1f} s; end-to-end retrain",
+        print(f"[{load_average()}] bare fit {info['bare'][0]['seconds']:.1f} s; end-to-end retrain",
               flush=True)
         run_id = redis_run_id(store)
         info["e2e"] = e2e(settings, cass, store, serving)
@@ -380,19 +381,18 @@ def main(argv: list[str] | None = None) -> int:
         version = info["e2e"]["report"]["version"]
         if info["e2e"]["report"]["train_ratings"] != matrix.events:
             raise RuntimeError("the retrain fitted a different matrix than the bare fit")
-        print(f"[{_load()}] e2e {info['e2e']['wall_s']:.1f} s", flush=True)
+        info["load_after_e2e"] = load_average()
+        print(f"[{load_average()}] e2e {info['e2e']['wall_s']:.1f} s", flush=True)
         for _ in range(1, a.bare_runs):
             info["bare"].append(bare_fit(matrix, settings, a))
-        info["load_end"] = _load()
-        print_table(a, info)
+        info["load_end"] = load_average()
+        print_tables(a, info)
     finally:
         if not a.keep:
             cleanup(settings, store, cass, version)
         if cass is not None:
             cass.close()
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(info, fh, indent=1, default=str)
+    write_json(a.json, info)
     return 0
 
 

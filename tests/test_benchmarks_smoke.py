@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 EXIT_NO_DATA = 3  # benchmarks/_common.py
 
@@ -36,7 +38,7 @@ def test_quick_mode_runs(script: str, tmp_path: Path) -> None:
     env = {**os.environ, "MPLBACKEND": "Agg"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=110, env=env)
     if proc.returncode == EXIT_NO_DATA:
-        pytest.skip(f"{script}: MovieLens data not found ({proc.stderr.strip()[:200]})")
+        unavailable(f"{script}: MovieLens data not found ({proc.stderr.strip()[:200]})")
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert "| " in proc.stdout and "|--" in proc.stdout, proc.stdout[-2000:]
     payload = json.loads(out_json.read_text())

@@ -23,13 +23,14 @@ from online_als.datasets import (
     rechunk,
     sort_by_time,
 )
+from tests.conftest import IN_CI
 
 DATA: Path | None
 try:
     DATA = default_data_root()
 except MovieLensNotFoundError:  # pragma: no cover - data is vendored in the shared tree
     DATA = None
-needs_data = pytest.mark.skipif(DATA is None, reason="MovieLens data not found")
+needs_data = pytest.mark.skipif(DATA is None and not IN_CI, reason="MovieLens data not found")
 
 
 @pytest.fixture(scope="module")

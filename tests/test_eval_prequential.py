@@ -7,6 +7,7 @@ import pytest
 
 from online_als.datasets import Ratings, iter_rating_chunks
 from online_als.evaluation.prequential import prequential
+from tests.conftest import unavailable
 
 
 class ConstLearner:
@@ -96,17 +97,15 @@ def test_streams_from_chunked_reader(tmp_path) -> None:
 
 
 def test_online_model_on_movielens_prefix() -> None:
-    online = pytest.importorskip("online_als.online")
+    from online_als import online
     from online_als.datasets import MovieLensNotFoundError, load_movielens_100k
 
     try:
         data = load_movielens_100k().sort_by_time().slice(0, 5_000)
     except MovieLensNotFoundError:  # pragma: no cover
-        pytest.skip("no data")
-    try:
-        model = online.OnlineModel.explicit(k=8, lr=0.01, global_mean=3.5, seed=0)
-    except Exception as exc:  # pragma: no cover - contract still moving
-        pytest.skip(f"OnlineModel not ready: {exc}")
+        unavailable("MovieLens data not found")
+        return
+    model = online.OnlineModel.explicit(k=8, lr=0.01, global_mean=3.5, seed=0)
     res = prequential(model, data, batch_size=500, window=1000, rating_range=(1.0, 5.0))
     assert res.n_events == 5_000 and np.isfinite(res.rmse)
     assert 0.5 < res.rmse < 1.6
