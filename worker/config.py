@@ -130,6 +130,8 @@ class WorkerSettings(_Section):
     prequential_window: int = Field(10000, ge=10)
     persist_interval_s: float = Field(5.0, gt=0)
     shutdown_persist_timeout_s: float = Field(60.0, ge=0)
+    stall_timeout_s: float = Field(
+        120.0, gt=0, description="/healthz fails when the loop has not come round this long")
     reconnect_backoff_max_s: float = Field(30.0, gt=0)
     name: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 

@@ -78,6 +78,7 @@ class Worker:
         self._last_heartbeat = 0.0
         self._last_kafka_log = 0.0
         self._paused = False
+        self._loop_beat = time.monotonic()
         self.write_behind: WriteBehind | None = None
         self.on_batch: Any = None  # optional callback(applied, window_rmse), e.g. for reports
         self._last_gram_refresh = time.monotonic()
@@ -104,6 +105,21 @@ class Worker:
         self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error)
         self._consumer.subscribe([k.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
+
+    def _start_watchdog(self) -> None:
+        """/healthz turns 503 when the loop has not come round for ``worker.stall_timeout_s``
+        (a stuck loop is what a liveness probe is for); it recovers if the loop does."""
+        if self.server is None:
+            return
+        self._loop_beat = time.monotonic()
+        limit = self.settings.worker.stall_timeout_s
+
+        def watch() -> None:
+            while not self._stop.wait(1.0):
+                if self.server is not None:
+                    self.server.alive = time.monotonic() - self._loop_beat < limit
+
+        threading.Thread(target=watch, name="loop-watchdog", daemon=True).start()
 
     def _restore_if_empty(self) -> None:
         """Redis lost its state but Cassandra has it: rebuild before consuming anything."""
@@ -172,8 +188,10 @@ class Worker:
         w = self.settings.worker
         idle_since = time.monotonic()
         batches = 0
+        self._start_watchdog()
         try:
             while not self._stop.is_set():
+                self._loop_beat = time.monotonic()
                 msgs = self._carry + kafka_io.consume_batch(
                     self._consumer, w.batch_max_events, w.batch_max_wait_ms / 1000.0,
                     self._on_kafka_error)
