@@ -144,7 +144,9 @@ class RetrainSettings(_Section):
     explicit_reg_bias: float = Field(0.05, ge=0)
     warm_start_iterations: int = Field(5, ge=1)
     warm_start: bool = False
-    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    holdout_fraction: float = Field(
+        0.02, ge=0, lt=1, description="last part of each partition's log held out for the gate "
+        "(then replayed through the online kernels before the switch)")
     gate_margin: float = Field(0.02, ge=0, description="relative worsening allowed")
     keep_last: int = Field(5, ge=1)
     keep_promoted_days: float = Field(30, ge=0)

@@ -34,6 +34,7 @@ from worker.redis_store import RedisStore, dump_vectors
 
 log = logging.getLogger("online_als.retrain")
 CRASH_ENV = "ONLINE_ALS_RETRAIN_CRASH_AFTER"  # test hook: os._exit(137) after this phase
+MAX_EVAL_USERS = 5000
 
 
 @dataclass
@@ -101,11 +102,20 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
                                         result.global_mean), 0.5, 5.0)
         err = pred - values
         return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
-    known = (u >= 0) & (values > 0)
+    known = (u >= 0) & (i >= 0) & (values > 0)
     if not known.any():
         return {}
-    eval_users = np.unique(u[known])
-    relevant = [i[known & (u == r) & (i >= 0)] for r in eval_users.tolist()]
+    ku, ki = u[known], i[known]
+    eval_users = np.unique(ku)
+    if len(eval_users) > MAX_EVAL_USERS:  # a seeded sample bounds the cost of the gate
+        eval_users = np.sort(np.random.default_rng(0).choice(eval_users, MAX_EVAL_USERS,
+                                                             replace=False))
+    keep = np.isin(ku, eval_users)
+    ku, ki = ku[keep], ki[keep]
+    order = np.argsort(ku, kind="stable")
+    bounds = np.searchsorted(ku[order], eval_users, side="left")
+    ends = np.searchsorted(ku[order], eval_users, side="right")
+    relevant = [ki[order][b:e] for b, e in zip(bounds.tolist(), ends.tolist(), strict=True)]
     rows, _ = top_n_batch(result.user_factors[eval_users], result.item_factors, 10,
                           exclude=train_csr[eval_users])
     m = ranking_metrics_at_k(rows, relevant, k=10)
