@@ -47,6 +47,7 @@ import numpy as np
 from _common import fmt_rate, goal_mark, header, load_average, table, write_json
 from threadpoolctl import threadpool_limits
 
+import worker.loop  # noqa: F401 - catch_up imports it lazily: load it at start
 from online_als.events import ImplicitEventMap
 from online_als.retrain.matrix import RatingMatrix, build_matrix
 from producers.synthetic import ML20M, generate
@@ -71,7 +72,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=15)
     p.add_argument("--threads", type=int, default=0, help="implicit's threads (0 = all cores)")
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--holdout", type=float, default=0.1, help="retrain.holdout_fraction")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="retrain.holdout_fraction (default: the product's default)")
     p.add_argument("--bare-runs", type=int, default=2,
                    help="bare fits: 1 = before the retrain, 2 = before and after")
     p.add_argument("--seed", type=int, default=1)
@@ -97,8 +99,8 @@ def _settings(a: argparse.Namespace, tag: str) -> Settings:
         "redis.key_prefix": f"bench_{tag}", "cassandra.keyspace": f"bench_{tag}",
         "cassandra.enabled": True, "metrics.port": 0,
         "model.mode": "implicit", "model.rank": a.factors, "model.seed": a.seed,
-        "retrain.iterations": a.iterations, "retrain.holdout_fraction": a.holdout,
-        "retrain.min_new_ratings": 0,
+        "retrain.iterations": a.iterations, "retrain.min_new_ratings": 0,
+        **({"retrain.holdout_fraction": a.holdout} if a.holdout is not None else {}),
     }, environ={})
 
 
@@ -316,14 +318,14 @@ def print_tables(a: argparse.Namespace, info: dict[str, Any]) -> None:
     table(["step", "wall s", "share of e2e", "CPU s (this process)", "x bare fit (mean)",
            "load after", "note"], rows, "End-to-end retrain vs bare implicit fit")
     setup = info["setup"]
-    table(["setup step (not timed above)", "seconds", "rate"], [
+    table(["setup step", "seconds", "rate"], [
         ["generate (producers.synthetic)", f"{setup['generate']:.1f}",
          fmt_rate(info["events"] / setup["generate"])],
         ["produce to Kafka (binary events)", f"{setup['produce']:.1f}",
          fmt_rate(info["events"] / setup["produce"])],
         ["append_log_blocks to Cassandra", f"{setup['log']:.1f}",
          fmt_rate(info["events"] / setup["log"])],
-    ])
+    ], "Setup (before the measurements)")
     rest = r["wall_s"] - r["phases"].get("fit", 0.0)
     print(f"\nfit phase / bare fit = {r['phases'].get('fit', 0.0) / ref:.2f}x; everything but "
           f"the fit = {rest:.1f} s = {rest / ref:.2f}x the bare fit; load at the end "
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     tag = f"re2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     settings = _settings(a, tag)
+    a.holdout = settings.retrain.holdout_fraction
     info: dict[str, Any] = {"machine": header("bench_retrain_e2e", a), "setup": {}}
     store: RedisStore | None = None
     cass: CassandraStore | None = None

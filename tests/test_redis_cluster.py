@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -18,10 +19,22 @@ from tests.test_worker_stream import reference_model
 pytestmark = pytest.mark.stack
 
 
-def _free_port() -> int:
+def _is_free(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: list[int]) -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 50000)
+        if port not in taken and _is_free(port) and _is_free(port + 10000):
+            return port
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +45,9 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             pytest.fail("redis-server is missing (online-als stack up installs it)")
         pytest.skip("redis-server is missing")
     root = tmp_path_factory.mktemp("redis-cluster")
-    ports = [_free_port() for _ in range(3)]
+    ports: list[int] = []
+    for _ in range(3):
+        ports.append(_free_port(ports))
     procs = []
     for port in ports:
         d = Path(root, str(port))

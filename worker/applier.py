@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,35 @@ class EventBatch:
         order = np.lexsort((self.offsets, self.partitions))
         return EventBatch(*(a[order] for a in (self.user_ids, self.item_ids, self.values,
                                                self.partitions, self.offsets, self.event_ts)))
+
+
+@dataclass
+class DecodedMessages:
+    """Kafka messages after decoding: the valid events, the rejects, and the batch's ends."""
+
+    batch: EventBatch | None  # valid events sorted by (partition, offset); None if none
+    rejects: list[Any]  # (position in the message list, reason, detail)
+    ends: dict[int, int]  # last offset per partition, rejected messages included
+
+
+def decode_messages(msgs: list[Any], config: Any) -> DecodedMessages:
+    """Decode a list of confluent-kafka messages in one batched call."""
+    from worker.events import decode_batch
+
+    n = len(msgs)
+    kafka_ts = np.fromiter((m.timestamp()[1] for m in msgs), dtype=np.float64, count=n)
+    part_arr = np.fromiter((m.partition() for m in msgs), dtype=np.int32, count=n)
+    off_arr = np.fromiter((m.offset() for m in msgs), dtype=np.int64, count=n)
+    decoded = decode_batch([m.value() for m in msgs], kafka_ts, config)
+    ends = _partition_ends(part_arr, off_arr)
+    batch = None
+    if len(decoded):
+        idx = decoded.index
+        batch = EventBatch(np.asarray(decoded.user_ids, dtype=object),
+                           np.asarray(decoded.item_ids, dtype=object),
+                           decoded.values.astype(np.float32), part_arr[idx], off_arr[idx],
+                           decoded.ts).sorted()
+    return DecodedMessages(batch, list(decoded.rejects), ends)
 
 
 @dataclass
@@ -147,8 +177,11 @@ class BatchApplier:
         self.store.write_vectors(ikeys, spec, exp_if, ib.factors, exp_ib, ib.biases,
                                  _first_partition(i_rows, batch.partitions, len(item_list)),
                                  counts=counts, pipe=pipe)
-        self.store.add_to_index(meta.version, "u", [user_list[j] for j in new_u], pipe)
-        self.store.add_to_index(meta.version, "i", [item_list[j] for j in new_i], pipe)
+        # keys a crashed attempt created may have missed its SADD: index them again (idempotent)
+        idx_u = np.flatnonzero(~ub.present | ub.from_before_image)
+        idx_i = np.flatnonzero(~ib.present | ib.from_before_image)
+        self.store.add_to_index(meta.version, "u", [user_list[j] for j in idx_u], pipe)
+        self.store.add_to_index(meta.version, "i", [item_list[j] for j in idx_i], pipe)
         if not self.store.cluster:
             self.store.queue_checkpoints(meta.version, self.topic, ends, pipe)
             pipe.execute()
@@ -180,10 +213,9 @@ def _first_partition(rows: np.ndarray, partitions: np.ndarray, n: int) -> np.nda
 
 
 def _partition_ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
-    out: dict[int, int] = {}
     if len(partitions) == 0:
-        return out
-    parts = np.unique(partitions)
-    for p in parts.tolist():
-        out[int(p)] = int(offsets[partitions == p].max())
-    return out
+        return {}
+    parts, inverse = np.unique(partitions, return_inverse=True)
+    last = np.full(len(parts), -1, dtype=np.int64)
+    np.maximum.at(last, inverse, offsets)
+    return {int(p): int(e) for p, e in zip(parts.tolist(), last.tolist(), strict=True)}

@@ -22,9 +22,9 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from worker import kafka_io
-from worker.applier import BatchApplier, EventBatch, VersionState
+from worker.applier import BatchApplier, EventBatch, VersionState, decode_messages
 from worker.config import Settings
-from worker.events import DecodeConfig, dead_letter_record, decode_batch
+from worker.events import DecodeConfig, dead_letter_record
 from worker.grams import gram_serial, refresh_grams
 from worker.keys import RedisKeys
 from worker.metrics import MetricsServer, WorkerMetrics
@@ -302,21 +302,13 @@ class Worker:
                 return False
         self.metrics.events_consumed.inc(len(fresh))
         t0 = time.perf_counter()
-        values = [m.value() for m in fresh]
-        kafka_ts = np.fromiter((m.timestamp()[1] for m in fresh), dtype=np.float64, count=len(fresh))
-        part_arr = np.fromiter((m.partition() for m in fresh), dtype=np.int32, count=len(fresh))
-        off_arr = np.fromiter((m.offset() for m in fresh), dtype=np.int64, count=len(fresh))
-        decoded = decode_batch(values, kafka_ts, self.decode_cfg)
+        decoded = decode_messages(fresh, self.decode_cfg)
         if decoded.rejects:
             self._dead_letter(fresh, decoded.rejects)
-        ends = {int(p): int(off_arr[part_arr == p].max()) for p in np.unique(part_arr).tolist()}
+        ends = decoded.ends
         assert self._state is not None
-        if len(decoded):
-            idx = decoded.index
-            batch = EventBatch(np.asarray(decoded.user_ids, dtype=object),
-                               np.asarray(decoded.item_ids, dtype=object),
-                               decoded.values.astype(np.float32), part_arr[idx], off_arr[idx],
-                               decoded.ts).sorted()
+        if decoded.batch is not None:
+            batch = decoded.batch
             state = self._state
             bid = batch_id or uuid.uuid4().hex
             attempts = [recovery]

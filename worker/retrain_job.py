@@ -26,10 +26,9 @@ from online_als.retrain.matrix import build_matrix
 from online_als.serving.coldstart import predict_explicit
 from online_als.serving.topn import top_n_batch
 from worker import kafka_io
-from worker.applier import BatchApplier, EventBatch
+from worker.applier import BatchApplier, decode_messages
 from worker.bulk_load import ModelArrays, load_version
 from worker.config import Settings
-from worker.events import decode_batch
 from worker.redis_store import RedisStore, dump_vectors
 
 log = logging.getLogger("online_als.retrain")
@@ -166,19 +165,11 @@ def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, versi
             msgs = [m for m in msgs if m.offset() >= pos[m.partition()]]  # type: ignore[index,operator]
             if not msgs:
                 continue
-            part_arr = np.array([m.partition() for m in msgs], dtype=np.int32)
-            off_arr = np.array([m.offset() for m in msgs], dtype=np.int64)
-            ts = np.array([m.timestamp()[1] for m in msgs], dtype=np.float64)
-            decoded = decode_batch([m.value() for m in msgs], ts, cfg)
-            ends = {int(p): int(off_arr[part_arr == p].max()) for p in np.unique(part_arr).tolist()}
-            if len(decoded):
-                idx = decoded.index
-                batch = EventBatch(np.asarray(decoded.user_ids, dtype=object),
-                                   np.asarray(decoded.item_ids, dtype=object),
-                                   decoded.values.astype(np.float32), part_arr[idx], off_arr[idx],
-                                   decoded.ts).sorted()
-                applier.apply(state, batch, ends)
-                replayed += len(batch)
+            decoded = decode_messages(msgs, cfg)  # rejects were dead-lettered by the workers
+            ends = decoded.ends
+            if decoded.batch is not None:
+                applier.apply(state, decoded.batch, ends)
+                replayed += len(decoded.batch)
             else:
                 applier.checkpoint_only(state, ends)
             for p, e in ends.items():
