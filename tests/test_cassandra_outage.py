@@ -12,7 +12,7 @@ from tests.streaming import produce, start_worker_thread, store_for, synthetic_e
 from worker.cassandra_store import CassandraStore
 from worker.redis_store import dump_vectors
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
 
 OUTAGE_S = 60
 

@@ -28,7 +28,7 @@ from worker.redis_store import RedisStore, dump_vectors
 from worker.restore import restore
 from worker.retrain_job import CRASH_ENV, run_retrain
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
