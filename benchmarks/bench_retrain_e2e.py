@@ -6,7 +6,8 @@ Setup (not timed as part of the retrain): a synthetic ML-20M-shaped implicit str
 events are then written to the Cassandra ratings log at the same offsets with
 ``append_log_blocks``. A serving version is bootstrapped in Redis whose checkpoints are the
 log's end (the cutoff), so the retrain's catch-up replays exactly the holdout (offsets from
-the holdout boundary to the cutoff) from Kafka, as it would in production.
+the holdout boundary to the cutoff; ``retrain.holdout_fraction``, the product's default unless
+``--holdout``) from Kafka, as it would in production.
 
 Measured, in one run:
 
@@ -23,6 +24,7 @@ topic, consumer group) is deleted at the end unless ``--keep``.
 
     python benchmarks/bench_retrain_e2e.py                  # 20M events, k=64, 15 iterations
     python benchmarks/bench_retrain_e2e.py --iterations 5   # shorter
+    python benchmarks/bench_retrain_e2e.py --events 5000000 --bare-runs 1
     python benchmarks/bench_retrain_e2e.py --quick          # smoke run, < 60 s
 """
 

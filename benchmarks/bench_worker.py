@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -76,6 +77,25 @@ def applied_offsets(store: RedisStore, s: Settings) -> int:
     return sum(cp.offset or 0 for cp in cps.values())
 
 
+def cleanup(s: Settings) -> None:
+    """Remove what a run created: Redis keys of its prefix, its keyspace, its topics."""
+    from confluent_kafka.admin import AdminClient
+
+    client = connect(s.redis)
+    batch = list(client.scan_iter(match=f"{s.redis.key_prefix}:*", count=10000))
+    for start in range(0, len(batch), 10000):
+        client.unlink(*batch[start:start + 10000])
+    if s.cassandra.enabled:
+        from worker.cassandra_store import CassandraStore
+
+        with CassandraStore(s.cassandra) as cass:
+            cass.drop_keyspace()
+    admin = AdminClient(kafka_io.client_config(s.kafka))
+    for fut in admin.delete_topics([s.kafka.topic, s.kafka.dead_letter_topic]).values():
+        with contextlib.suppress(Exception):  # already gone
+            fut.result(30)
+
+
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -111,6 +131,7 @@ def throughput_run(n: int, partitions: int, rank: int, persist: bool) -> dict[st
     t_end = time.perf_counter()
     proc.terminate()
     proc.wait(120)
+    cleanup(s)
     rate = n / (t_end - (t_first or t0))
     half = len(rss) // 2
     return {"events": n, "produce_s": produce_s, "apply_s": t_end - (t_first or t0),
@@ -183,6 +204,7 @@ def latency_run(rate: float, seconds: float, partitions: int, rank: int) -> dict
     poller.join()
     proc.terminate()
     proc.wait(60)
+    cleanup(s)
     lat: list[float] = []
     for p in range(partitions):
         if not covered[p] or not sent[p]:
