@@ -174,6 +174,13 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
     }
     _write_report(out, summary, trace)
     _say(f"done in {summary['wall_seconds']}s; report: {out / 'report.md'}")
+    if args.keep_stack:
+        names = (f"--set redis.key_prefix={settings.redis.key_prefix} "
+                 f"--set cassandra.keyspace={settings.cassandra.keyspace} "
+                 f"--set kafka.topic={settings.kafka.topic}")
+        print(f"   explore this run (the stack stays up):\n"
+              f"   online-als recommend --user {args.user} {names}\n"
+              f"   online-als snapshots list {names}")
     return EXIT_OK
 
 
