@@ -131,6 +131,8 @@ def test_retrain_while_streaming_keeps_every_event_and_rollback_serves_old_vecto
         assert ids == resident[0]
         np.testing.assert_array_equal(f, resident[1])
         assert [s.version for s in cass.list_switches(limit=3)] == [old_v, new_version, old_v]
+        assert cass.get_version(old_v).status == "promoted"
+        assert cass.get_version(new_version).status == "rolled_back"
 
 
 def test_retrain_killed_midway_leaves_the_current_version_serving(persisted: Settings) -> None:

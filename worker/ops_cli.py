@@ -200,8 +200,10 @@ def rollback(settings: Settings, cass: Any, store: RedisStore, version: int,
     if previous is not None and previous != version:
         try:
             cass.set_version_status(previous, "rolled_back", reason)
+            if meta.status != "promoted":
+                cass.set_version_status(version, "promoted", reason)
         except Exception:  # the switch happened; status bookkeeping must not undo it
-            log.exception("could not mark version %s rolled_back", previous)
+            log.exception("could not record the statuses of versions %s -> %s", previous, version)
     cass.record_switch(version, reason, "online-als rollback")
     return {"to": version, "from": previous, "loaded_from_cassandra": loaded,
             "seconds": round(switch_s, 4)}
