@@ -6,11 +6,14 @@ is not up. With ``CI=true`` an unreachable server fails the run; it never skips.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +40,27 @@ def unavailable(message: str) -> None:
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def require_module(name: str) -> Any:
+    """Import an optional dependency; a missing one fails under CI, skips (loudly) elsewhere."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        unavailable(f"{name} is not installed ({exc}); `make test` installs it")
+        raise
+
+
+@pytest.fixture
+def movielens() -> Path:
+    """The MovieLens data root; missing data fails under CI, skips elsewhere."""
+    from online_als.datasets import MovieLensNotFoundError, default_data_root
+
+    try:
+        return default_data_root()
+    except MovieLensNotFoundError as exc:
+        unavailable(f"MovieLens data not found: {exc}")
+        raise
 
 
 @pytest.fixture(scope="session")

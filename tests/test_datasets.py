@@ -23,14 +23,14 @@ from online_als.datasets import (
     rechunk,
     sort_by_time,
 )
-from tests.conftest import IN_CI
+from tests.conftest import require_module
 
 DATA: Path | None
 try:
     DATA = default_data_root()
 except MovieLensNotFoundError:  # pragma: no cover - data is vendored in the shared tree
     DATA = None
-needs_data = pytest.mark.skipif(DATA is None and not IN_CI, reason="MovieLens data not found")
+needs_data = pytest.mark.usefixtures("movielens")
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +190,8 @@ def test_csv_chunks_match_latest_small() -> None:
 
 
 def test_parquet_roundtrip(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pa = require_module("pyarrow")
+    pq = require_module("pyarrow.parquet")
     n = 2_500
     rng = np.random.default_rng(0)
     users = rng.integers(0, 50, n)

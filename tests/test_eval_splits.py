@@ -15,14 +15,13 @@ from online_als.evaluation.splits import (
     random_split,
     temporal_split,
 )
-from tests.conftest import IN_CI
 
 try:
     default_data_root()
     HAVE_DATA = True
 except MovieLensNotFoundError:  # pragma: no cover
     HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA and not IN_CI, reason="MovieLens data not found")
+needs_data = pytest.mark.usefixtures("movielens")
 
 
 def _toy(n: int = 500, seed: int = 0) -> Ratings:

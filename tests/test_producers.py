@@ -15,6 +15,7 @@ from online_als.datasets import Ratings, concat, rechunk, sort_by_time
 from producers.cli import add_produce_parser
 from producers.producer import RatingProducer, TokenBucket, replay
 from producers.sources import file_chunks, implicit_from_ratings, limit_rows, time_ordered
+from tests.conftest import require_module
 from worker.cli import EXIT_USAGE, main
 from worker.config import KafkaSettings
 from worker.events import DecodeConfig, decode_batch
@@ -228,8 +229,8 @@ def test_file_chunks_time_order(tmp_path: Path, name: str, text: str) -> None:
 
 
 def test_parquet_source(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pa = require_module("pyarrow")
+    pq = require_module("pyarrow.parquet")
     path = tmp_path / "r.parquet"
     pq.write_table(pa.table({"user_id": [1, 2], "item_id": ["a", "b"], "rating": [4.0, 2.0],
                              "ts": [20, 10]}), path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, Isolated, StackInfo, make_settings
+from tests.conftest import Isolated, StackInfo, make_settings, unavailable
 from tests.streaming import produce, run_worker, synthetic_events
 from tests.test_worker_stream import reference_model
 
@@ -41,9 +41,7 @@ def _free_port(taken: list[int]) -> int:
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     server = shutil.which("redis-server")
     if server is None:
-        if IN_CI:
-            pytest.fail("redis-server is missing (online-als stack up installs it)")
-        pytest.skip("redis-server is missing")
+        unavailable("redis-server is missing (online-als stack up installs it)")
     root = tmp_path_factory.mktemp("redis-cluster")
     ports: list[int] = []
     for _ in range(3):

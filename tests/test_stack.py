@@ -87,10 +87,11 @@ def test_status_of_never_started_stack(tmp_path: Path) -> None:
     assert all(not s.running and s.pid is None for s in statuses.values())
 
 
-def test_cassandra_refuses_a_too_new_java() -> None:
-    java25 = Path("/usr/lib/jvm/temurin-25-jdk-amd64/bin/java")
-    if not java25.exists():
-        pytest.skip("no Java 25 on this machine")
+def test_cassandra_refuses_a_too_new_java(tmp_path: Path) -> None:
+    # a stand-in `java` that reports version 25 exactly as a JDK does (on stderr)
+    java25 = tmp_path / "java"
+    java25.write_text('#!/bin/sh\necho \'openjdk version "25.0.1" 2025-10-21\' >&2\n')
+    java25.chmod(0o755)
     with pytest.raises(StackError, match="needs Java 11 or 17.*Java 25"):
         require_java(java25, CASSANDRA_JAVA_VERSIONS, "Cassandra 5.0")
 
