@@ -57,8 +57,7 @@ from worker import kafka_io
 from worker.cassandra_store import CassandraStore
 from worker.config import Settings, load_config
 from worker.events import encode_binary
-from worker.keys import RedisKeys
-from worker.redis_store import RedisStore, connect
+from worker.redis_store import RedisStore
 from worker.retrain_job import _boundaries, run_retrain
 
 GOAL_RATIO = 1.5
@@ -367,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         cutoff = cass.log_high_offsets(settings.kafka.topic)
         if cutoff != s.counts:
             raise RuntimeError(f"log ends at {cutoff}, expected {s.counts}")
-        store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix))
+        store = RedisStore.from_settings(settings.redis)
         serving = store.bootstrap_version({"mode": "implicit", "rank": a.factors,
                                            "global_mean": 0.0})
         store.set_checkpoints(serving, settings.kafka.topic, cutoff)

@@ -39,9 +39,8 @@ from producers.synthetic import ML20M
 from worker.bulk_load import ModelArrays, delete_namespace, load_version
 from worker.cassandra_store import CassandraStore, ModelVersion
 from worker.config import Settings, load_config
-from worker.keys import RedisKeys
 from worker.ops_cli import rollback
-from worker.redis_store import RedisStore, connect
+from worker.redis_store import RedisStore
 
 GOAL_COLD_S = 10.0
 GOAL_RESIDENT_MS = 10.0
@@ -260,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(tag, a.rank)
     topic = settings.kafka.topic
     info: dict[str, Any] = {"machine": header("bench_rollback", a), "cold": []}
-    store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix))
+    store = RedisStore.from_settings(settings.redis)
     cass = CassandraStore(settings.cassandra)
     run_id = store.client.info("server")["run_id"]  # type: ignore[index]
     try:

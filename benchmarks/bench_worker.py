@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from producers.producer import RatingProducer  # noqa: E402
 from producers.synthetic import ML20M, generate  # noqa: E402
 from worker import kafka_io  # noqa: E402
-from worker.config import Settings, load_config  # noqa: E402
-from worker.keys import RedisKeys  # noqa: E402
+from worker.config import Settings, environ_for, load_config  # noqa: E402
 from worker.redis_store import RedisStore, connect  # noqa: E402
 
 
@@ -44,18 +43,6 @@ def settings_for(tag: str, partitions: int, rank: int, persist: bool) -> Setting
         "cassandra.enabled": persist, "model.rank": rank,
         "worker.batch_max_events": 20000, "worker.batch_max_wait_ms": 20, "metrics.port": 0,
     }, environ={})
-
-
-def env_for(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONLINE_ALS_")}
-    for section, values in s.model_dump().items():
-        for key, value in values.items():
-            if value is None or key == "name":
-                continue
-            if isinstance(value, tuple):
-                value = ",".join(value)
-            env[f"ONLINE_ALS_{section.upper()}__{key.upper()}"] = str(value)
-    return env
 
 
 def produce(s: Settings, n: int, seed: int, offset_ts: bool = False) -> float:
@@ -110,9 +97,9 @@ def throughput_run(n: int, partitions: int, rank: int, persist: bool) -> dict[st
     tag = uuid.uuid4().hex[:8]
     s = settings_for(tag, partitions, rank, persist)
     produce_s = produce(s, n, seed=1)
-    store = RedisStore(connect(s.redis), RedisKeys(s.redis.key_prefix))
+    store = RedisStore.from_settings(s.redis)
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server",
-                             "--log-level", "WARNING", "--idle-exit", "5"], env=env_for(s))
+                             "--log-level", "WARNING", "--idle-exit", "5"], env=environ_for(s))
     rss: list[float] = []
     t_first = None
     t0 = time.perf_counter()
@@ -148,9 +135,9 @@ def latency_run(rate: float, seconds: float, partitions: int, rank: int) -> dict
     tag = uuid.uuid4().hex[:8]
     s = settings_for(tag, partitions, rank, persist=False)
     produce(s, 50_000, seed=2)  # warm the model and the JIT before timing
-    store = RedisStore(connect(s.redis), RedisKeys(s.redis.key_prefix))
+    store = RedisStore.from_settings(s.redis)
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server",
-                             "--log-level", "WARNING", "--idle-exit", "8"], env=env_for(s))
+                             "--log-level", "WARNING", "--idle-exit", "8"], env=environ_for(s))
     while applied_offsets(store, s) < 50_000:
         time.sleep(0.1)
     sent: dict[int, list[tuple[int, float]]] = {p: [] for p in range(partitions)}

@@ -12,9 +12,8 @@ from confluent_kafka import Producer
 
 from worker import kafka_io
 from worker.config import Settings
-from worker.keys import RedisKeys
 from worker.loop import Worker
-from worker.redis_store import RedisStore, connect
+from worker.redis_store import RedisStore
 
 
 def synthetic_events(n: int, n_users: int, n_items: int, seed: int = 0,
@@ -65,7 +64,7 @@ def start_worker_thread(settings: Settings, idle_exit_s: float = 5.0) -> tuple[W
 
 
 def store_for(settings: Settings) -> RedisStore:
-    return RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix))
+    return RedisStore.from_settings(settings.redis)
 
 
 def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
@@ -75,24 +74,3 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.1) -> boo
             return True
         time.sleep(interval_s)
     return False
-
-
-def worker_env(overrides: dict[str, object]) -> dict[str, str]:
-    """Environment that configures a worker subprocess like ``make_settings`` overrides."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONLINE_ALS_")}
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".", 1)
-        env[f"ONLINE_ALS_{section.upper()}__{key.upper()}"] = str(value)
-    return env
-
-
-def settings_overrides(settings: Settings, keys: Sequence[str]) -> dict[str, object]:
-    """``section.key -> value`` for the given dotted keys of ``settings``."""
-    out: dict[str, object] = {}
-    for dotted in keys:
-        section, key = dotted.split(".", 1)
-        value = getattr(getattr(settings, section), key)
-        out[dotted] = ",".join(value) if isinstance(value, tuple) else value
-    return out

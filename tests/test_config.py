@@ -50,3 +50,15 @@ def test_settings_are_frozen() -> None:
 def test_configuration_doc_is_in_sync() -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == render(), "regenerate: python -m worker.config_doc > docs/configuration.md"
+
+
+def test_environ_for_reproduces_the_settings_in_a_child() -> None:
+    from worker.config import environ_for
+
+    cfg = load_config(overrides={"model.rank": "7", "cassandra.hosts": "a,b",
+                                 "redis.password": "pw"}, environ={})
+    env = environ_for(cfg, base={"PATH": "/bin", "ONLINE_ALS_MODEL__RANK": "99"})
+    assert env["PATH"] == "/bin" and env["ONLINE_ALS_MODEL__RANK"] == "7"
+    again = load_config(environ=env)
+    assert again.model_dump(exclude={"worker": {"name"}}) == cfg.model_dump(exclude={"worker": {"name"}})
+    assert again.redis.password is not None and again.redis.password.get_secret_value() == "pw"

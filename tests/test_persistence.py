@@ -13,16 +13,14 @@ from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import (
     produce,
     run_worker,
-    settings_overrides,
     start_worker_thread,
     store_for,
     synthetic_events,
-    worker_env,
 )
 from tests.test_worker_stream import assert_redis_equals, reference_model
 from worker.bulk_load import delete_namespace
 from worker.cassandra_store import CassandraStore
-from worker.config import Settings
+from worker.config import Settings, environ_for
 from worker.ops_cli import rollback
 from worker.redis_store import RedisStore, dump_vectors
 from worker.restore import restore
@@ -140,10 +138,7 @@ def test_retrain_killed_midway_leaves_the_current_version_serving(persisted: Set
     produce(persisted, events)
     run_worker(persisted, idle_exit_s=3)
     before = snapshot(persisted)
-    keys = ("kafka.bootstrap_servers", "kafka.topic", "kafka.dead_letter_topic", "kafka.group_id",
-            "redis.host", "redis.port", "redis.key_prefix", "cassandra.hosts", "cassandra.port",
-            "cassandra.keyspace", "model.rank", "retrain.iterations")
-    env = worker_env(settings_overrides(persisted, keys))
+    env = environ_for(persisted)
     for phase in ("fit", "snapshot", "load"):
         env[CRASH_ENV] = phase
         proc = subprocess.run([sys.executable, "-m", "worker.cli", "retrain", "--force"],

@@ -82,9 +82,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def test_worker_on_a_redis_cluster_equals_the_in_memory_model(
         stack: StackInfo, isolated: Isolated, redis_cluster: int) -> None:
     import numpy as np
-    import redis
 
-    from worker.keys import RedisKeys
     from worker.redis_store import RedisStore, dump_vectors
 
     settings = make_settings(stack, isolated, **{"redis.cluster": True, "redis.port": redis_cluster,
@@ -93,8 +91,7 @@ def test_worker_on_a_redis_cluster_equals_the_in_memory_model(
     produce(settings, events)
     worker = run_worker(settings, idle_exit_s=3)
     assert worker.applied_total == len(events)
-    store = RedisStore(redis.RedisCluster(host="127.0.0.1", port=redis_cluster),
-                       RedisKeys(settings.redis.key_prefix), cluster=True)
+    store = RedisStore.from_settings(settings.redis)
     version = store.current_version()
     assert version is not None
     model = reference_model(settings, events)

@@ -12,20 +12,15 @@ import pytest
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import (
     produce,
-    settings_overrides,
     store_for,
     synthetic_events,
     wait_for,
-    worker_env,
 )
 from tests.test_worker_stream import assert_redis_equals, reference_model
+from worker.config import environ_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-KEYS = ("kafka.bootstrap_servers", "kafka.topic", "kafka.dead_letter_topic", "kafka.group_id",
-        "kafka.partitions", "redis.host", "redis.port", "redis.key_prefix", "model.mode",
-        "model.rank", "worker.batch_max_events", "worker.batch_max_wait_ms", "metrics.port",
-        "cassandra.enabled", "cassandra.keyspace")
 
 
 def test_sigkill_during_stream_reaches_the_uninterrupted_state(
@@ -33,7 +28,7 @@ def test_sigkill_during_stream_reaches_the_uninterrupted_state(
     settings = make_settings(stack, isolated, **{"model.rank": 16, "worker.batch_max_events": 300})
     events = synthetic_events(12_000, 800, 400, seed=7)
     produce(settings, events)
-    env = worker_env(settings_overrides(settings, KEYS))
+    env = environ_for(settings)
     cmd = [sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server", "--log-level",
            "WARNING", "--idle-exit", "4"]
     store = store_for(settings)
@@ -67,7 +62,7 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(
     settings = make_settings(stack, isolated, **{"model.rank": 8, "worker.batch_max_events": 200})
     events = synthetic_events(6000, 300, 100, seed=8)
     produce(settings, events)
-    env = worker_env(settings_overrides(settings, KEYS))
+    env = environ_for(settings)
     cmd = [sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server", "--log-level",
            "WARNING", "--idle-exit", "4"]
     store = store_for(settings)

@@ -257,6 +257,24 @@ def load_config(
         raise ConfigError(_explain(exc)) from None
 
 
+def environ_for(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment that reproduces ``settings`` in a child process (secrets included, so
+    never log it): ``base`` (default ``os.environ``) without its ONLINE_ALS_ variables, plus
+    one variable per setting. ``worker.name`` is left out so each process gets its own."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith(ENV_PREFIX)}
+    for section, values in settings.model_dump().items():
+        for key, value in values.items():
+            if value is None or (section, key) == ("worker", "name"):
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            env[f"{ENV_PREFIX}{section.upper()}{ENV_NESTED}{key.upper()}"] = str(value)
+    return env
+
+
 def parse_set_flags(pairs: list[str] | None) -> dict[str, str]:
     """Turn ``["model.rank=32"]`` into ``{"model.rank": "32"}``."""
     out: dict[str, str] = {}

@@ -81,11 +81,10 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
     from producers.producer import RatingProducer, replay
     from worker import kafka_io
     from worker.cassandra_store import CassandraStore
-    from worker.keys import RedisKeys
     from worker.loop import Worker
     from worker.metrics import WorkerMetrics, start_http_server
     from worker.ops_cli import rollback
-    from worker.redis_store import RedisStore, connect
+    from worker.redis_store import RedisStore
     from worker.retrain_job import run_retrain
     from worker.serving_client import ServingClient
 
@@ -120,7 +119,7 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
         stats = replay(producer, stream.iter_batches(5000), on_progress=bar.update)
     produce_s = time.perf_counter() - t0
     thread.join(600)
-    store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix))
+    store = RedisStore.from_settings(settings.redis)
     online_version = store.current_version()
     assert online_version is not None
     print(f"   produced {stats.delivered:,} in {produce_s:.1f}s; worker applied "
@@ -199,25 +198,26 @@ def _favourite(stream: Any, user: str) -> str | None:
 
 def _ndcg(store: Any, version: int | None, train: Any, test: Any, rank: int) -> float:
     """NDCG@10 of a Redis version on ``test`` ratings >= 4, excluding items seen in ``train``."""
-    from online_als.evaluation import ndcg_at_k
+    from online_als.evaluation import ndcg_at_k, split_by_group
+    from online_als.idmap import IdMap
     from online_als.serving.topn import top_n_batch
     from worker.redis_store import dump_vectors
 
     if version is None:
         return float("nan")
-    uids, uf, ub = dump_vectors(store, version, "u", rank)
+    uids, uf, _ = dump_vectors(store, version, "u", rank)
     iids, itf, ib = dump_vectors(store, version, "i", rank)
-    urow = {u: j for j, u in enumerate(uids)}
-    irow = {i: j for j, i in enumerate(iids)}
-    pos = test.values >= 4
-    users = sorted({u for u in test.user_ids[pos].astype(str).tolist() if u in urow})
-    relevant, seen = [], []
-    tu, ti = train.user_ids.astype(str), train.item_ids.astype(str)
-    su, si = test.user_ids.astype(str), test.item_ids.astype(str)
-    for u in users:
-        seen.append(np.array([irow[i] for i in ti[tu == u] if i in irow], dtype=np.int64))
-        relevant.append(np.array([irow[i] for i in si[(su == u) & pos] if i in irow], dtype=np.int64))
-    rows, _ = top_n_batch(uf[[urow[u] for u in users]], itf, 10, exclude=seen, item_bias=ib)
+    users_map, items_map = IdMap.from_list(uids), IdMap.from_list(iids)
+    tu = users_map.rows_for(train.user_ids, add=False)
+    ti = items_map.rows_for(train.item_ids, add=False)
+    su = users_map.rows_for(test.user_ids, add=False)
+    si = items_map.rows_for(test.item_ids, add=False)
+    pos = (test.values >= 4) & (su >= 0) & (si >= 0)
+    users = np.unique(su[pos])
+    relevant = split_by_group(np.searchsorted(users, su[pos]), si[pos], len(users))
+    seen_ok = np.isin(tu, users) & (ti >= 0)
+    seen = split_by_group(np.searchsorted(users, tu[seen_ok]), ti[seen_ok], len(users))
+    rows, _ = top_n_batch(uf[users], itf, 10, exclude=seen, item_bias=ib)
     return float(ndcg_at_k(rows, relevant, k=10))
 
 

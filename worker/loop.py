@@ -26,10 +26,9 @@ from worker.applier import BatchApplier, EventBatch, VersionState, decode_messag
 from worker.config import Settings
 from worker.events import DecodeConfig, dead_letter_record
 from worker.grams import gram_serial, refresh_grams
-from worker.keys import RedisKeys
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.persistence import VersionJob, WriteBehind
-from worker.redis_store import Checkpoint, RedisStore, connect
+from worker.redis_store import Checkpoint, RedisStore
 
 log = logging.getLogger("online_als.worker")
 
@@ -64,8 +63,7 @@ class Worker:
         self.server = server
         self.topic = settings.kafka.topic
         self.metrics = metrics or WorkerMetrics(window=settings.worker.prequential_window)
-        self.store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix),
-                                cluster=settings.redis.cluster)
+        self.store = RedisStore.from_settings(settings.redis)
         self.applier = BatchApplier(self.store, settings.model, self.topic)
         self.decode_cfg = decode_config(settings)
         self._stop = threading.Event()

@@ -11,8 +11,7 @@ from typing import Any
 
 from worker.cli import EXIT_DOWN, EXIT_FAIL, EXIT_OK, add_common, emit, settings_from
 from worker.config import Settings
-from worker.keys import RedisKeys
-from worker.redis_store import RedisStore, connect
+from worker.redis_store import RedisStore
 
 log = logging.getLogger("online_als.ops")
 
@@ -21,8 +20,7 @@ log = logging.getLogger("online_als.ops")
 def _stores(settings: Settings) -> Any:
     from worker.cassandra_store import CassandraStore
 
-    store = RedisStore(connect(settings.redis), RedisKeys(settings.redis.key_prefix),
-                       cluster=settings.redis.cluster)
+    store = RedisStore.from_settings(settings.redis)
     with CassandraStore(settings.cassandra) as cass:
         cass.migrate()
         yield store, cass
@@ -54,7 +52,7 @@ def _retrain(args: argparse.Namespace) -> int:
             with retrain_run(settings, serve=bool(period)) as rm, _stores(settings) as (store, cass):
                 report = run_retrain(
                     settings, cass, store, warm=args.warm, force=args.force,
-                    observe=lambda phase, s: rm.phase_duration.labels(phase).set(s))
+                    observe=rm.observe_phase)
                 rm.add_rows(report.train_ratings + report.holdout_ratings)
                 for name, value in report.metrics.items():
                     rm.set_holdout(name, value)
@@ -66,10 +64,7 @@ def _retrain(args: argparse.Namespace) -> int:
                     from worker.retention import apply_retention
 
                     apply_retention(settings, cass, store)
-                if report.outcome == "skipped":
-                    rm.outcome = "skipped"  # no decision: neither a success nor a failure
-                else:
-                    rm.finish(report.outcome)
+                rm.finish(report.outcome)
             emit(args, report.to_dict(), _human_report)
         except Exception as exc:
             log.exception("retrain failed; the current version keeps serving")

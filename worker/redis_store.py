@@ -80,6 +80,11 @@ def connect(settings: RedisSettings) -> redis.Redis:
 class RedisStore:
     """Batched access to one online-als key space."""
 
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> RedisStore:
+        """The store for ``settings`` (client, key prefix and cluster mode all from there)."""
+        return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster)
+
     def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False) -> None:
         self.client = client
         self.keys = keys

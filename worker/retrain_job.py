@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from online_als.evaluation import ranking_metrics_at_k
+from online_als.evaluation import ranking_metrics_at_k, split_by_group
 from online_als.idmap import IdMap
 from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart, retrain
 from online_als.retrain.matrix import build_matrix
@@ -77,11 +77,11 @@ def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int
                chunk_rows: int, holdout: list[tuple[np.ndarray, ...]]
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Train chunks for the matrix builder; holdout parts are kept aside (bounded fraction)."""
+    bound_of = np.zeros(max(boundary, default=-1) + 1, dtype=np.int64)  # partition -> boundary
+    bound_of[list(boundary)] = list(boundary.values())
     for users, items, values, _ts, parts, offsets in cass.iter_log(topic, cutoff, chunk_rows):
-        bound = np.array([boundary.get(int(p), 0) for p in parts.tolist()], dtype=np.int64) \
-            if len(parts) else np.zeros(0, dtype=np.int64)
-        train = offsets < bound
-        if (~train).any():
+        train = offsets < bound_of[parts]  # iter_log returns only the cutoff's partitions
+        if not train.all():
             holdout.append((users[~train], items[~train], values[~train]))
         yield users[train], items[train], values[train]
 
@@ -110,11 +110,7 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
         eval_users = np.sort(np.random.default_rng(0).choice(eval_users, MAX_EVAL_USERS,
                                                              replace=False))
     keep = np.isin(ku, eval_users)
-    ku, ki = ku[keep], ki[keep]
-    order = np.argsort(ku, kind="stable")
-    bounds = np.searchsorted(ku[order], eval_users, side="left")
-    ends = np.searchsorted(ku[order], eval_users, side="right")
-    relevant = [ki[order][b:e] for b, e in zip(bounds.tolist(), ends.tolist(), strict=True)]
+    relevant = split_by_group(np.searchsorted(eval_users, ku[keep]), ki[keep], len(eval_users))
     rows, _ = top_n_batch(result.user_factors[eval_users], result.item_factors, 10,
                           exclude=train_csr[eval_users])
     m = ranking_metrics_at_k(rows, relevant, k=10)

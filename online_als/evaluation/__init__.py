@@ -4,6 +4,7 @@ Arrays in, numbers out; the only I/O is through :mod:`online_als.datasets` reade
 See ``docs/evaluation.md`` for definitions and a walk-through.
 """
 
+from online_als.evaluation._arrays import split_by_group
 from online_als.evaluation.metrics import (
     catalog_coverage,
     hit_matrix,
@@ -51,6 +52,7 @@ from online_als.evaluation.windows import (
 )
 
 __all__ = [
+    "split_by_group",
     "FeedbackConfig",
     "FeedbackLearner",
     "OnlineLearner",
