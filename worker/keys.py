@@ -9,6 +9,8 @@ The layout is specified in ``docs/redis-keys.md``; change both together.
 'oals:v3:u:{u42}'
 >>> k.checkpoint(3, "ratings", 0)
 'oals:v3:ckpt:ratings:0'
+>>> k.user(3, "}x{")  # braces (and '%') are percent-escaped inside the hash tag
+'oals:v3:u:{%7Dx%7B}'
 """
 
 from __future__ import annotations
@@ -27,10 +29,27 @@ FIELD_PREV_PREFIX = "p:"  # p:<partition> -> factors before that batch (for cras
 FIELD_PREV_BIAS_PREFIX = "pb:"
 
 
+def key_id(id_: str) -> str:
+    """The id as it appears inside a key's ``{...}``: ``%``, ``{`` and ``}`` percent-escaped
+    (``%25``, ``%7B``, ``%7D``); every other id is unchanged.
+
+    Redis Cluster hashes the text between the first ``{`` and the next ``}``. An id holding a
+    brace would cut that tag short (``}x`` gives ``{}x}``, an empty tag, so the whole key is
+    hashed) and put a user's vector and its seen-hash in different slots. Escaping ``%`` too
+    keeps the mapping one-to-one.
+
+    >>> key_id("u42"), key_id("a{b}"), key_id("50%")
+    ('u42', 'a%7Bb%7D', '50%25')
+    """
+    if "{" in id_ or "}" in id_ or "%" in id_:
+        return id_.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return id_
+
+
 @dataclass(frozen=True)
 class RedisKeys:
-    """Builds keys under one prefix. Ids sit inside ``{}`` so that a user's vector and its
-    seen-set share a Redis Cluster hash slot (both hash on the id)."""
+    """Builds keys under one prefix. Ids sit inside ``{}`` (escaped by :func:`key_id`) so that
+    a user's vector and its seen-set share a Redis Cluster hash slot (both hash on the id)."""
 
     prefix: str
 
@@ -47,14 +66,14 @@ class RedisKeys:
         return f"{self.prefix}:v{version}:meta"
 
     def user(self, version: int, user_id: str) -> str:
-        return f"{self.prefix}:v{version}:u:{{{user_id}}}"
+        return f"{self.prefix}:v{version}:u:{{{key_id(user_id)}}}"
 
     def item(self, version: int, item_id: str) -> str:
-        return f"{self.prefix}:v{version}:i:{{{item_id}}}"
+        return f"{self.prefix}:v{version}:i:{{{key_id(item_id)}}}"
 
     def seen(self, version: int, user_id: str) -> str:
         """HASH item_id -> summed value: what the user rated/did (serving excludes these)."""
-        return f"{self.prefix}:v{version}:s:{{{user_id}}}"
+        return f"{self.prefix}:v{version}:s:{{{key_id(user_id)}}}"
 
     def user_index(self, version: int) -> str:
         """SET of user ids present in the version."""
@@ -88,6 +107,20 @@ class RedisKeys:
     def switch_log(self) -> str:
         """LIST of JSON records: every pointer switch (retrain promotion, rollback) and why."""
         return f"{self.prefix}:switches"
+
+    def generation(self) -> str:
+        """STRING: a random token set when this key space is created or restored. A worker
+        that finds it changed or gone knows Redis lost its state (wipe, restart without
+        persistence) and stops writing until the key space is restored."""
+        return f"{self.prefix}:generation"
+
+    def restore_lock(self) -> str:
+        """STRING with TTL: held by the one process restoring a lost key space."""
+        return f"{self.prefix}:lock:restore"
+
+    def retrain_lock(self) -> str:
+        """STRING with TTL: held by the one running retrain (renewed while it runs)."""
+        return f"{self.prefix}:lock:retrain"
 
 
 def offset_field(partition: int) -> str:

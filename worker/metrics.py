@@ -22,7 +22,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
-from worker.events import REASONS
+from worker.events import DLQ_REASONS
 
 PREFIX: Final = "online_als_"
 
@@ -237,7 +237,7 @@ class WorkerMetrics:
 
         # Touch every known label value so the series exist at 0 before the first event:
         # rate() and absent-series alerts misbehave on series that appear mid-flight.
-        for reason in REASONS:
+        for reason in DLQ_REASONS:
             self.events_dead_lettered.labels(reason)
         for op in redis_ops:
             self.redis_latency.labels(op)

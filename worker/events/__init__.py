@@ -13,9 +13,11 @@ from worker.events.binary import (
     encode_binary,
 )
 from worker.events.decode import DecodedBatch, RawValue, RejectRow, decode_batch, encode_json
-from worker.events.dlq import dead_letter_record
+from worker.events.dlq import DLQ_MAX_VALUE_BYTES, dead_letter_key, dead_letter_record
 from worker.events.schema import (
     DEFAULT_EVENT_WEIGHTS,
+    DLQ_REASONS,
+    INTERNAL,
     MILLIS_THRESHOLD,
     REASONS,
     DecodeConfig,
@@ -24,6 +26,9 @@ from worker.events.schema import (
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",
+    "DLQ_MAX_VALUE_BYTES",
+    "DLQ_REASONS",
+    "INTERNAL",
     "KIND_EVENT",
     "KIND_RATING",
     "KIND_WEIGHT",
@@ -36,6 +41,7 @@ __all__ = [
     "Mode",
     "RawValue",
     "RejectRow",
+    "dead_letter_key",
     "dead_letter_record",
     "decode_batch",
     "decode_binary",

@@ -24,6 +24,7 @@ UNKNOWN_EVENT: Final = "unknown_event"
 ID_TOO_LONG: Final = "id_too_long"
 EMPTY_ID: Final = "empty_id"
 WRONG_MODE: Final = "wrong_mode"
+INTERNAL: Final = "internal"  # an unexpected error while handling this one message
 
 #: Stable reject reason codes: metric label values and the ``dlq.reason`` header. Append only.
 REASONS: Final[tuple[str, ...]] = (
@@ -38,6 +39,10 @@ REASONS: Final[tuple[str, ...]] = (
     EMPTY_ID,
     WRONG_MODE,
 )
+
+#: Every ``dlq.reason``: the decoder's :data:`REASONS` plus ``internal`` (the worker hit an
+#: unexpected error while handling that one message). Append only.
+DLQ_REASONS: Final[tuple[str, ...]] = (*REASONS, INTERNAL)
 
 #: ``ts`` values above this are epoch milliseconds (1e11 s is year 5138; 1e11 ms is 1973).
 MILLIS_THRESHOLD: Final = 1e11
