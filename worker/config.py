@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "ONLINE_ALS_"
 ENV_NESTED = "__"
@@ -32,6 +40,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: A secret setting ``<key>`` can also be given as ``<key>_file`` = a path to a file holding it
+#: (Kubernetes/compose secrets mounted as files); one trailing newline is dropped.
+SECRET_FILE_SUFFIX = "_file"
+
+
+def _readable_files(section: str, paths: dict[str, str | None]) -> None:
+    for key, path in paths.items():
+        if path and not os.access(path, os.R_OK):
+            why = "does not exist" if not os.path.exists(path) else "is not readable"
+            raise ValueError(f"{section}.{key}: file {path} {why}; mount it or fix the path")
+
+
+def _cert_and_key(section: str, cert_key: str, cert: str | None,
+                  key_key: str, key: str | None) -> None:
+    if bool(cert) != bool(key):
+        raise ValueError(f"{section}.{cert_key} and {section}.{key_key} go together "
+                         "(client certificate and its private key); set both or neither")
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "ratings"
@@ -39,20 +66,79 @@ class KafkaSettings(_Section):
     group_id: str = "online-als"
     partitions: int = Field(6, ge=1, description="partitions created for the topic when missing")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="with a SASL_* security_protocol")
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: SecretStr | None = Field(None, description="or sasl_password_file=PATH")
+    ssl_ca_location: str | None = Field(
+        None, description="PEM CA bundle that signed the brokers' certificates (SSL, SASL_SSL)")
+    ssl_certificate_location: str | None = Field(None, description="client certificate (PEM), mTLS")
+    ssl_key_location: str | None = Field(None, description="its private key (PEM)")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="when the key is encrypted; or ssl_key_password_file=PATH")
+    ssl_endpoint_identification: bool = Field(
+        True, description="check the broker's host name against its certificate")
     session_timeout_ms: int = Field(10000, ge=1000)
+
+    @field_validator("sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_mechanism(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol={self.security_protocol} needs kafka.sasl_mechanism "
+                "(SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN), kafka.sasl_username and "
+                "kafka.sasl_password (or kafka.sasl_password_file)")
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(f"kafka.sasl_mechanism is set but security_protocol is "
+                             f"{self.security_protocol}; use SASL_SSL (or unset the mechanism)")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        files = {"ssl_ca_location": self.ssl_ca_location,
+                 "ssl_certificate_location": self.ssl_certificate_location,
+                 "ssl_key_location": self.ssl_key_location}
+        if not tls and any(files.values()):
+            raise ValueError("kafka.ssl_* files are set but security_protocol is "
+                             f"{self.security_protocol}; use SSL or SASL_SSL")
+        _cert_and_key("kafka", "ssl_certificate_location", self.ssl_certificate_location,
+                      "ssl_key_location", self.ssl_key_location)
+        _readable_files("kafka", files)
+        return self
 
 
 class RedisSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
-    password: SecretStr | None = None
+    username: str | None = Field(None, description="ACL user (Redis 6+); unset: the default user")
+    password: SecretStr | None = Field(None, description="or password_file=PATH")
+    tls: bool = Field(False, description="connect with TLS (rediss://)")
+    tls_ca_file: str | None = Field(None, description="PEM CA bundle that signed the server's "
+                                    "certificate; unset: the system's CAs")
+    tls_cert_file: str | None = Field(None, description="client certificate (PEM), when the "
+                                      "server asks for one (tls-auth-clients)")
+    tls_key_file: str | None = Field(None, description="its private key (PEM)")
+    tls_check_hostname: bool = Field(
+        True, description="check the server's host name against its certificate")
     key_prefix: str = "oals"
     cluster: bool = False
     socket_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> RedisSettings:
+        files = {"tls_ca_file": self.tls_ca_file, "tls_cert_file": self.tls_cert_file,
+                 "tls_key_file": self.tls_key_file}
+        if not self.tls and any(files.values()):
+            raise ValueError("redis.tls_* files are set but redis.tls is false; set redis.tls=true")
+        if self.username and not self.password:
+            raise ValueError("redis.username needs redis.password (or redis.password_file)")
+        _cert_and_key("redis", "tls_cert_file", self.tls_cert_file, "tls_key_file",
+                      self.tls_key_file)
+        _readable_files("redis", files)
+        return self
 
     @field_validator("key_prefix")
     @classmethod
@@ -66,8 +152,16 @@ class CassandraSettings(_Section):
     hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = Field(9042, ge=1, le=65535)
     keyspace: str = "online_als"
-    username: str | None = None
-    password: SecretStr | None = None
+    username: str | None = Field(None, description="PasswordAuthenticator user")
+    password: SecretStr | None = Field(None, description="or password_file=PATH")
+    tls: bool = Field(False, description="client-to-node encryption")
+    tls_ca_file: str | None = Field(None, description="PEM CA bundle that signed the nodes' "
+                                    "certificates; unset: the system's CAs")
+    tls_cert_file: str | None = Field(None, description="client certificate (PEM), when the "
+                                      "nodes require one (require_client_auth)")
+    tls_key_file: str | None = Field(None, description="its private key (PEM)")
+    tls_check_hostname: bool = Field(
+        True, description="check each node's address against its certificate")
     replication: str = Field(
         "{'class': 'SimpleStrategy', 'replication_factor': 1}",
         description="CQL replication map; NetworkTopologyStrategy in production",
@@ -88,6 +182,21 @@ class CassandraSettings(_Section):
         if isinstance(value, str):
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> CassandraSettings:
+        files = {"tls_ca_file": self.tls_ca_file, "tls_cert_file": self.tls_cert_file,
+                 "tls_key_file": self.tls_key_file}
+        if not self.tls and any(files.values()):
+            raise ValueError("cassandra.tls_* files are set but cassandra.tls is false; "
+                             "set cassandra.tls=true")
+        if self.username and not self.password:
+            raise ValueError("cassandra.username needs cassandra.password (or "
+                             "cassandra.password_file)")
+        _cert_and_key("cassandra", "tls_cert_file", self.tls_cert_file, "tls_key_file",
+                      self.tls_key_file)
+        _readable_files("cassandra", files)
+        return self
 
 
 class ModelSettings(_Section):
@@ -114,6 +223,25 @@ class ModelSettings(_Section):
         30.0, ge=0, description="implicit: recompute the cached Gram inverses this often (0 = never)")
     event_weights: str = "view=1,click=1,like=4,dislike=-4,neutral=0.5,purchase=8"
 
+
+    @model_validator(mode="after")
+    def _consistent_model(self) -> ModelSettings:
+        import math
+
+        if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)
+                and self.rating_min < self.rating_max):
+            raise ValueError(
+                f"model.rating_min ({self.rating_min}) must be finite and below model.rating_max "
+                f"({self.rating_max}); otherwise every rating would be dead-lettered")
+        if not math.isfinite(self.global_mean):
+            raise ValueError("model.global_mean must be finite")
+        from online_als.events import ImplicitEventMap
+
+        try:
+            ImplicitEventMap.from_string(self.event_weights)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"model.event_weights: {exc}") from None
+        return self
 
     def init_scales(self) -> tuple[float, float]:
         """(user, item) scales of the N(0, scale) vectors given to new ids."""
@@ -211,16 +339,73 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_SECRET_HINTS = ("pass", "secret", "token", "credential", "auth")
+
+
+def _section_fields(section: str) -> dict[str, Any]:
+    field = Settings.model_fields.get(section)
+    model = field.annotation if field is not None else None
+    return dict(getattr(model, "model_fields", {}))
+
+
+def _shown_input(loc: tuple[Any, ...], item: Any) -> str:
+    """`` (got 'x')`` for a known, non-secret leaf setting; nothing otherwise, so a secret
+    (or a mistyped secret key such as ``passwd``) is never echoed."""
+    if len(loc) != 2 or item.get("type") == "extra_forbidden":
+        return ""
+    field = _section_fields(str(loc[0])).get(str(loc[1]))
+    if field is None or "SecretStr" in str(field.annotation):
+        return ""
+    if any(h in str(loc[1]).lower() for h in _SECRET_HINTS):
+        return ""
+    text = repr(item.get("input"))
+    return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
 def _explain(error: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"])
-        env = ENV_PREFIX + ENV_NESTED.join(str(p).upper() for p in item["loc"])
+        loc = tuple(item["loc"])
+        where = ".".join(str(p) for p in loc)
+        env = ENV_PREFIX + ENV_NESTED.join(str(p).upper() for p in loc)
+        msg = item["msg"].removeprefix("Value error, ")
+        if item.get("type") == "extra_forbidden" and len(loc) == 2:
+            import difflib
+
+            known = list(_section_fields(str(loc[0])))
+            close = difflib.get_close_matches(str(loc[1]), known, n=1)
+            hint = f"did you mean {loc[0]}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
+            lines.append(f"  {where}: unknown setting (value not shown); {hint}")
+            continue
+        if len(loc) < 2:  # a rule across settings: the message names them
+            lines.append(f"  {msg}")
+            continue
         lines.append(
-            f"  {where}: {item['msg']} (got {item.get('input')!r}); fix it in the TOML file, "
+            f"  {where}: {msg}{_shown_input(loc, item)}; fix it in the TOML file, "
             f"with {env}=..., or with --set {where}=..."
         )
+    if len(lines) == 2:  # one problem: one line
+        return f"{lines[0]} {lines[1].strip()}"
     return "\n".join(lines)
+
+
+def _secret_files(tree: dict[str, Any]) -> None:
+    """Replace each ``<secret>_file`` setting by the file's content (see SECRET_FILE_SUFFIX)."""
+    for section, values in tree.items():
+        if not isinstance(values, dict):
+            continue
+        fields = _section_fields(section)
+        for key in [k for k in values if str(k).endswith(SECRET_FILE_SUFFIX)]:
+            base = str(key)[: -len(SECRET_FILE_SUFFIX)]
+            if base not in fields or "SecretStr" not in str(fields[base].annotation):
+                continue
+            path = Path(str(values.pop(key)))
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"{section}.{key}: cannot read {path} ({exc.strerror}); mount "
+                                  f"the secret there or fix the path") from None
+            values[base] = text[:-1] if text.endswith("\n") else text
 
 
 def load_config(
@@ -251,6 +436,7 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         _set_path(cli, dotted, value, "--set")
     tree = _merge(tree, cli)
+    _secret_files(tree)
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings shared by every client: brokers, TLS and SASL (secrets included:
+    never log the result)."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
@@ -31,6 +33,16 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         conf["sasl.password"] = (
             settings.sasl_password.get_secret_value() if settings.sasl_password else ""
         )
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        conf["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.ssl_endpoint_identification else "none")
+        for key, value in (("ssl.ca.location", settings.ssl_ca_location),
+                           ("ssl.certificate.location", settings.ssl_certificate_location),
+                           ("ssl.key.location", settings.ssl_key_location)):
+            if value:
+                conf[key] = value
+        if settings.ssl_key_password:
+            conf["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
     return conf
 
 

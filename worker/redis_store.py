@@ -64,16 +64,24 @@ class VectorBlock:
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
-    """A client for the configured Redis (a cluster client when ``cluster`` is set)."""
+    """A client for the configured Redis (a cluster client when ``cluster`` is set), with
+    TLS and an ACL user when configured (``redis.tls*``, ``redis.username``)."""
     password = settings.password.get_secret_value() if settings.password else None
+    common: dict[str, Any] = {"username": settings.username, "password": password}
+    if settings.tls:
+        common.update(ssl=True, ssl_ca_certs=settings.tls_ca_file,
+                      ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
+                      ssl_check_hostname=settings.tls_check_hostname,
+                      ssl_cert_reqs="required")
     if settings.cluster:
         return redis.RedisCluster(  # type: ignore[return-value]
-            host=settings.host, port=settings.port, password=password,
-            socket_timeout=settings.socket_timeout_s,
+            host=settings.host, port=settings.port, socket_timeout=settings.socket_timeout_s,
+            **common,
         )
     return redis.Redis(
-        host=settings.host, port=settings.port, db=settings.db, password=password,
+        host=settings.host, port=settings.port, db=settings.db,
         socket_timeout=settings.socket_timeout_s, socket_connect_timeout=settings.socket_timeout_s,
+        **common,
     )
 
 

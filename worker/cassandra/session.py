@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from cassandra import ConsistencyLevel
+from cassandra import AuthenticationFailed, ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -68,6 +69,12 @@ def connect(
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         auth = PlainTextAuthProvider(username=settings.username, password=password)
+    ssl_context = None
+    if settings.tls:
+        ssl_context = ssl.create_default_context(cafile=settings.tls_ca_file)
+        ssl_context.check_hostname = settings.tls_check_hostname  # against each node's address
+        if settings.tls_cert_file:
+            ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
     profile = ExecutionProfile(
         # Token-aware on top of DC-aware: a request goes straight to a replica in the local DC.
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
@@ -83,6 +90,7 @@ def connect(
         contact_points=list(settings.hosts),
         port=settings.port,
         auth_provider=auth,
+        ssl_context=ssl_context,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connection_class=_BlobConnection,
         compression=False,  # blobs are mostly float32 (incompressible); saves CPU on both ends
@@ -95,6 +103,16 @@ def connect(
     except NoHostAvailable as exc:
         cluster.shutdown()
         hosts = ",".join(settings.hosts)
+        errors = list(getattr(exc, "errors", {}).values())
+        if errors and all(isinstance(e, AuthenticationFailed) for e in errors):
+            raise CassandraUnavailable(
+                f"Cassandra at {hosts}:{settings.port} refused the credentials of user "
+                f"{settings.username!r}; fix cassandra.username/cassandra.password") from exc
+        if errors and any(isinstance(e, ssl.SSLError) for e in errors):
+            raise CassandraUnavailable(
+                f"Cassandra at {hosts}:{settings.port}: TLS handshake failed ({errors[0]}); "
+                "check cassandra.tls_ca_file (the CA that signed the nodes' certificates)"
+            ) from exc
         raise CassandraUnavailable(
             f"Cassandra at {hosts}:{settings.port} did not answer ({exc}); start it "
             "(`online-als stack up --only cassandra` locally) or fix cassandra.hosts/port"
