@@ -97,6 +97,31 @@ class ModelState:
         self._ub: NDArray[np.float32] = np.zeros(0, np.float32)
         self._ib: NDArray[np.float32] = np.zeros(0, np.float32)
 
+    @classmethod
+    def from_arrays(
+        cls, mode: Mode, user_ids: Iterable[Any], user_factors: NDArray[Any],
+        user_bias: NDArray[Any], item_ids: Iterable[Any], item_factors: NDArray[Any],
+        item_bias: NDArray[Any], **kwargs: Any,
+    ) -> ModelState:  # fmt: skip
+        """A state holding the given vectors (copied as float32); ``kwargs`` as in ``__init__``.
+
+        >>> s = ModelState.from_arrays("explicit", ["a"], np.ones((1, 2)), np.zeros(1),
+        ...                            [], np.zeros((0, 2)), np.zeros(0))
+        >>> s.k, s.n_users, s.n_items
+        (2, 1, 0)
+        """
+        uf = np.ascontiguousarray(user_factors, np.float32)
+        itf = np.ascontiguousarray(item_factors, np.float32)
+        state = cls(mode, int(uf.shape[1]), **kwargs)
+        state.users = IdMap(user_ids)
+        state.items = IdMap(item_ids)
+        if len(state.users) != len(uf) or len(state.items) != len(itf):
+            raise ValueError("ids and factor rows differ in number (or ids repeat)")
+        state._uf, state._if = uf.copy(), itf.copy()
+        state._ub = np.ascontiguousarray(user_bias, np.float32).copy()
+        state._ib = np.ascontiguousarray(item_bias, np.float32).copy()
+        return state
+
     # -- views of the used rows ------------------------------------------------------------
     @property
     def n_users(self) -> int:

@@ -112,13 +112,6 @@ class BatchApplier:
             state.gy_inv, state.gx_inv = grams
         return state
 
-    def ensure_version(self) -> int:
-        """The current version, creating an empty first one when Redis has none."""
-        m = self.model
-        return self.store.bootstrap_version({
-            "mode": m.mode, "rank": m.rank, "global_mean": m.global_mean, "source": "bootstrap",
-        })
-
     def apply(self, state: VersionState, batch: EventBatch, ends: dict[int, int] | None = None,
               recovery: bool = False, batch_id: str | None = None) -> ApplyResult:
         """Apply ``batch`` (sorted by partition, offset). ``ends`` are the batch's last offsets

@@ -18,7 +18,13 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
-from worker.cassandra.ratings_log import MAX_BLOCK_ROWS, LogChunk, RatingsLog
+from worker.cassandra.archive_state import (
+    ArchiveConflict,
+    ArchiveRange,
+    ArchiveState,
+    StreamSnapshot,
+)
+from worker.cassandra.ratings_log import MAX_BLOCK_ROWS, LogChunk, LogHoleError, RatingsLog
 from worker.cassandra.schema import applied_migrations, migrate
 from worker.cassandra.session import DEFAULT_PROTOCOL, CassandraUnavailable, Db, Observe, connect
 from worker.cassandra.snapshots import ROWS_PER_BLOCK, FactorsNotFound, Snapshots
@@ -33,8 +39,9 @@ from worker.cassandra.versions import (
 from worker.config import CassandraSettings
 
 __all__ = [
-    "STATUSES", "CassandraStore", "CassandraUnavailable", "FactorsNotFound", "LogChunk",
-    "ModelVersion", "Switch", "VersionConflict", "VersionNotFound",
+    "STATUSES", "ArchiveConflict", "ArchiveRange", "CassandraStore", "CassandraUnavailable",
+    "FactorsNotFound", "LogChunk", "LogHoleError", "ModelVersion", "StreamSnapshot", "Switch",
+    "VersionConflict", "VersionNotFound",
 ]
 
 
@@ -49,6 +56,7 @@ class CassandraStore:
         self.log = RatingsLog(self.db)
         self.snapshots = Snapshots(self.db)
         self.versions = Versions(self.db)
+        self.archive = ArchiveState(self.db)
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -91,16 +99,41 @@ class CassandraStore:
                                           item_ids, values, ts, offsets, max_block_rows)
 
     def iter_log(self, topic: str, cutoffs: dict[int, int] | None = None,
-                 chunk_rows: int = 1_000_000) -> Iterator[LogChunk]:
+                 chunk_rows: int = 1_000_000, starts: dict[int, int] | None = None
+                 ) -> Iterator[LogChunk]:
         """Chunks ``(user_ids, item_ids, values, ts, partitions, offsets)`` of <= chunk_rows,
-        offsets < ``cutoffs[p]`` (only the listed partitions when cutoffs is given)."""
+        offsets < ``cutoffs[p]`` (only the listed partitions when cutoffs is given); with
+        ``starts``, offsets >= ``starts[p]``, and a gap raises :class:`LogHoleError`."""
         with self.db.timed("iter_log"):
-            yield from self.log.iter_chunks(topic, cutoffs, chunk_rows)
+            yield from self.log.iter_chunks(topic, cutoffs, chunk_rows, starts)
+
+    def iter_contiguous_log(self, topic: str, cutoffs: dict[int, int],
+                            starts: dict[int, int] | None = None,
+                            chunk_rows: int = 1_000_000) -> Iterator[LogChunk]:
+        """The log of ``[starts[p] (default: where the archive starts), cutoffs[p])``,
+        checked for holes; raises :class:`LogHoleError` naming the partition and offsets."""
+        ranges = self.archive_ranges(topic)
+        for p, c in cutoffs.items():
+            end = ranges[p].next if p in ranges else 0
+            if c > end:
+                raise LogHoleError(topic, p, end, c - 1)
+        begin = {p: (starts or {}).get(p, ranges[p].start if p in ranges else 0) for p in cutoffs}
+        yield from self.iter_log(topic, cutoffs, chunk_rows, begin)
 
     def log_high_offsets(self, topic: str) -> dict[int, int]:
-        """partition -> next Kafka offset after the stored log (a retrain's natural cutoff)."""
+        """partition -> next Kafka offset after the last stored block (may be past a hole;
+        use :meth:`archive_ranges` for what is contiguous)."""
         with self.db.timed("log_high_offsets"):
             return self.log.high_offsets(topic)
+
+    def archive_ranges(self, topic: str) -> dict[int, ArchiveRange]:
+        """partition -> the offsets ``[start, next)`` the log holds completely."""
+        with self.db.timed("archive_ranges"):
+            return self.archive.ranges(topic)
+
+    def contiguous_offsets(self, topic: str) -> dict[int, int]:
+        """partition -> next offset after the contiguous archived log (a retrain's cutoff)."""
+        return {p: r.next for p, r in self.archive_ranges(topic).items()}
 
     # -- factors -------------------------------------------------------------------------
     def write_factors(self, version: int, kind: str, ids: Sequence[str], factors: npt.ArrayLike,
@@ -115,11 +148,6 @@ class CassandraStore:
         with self.db.timed("read_factors"):
             return self.snapshots.read(version, kind)
 
-    def upsert_factors(self, version: int, kind: str, ids: Sequence[str],
-                       factors: npt.ArrayLike, biases: npt.ArrayLike | None = None) -> None:
-        """Write-behind of changed vectors into the version's delta table (last write wins)."""
-        with self.db.timed("upsert_factors"):
-            self.snapshots.upsert(version, kind, ids, factors, biases)
 
     # -- versions ------------------------------------------------------------------------
     def create_version(self, meta: ModelVersion) -> None:
@@ -153,18 +181,10 @@ class CassandraStore:
         The caller must not delete the version Redis currently serves."""
         with self.db.timed("delete_version"):
             self.snapshots.delete(version)
+            self.archive.delete_version(version)
             self.versions.delete(version)
 
     # -- checkpoints and switches --------------------------------------------------------
-    def save_persist_checkpoint(self, version: int, topic: str, offsets: dict[int, int]) -> None:
-        """partition -> next Kafka offset whose factors and log are not yet persisted."""
-        with self.db.timed("save_checkpoint"):
-            self.versions.save_checkpoint(version, topic, offsets)
-
-    def load_persist_checkpoint(self, version: int, topic: str) -> dict[int, int]:
-        with self.db.timed("load_checkpoint"):
-            return self.versions.load_checkpoint(version, topic)
-
     def record_switch(self, version: int, reason: str, actor: str = "") -> None:
         with self.db.timed("record_switch"):
             self.versions.record_switch(version, reason, actor)

@@ -21,6 +21,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 SUBCOMMANDS: dict[str, str] = {
     "stack": "worker.stack.cli:add_stack_parser",
     "worker": "worker.cli:_add_worker_parser",
+    "archive": "worker.ops_cli:add_archive_parser",
     "config": "worker.cli:_add_config_parser",
     "retrain": "worker.ops_cli:add_retrain_parser",
     "restore": "worker.ops_cli:add_restore_parser",

@@ -256,8 +256,6 @@ class WorkerSettings(_Section):
     max_id_bytes: int = Field(256, ge=1, le=4096)
     heartbeat_ttl_s: int = Field(15, ge=1)
     prequential_window: int = Field(10000, ge=10)
-    persist_interval_s: float = Field(5.0, gt=0)
-    shutdown_persist_timeout_s: float = Field(60.0, ge=0)
     stall_timeout_s: float = Field(
         120.0, gt=0, description="/healthz fails when the loop has not come round this long")
     reconnect_backoff_max_s: float = Field(30.0, gt=0)
@@ -279,6 +277,22 @@ class RetrainSettings(_Section):
     keep_last: int = Field(5, ge=1)
     keep_promoted_days: float = Field(30, ge=0)
     chunk_rows: int = Field(1_000_000, ge=1000)
+    lock_ttl_s: float = Field(
+        60.0, gt=0, description="the retrain's lock lease (renewed while it runs); a killed "
+        "retrain blocks the next one at most this long")
+
+
+class ArchiveSettings(_Section):
+    """The archiver (`online-als archive`): Kafka -> the Cassandra ratings log, and stream
+    snapshots of the serving version materialised from that log."""
+
+    group_suffix: str = Field("-archive", min_length=1,
+                              description="its consumer group is kafka.group_id + this")
+    batch_max_events: int = Field(20000, ge=1, le=50000)
+    batch_max_wait_ms: int = Field(200, ge=1)
+    snapshot_interval_s: float = Field(
+        60.0, ge=0, description="materialise and store a stream snapshot this often (0 = never)")
+    snapshot_min_events: int = Field(1, ge=1, description="skip a snapshot with fewer new events")
 
 
 class MetricsSettings(_Section):
@@ -294,6 +308,7 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     retrain: RetrainSettings = RetrainSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     metrics: MetricsSettings = MetricsSettings()
 
     def redacted(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def demo_settings(args: argparse.Namespace, run_id: str) -> Settings:
         "redis.key_prefix": f"demo{run_id}", "cassandra.keyspace": f"demo_{run_id}",
         "model.mode": "explicit", "model.rank": "32", "model.learning_rate": "0.02",
         "model.regularization": "0.05", "model.global_mean": "3.53",
-        "worker.persist_interval_s": "2", "retrain.iterations": "15", "retrain.gate_margin": "0.5",
+        "archive.snapshot_interval_s": "5", "retrain.iterations": "15", "retrain.gate_margin": "0.5",
         # bias shrinkage for ranking: at the RMSE-optimal 0.05 ALS-WR ranks rare items first
         "retrain.explicit_reg_bias": "1.0",
     }
@@ -81,9 +81,9 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
     from producers.producer import RatingProducer, replay
     from worker import kafka_io
     from worker.cassandra_store import CassandraStore
+    from worker.lifecycle import rollback
     from worker.loop import Worker
     from worker.metrics import WorkerMetrics, start_http_server
-    from worker.ops_cli import rollback
     from worker.redis_store import RedisStore
     from worker.retrain_job import run_retrain
     from worker.serving_client import ServingClient
@@ -109,6 +109,12 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
     worker.on_batch = lambda n, rmse: trace.append((time.perf_counter(), n, rmse))
     thread = threading.Thread(target=worker.run, kwargs={"idle_exit_s": 6.0}, daemon=True)
     thread.start()
+    from worker.archive import Archiver
+
+    archiver = Archiver(settings)  # the system of record's log, beside the worker
+    archive_thread = threading.Thread(target=archiver.run, kwargs={"idle_exit_s": 6.0},
+                                      daemon=True)
+    archive_thread.start()
 
     _say(f"4/7 replaying {n_stream:,} MovieLens 100K ratings in timestamp order")
     producer = RatingProducer(k, mode="explicit")
@@ -128,8 +134,8 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
           f"{metrics.prequential.rmse():.4f}")
 
     _say("5/7 full retrain (ALS-WR) from the Cassandra ratings log")
-    if worker.write_behind is not None:
-        worker.write_behind.wait_idle(60)
+    archive_thread.join(600)
+    print(f"   archiver wrote {archiver.archived_total:,} events to the Cassandra log")
     with CassandraStore(settings.cassandra) as cass:
         report = run_retrain(settings, cass, store, force=True)
     print(f"   {report.outcome} version {report.version}: holdout {report.metrics}, "

@@ -8,7 +8,6 @@ version, written in the same ordered pipeline as the factor changes it reflects 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -27,7 +26,6 @@ from worker.config import Settings
 from worker.events import DecodeConfig, dead_letter_record
 from worker.grams import gram_serial, refresh_grams
 from worker.metrics import MetricsServer, WorkerMetrics
-from worker.persistence import VersionJob, WriteBehind
 from worker.redis_store import Checkpoint, RedisStore
 
 log = logging.getLogger("online_als.worker")
@@ -77,7 +75,8 @@ class Worker:
         self._last_kafka_log = 0.0
         self._paused = False
         self._loop_beat = time.monotonic()
-        self.write_behind: WriteBehind | None = None
+        self._generation: str | None = None
+        self.losses = 0  # times this worker found Redis had lost its state
         self.on_batch: Any = None  # optional callback(applied, window_rmse), e.g. for reports
         self._last_gram_refresh = time.monotonic()
         self.applied_total = 0
@@ -94,11 +93,7 @@ class Worker:
     def _connect(self) -> None:
         k = self.settings.kafka
         kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
-        self._with_redis_retry(self._restore_if_empty)
-        version = self._with_redis_retry(self.applier.ensure_version)
-        self._state = self._with_redis_retry(lambda: self.applier.load_version(version))
-        self._publish_version()
-        self.write_behind = self._start_persistence()
+        self._with_redis_retry(self._ensure_key_space)
         self._dlq = kafka_io.make_producer(k)
         self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error)
         self._consumer.subscribe([k.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -119,66 +114,53 @@ class Worker:
 
         threading.Thread(target=watch, name="loop-watchdog", daemon=True).start()
 
-    def _restore_if_empty(self) -> None:
-        """Redis lost its state but Cassandra has it: rebuild before consuming anything."""
-        if not self.settings.cassandra.enabled or self.store.current_version() is not None:
+    def _ensure_key_space(self) -> None:
+        """Serve the current version; when Redis has none, restore it from Cassandra (one
+        worker does it, the others wait for it) or, without Cassandra, bootstrap one."""
+        from worker import lifecycle
+
+        while self.store.current_version() is None and not self._stop.is_set():
+            with lifecycle.restore_lock(self.store) as mine:
+                if mine and self.store.current_version() is None:
+                    self._restore_or_bootstrap()
+                elif not mine:
+                    log.info("another process is restoring the Redis key space; waiting")
+                    self._stop.wait(0.5)
+        current = self.store.current_version()
+        if current is None:
+            raise RuntimeError("stopped before Redis held a model version")
+        self._generation = lifecycle.ensure_generation(self.store)
+        self._state = self.applier.load_version(current)
+        self._publish_version()
+
+    def _restore_or_bootstrap(self) -> None:
+        from worker import lifecycle
+
+        if not self.settings.cassandra.enabled:
+            lifecycle.bootstrap(self.settings, self.store)
             return
         from worker.cassandra_store import CassandraStore
-        from worker.restore import restore, serving_version
 
         delay = 1.0
         while not self._stop.is_set():
             try:
                 with CassandraStore(self.settings.cassandra) as cass:
                     cass.migrate()
-                    if serving_version(cass) is None:
-                        return  # a brand-new deployment: bootstrap an empty version
-                    report = restore(self.settings, cass, self.store)
-                    log.info("Redis was empty: restored version %d from Cassandra", report.version)
+                    if lifecycle.serving_version(cass) is None:
+                        lifecycle.bootstrap(self.settings, self.store, cass)
+                        return
+                    report = lifecycle.restore(self.settings, cass, self.store)
+                    log.warning("Redis had no model: restored version %d from Cassandra at %s",
+                                report.version, report.checkpoints)
                     return
             except (redis.ConnectionError, redis.TimeoutError):
                 raise
             except Exception as exc:  # never bootstrap over persisted state we cannot read yet
-                log.warning("Redis is empty and Cassandra is unreachable (%s); retry in %.0fs",
-                            exc, delay)
+                log.warning("cassandra %s:%d: cannot restore the lost Redis state yet (%s); "
+                            "retry in %.0fs", ",".join(self.settings.cassandra.hosts),
+                            self.settings.cassandra.port, exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
-
-    def _start_persistence(self) -> WriteBehind | None:
-        c = self.settings.cassandra
-        if not c.enabled:
-            return None
-        from worker.cassandra_store import CassandraStore
-
-        def factory() -> CassandraStore:
-            store = CassandraStore(c, observe=lambda op, s: None)
-            store.migrate()
-            return store
-
-        wb = WriteBehind(factory, self.metrics, self.topic, self.settings.worker.persist_interval_s)
-        assert self._state is not None
-        meta = self._state.meta
-        wb.register_version(VersionJob(meta.version, meta.mode, meta.rank, self.topic,
-                                       meta.global_mean))
-        return wb
-
-    def _persist_tick(self, force: bool = False) -> None:
-        wb, state = self.write_behind, self._state
-        if wb is None or state is None:
-            return
-        if force or wb.due():
-            positions = dict(self._parts.positions)
-            self._with_redis_retry(lambda: wb.flush(self.store, state.version, state.meta.rank,
-                                                    positions))
-        if self._consumer is not None and self._parts.positions:
-            tps = [TopicPartition(self.topic, p) for p in self._parts.positions]
-            if wb.overloaded() and not self._paused:
-                log.warning("cassandra backlog %d events: pausing consumption", wb.backlog())
-                self._consumer.pause(tps)
-                self._paused = True
-            elif self._paused and not wb.overloaded():
-                self._consumer.resume(tps)
-                self._paused = False
 
     def run(self, idle_exit_s: float | None = None, max_batches: int | None = None) -> None:
         self._connect()
@@ -195,7 +177,6 @@ class Worker:
                     self._on_kafka_error)
                 self._carry = []
                 self._housekeeping()
-                self._persist_tick()
                 if self._check_version_switch():
                     continue
                 if msgs and self._process(msgs):
@@ -210,12 +191,6 @@ class Worker:
         finally:
             self._set_ready(False)
             self._consumer.close()  # leaves the group; checkpoints are already in Redis
-            if self.write_behind is not None:
-                with contextlib.suppress(Exception):
-                    self._persist_tick(force=True)
-                if not self.write_behind.close(self.settings.worker.shutdown_persist_timeout_s):
-                    log.error("stopped with unpersisted events; they are in Kafka and will be "
-                              "re-persisted by the next worker that replays them")
             if self._dlq is not None:
                 self._dlq.flush(10)
             log.info("worker stopped: applied=%d dead_lettered=%d",
@@ -260,14 +235,28 @@ class Worker:
 
     # -- versions -------------------------------------------------------------------------
     def _check_version_switch(self) -> bool:
+        """Before each batch: follow a version switch, and stop writing when Redis lost its
+        state (pointer, meta or generation gone or changed) until it has been restored."""
         assert self._state is not None and self._consumer is not None
-        current = self._with_redis_retry(self.store.current_version)
-        if current is None or current == self._state.version:
+        state = self._state
+        current, has_meta, generation = self._with_redis_retry(lambda: self.store.probe(state.version))
+        lost = current is None or generation != self._generation or (
+            current == state.version and not has_meta)
+        if lost:
+            self.losses += 1
+            self.metrics.redis_state_lost.inc()
+            log.error("redis %s:%d lost the model state (current=%s, meta=%s, generation %s); "
+                      "not writing until it is restored", self.settings.redis.host,
+                      self.settings.redis.port, current, has_meta,
+                      "changed" if generation else "gone")
+            self._carry = []
+            self._with_redis_retry(self._ensure_key_space)
+        elif current == state.version:
             return False
-        log.info("model version switched %d -> %d; repositioning", self._state.version, current)
-        self._persist_tick(force=True)  # changed vectors of the old version go to its snapshot
-        self._state = self._with_redis_retry(lambda: self.applier.load_version(current))
-        self._publish_version()
+        else:
+            log.info("model version switched %d -> %d; repositioning", state.version, current)
+            self._state = self._with_redis_retry(lambda: self.applier.load_version(current))
+            self._publish_version()
         assigned = list(self._parts.positions)
         if assigned:  # reposition every partition at the new version's checkpoints
             tps = [TopicPartition(self.topic, p) for p in assigned]
@@ -319,8 +308,6 @@ class Worker:
 
             result = self._with_redis_retry(apply_once)
             self._observe(batch, result, time.perf_counter() - t0)
-            if self.write_behind is not None:
-                self.write_behind.on_batch(batch, result.applied)
         else:
             state = self._state
             self._with_redis_retry(lambda: self.applier.checkpoint_only(state, ends))

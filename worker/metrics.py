@@ -54,6 +54,7 @@ ALL_METRIC_NAMES: Final[tuple[str, ...]] = (
     "online_als_items_known",
     "online_als_last_checkpoint_timestamp_seconds",
     "online_als_nan_guard_refusals_total",
+    "online_als_redis_state_lost_total",
     "online_als_reconnects_total",
     "online_als_server_up",
     "online_als_worker_info",
@@ -226,6 +227,11 @@ class WorkerMetrics:
         )
         self.nan_guard_refusals = Counter(
             p + "nan_guard_refusals", "Updates refused by the NaN/Inf guard.", registry=reg
+        )
+        self.redis_state_lost = Counter(
+            p + "redis_state_lost",
+            "Times the worker found Redis without its model state and waited for a restore.",
+            registry=reg,
         )
         self.reconnects = Counter(
             p + "reconnects", "Reconnections to a backing server.", ["server"], registry=reg

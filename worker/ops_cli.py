@@ -61,7 +61,7 @@ def _retrain(args: argparse.Namespace) -> int:
                 if report.version:
                     rm.set_candidate_version(report.version)
                 if report.outcome in ("promoted", "rejected"):
-                    from worker.retention import apply_retention
+                    from worker.lifecycle import apply_retention
 
                     apply_retention(settings, cass, store)
                 rm.finish(report.outcome)
@@ -92,15 +92,17 @@ def _human_report(r: dict[str, Any]) -> str:
 # -- restore ---------------------------------------------------------------------------
 def add_restore_parser(sub: Any) -> None:
     p = sub.add_parser("restore", help="rebuild Redis from Cassandra after a loss",
-                       description="Load the serving version's persisted factors into Redis and "
-                                   "set checkpoints; workers then replay Kafka from there.")
+                       description="Load the serving version into Redis as of the end of the "
+                                   "archived ratings log (its newest stream snapshot plus the log "
+                                   "after it) and set checkpoints there; workers then continue "
+                                   "from Kafka.")
     add_common(p)
     p.add_argument("--force", action="store_true", help="replace what Redis holds now")
     p.set_defaults(func=_restore)
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from worker.restore import restore
+    from worker.lifecycle import restore
 
     settings = settings_from(args)
     with _stores(settings) as (store, cass):
@@ -111,8 +113,41 @@ def _restore(args: argparse.Namespace) -> int:
             return EXIT_DOWN
     emit(args, report.to_dict(), lambda r: (
         f"restored version {r['version']}: {r['users']} users, {r['items']} items, "
-        f"{r['log_events']} log events replayed into seen-sets in {r['seconds']:.1f}s; "
-        f"workers resume at {r['checkpoints']}"))
+        f"{r['log_events']} log events ({r['replayed']} replayed after the snapshot) in "
+        f"{r['seconds']:.1f}s; workers resume at {r['checkpoints']}"))
+    return EXIT_OK
+
+
+# -- archive ---------------------------------------------------------------------------
+def add_archive_parser(sub: Any) -> None:
+    p = sub.add_parser("archive", help="run the archiver (Kafka -> the Cassandra ratings log)",
+                       description="Write every accepted event to the Cassandra ratings log, "
+                                   "contiguously per partition, and take stream snapshots of "
+                                   "the serving version. Run one or more beside the workers.")
+    add_common(p)
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="exit after this many idle seconds (replays, tests)")
+    p.add_argument("--no-metrics-server", action="store_true", help="serve no /metrics")
+    p.set_defaults(func=_archive)
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from worker.archive import Archiver
+    from worker.metrics import start_http_server
+
+    settings = settings_from(args)
+    archiver = Archiver(settings)
+    server = None
+    if not args.no_metrics_server:
+        server = start_http_server(settings.metrics.host, settings.metrics.port,
+                                   archiver.metrics.registry)
+        server.ready = True
+    archiver.install_signal_handlers()
+    try:
+        archiver.run(idle_exit_s=args.idle_exit)
+    finally:
+        if server is not None:
+            server.close()
     return EXIT_OK
 
 
@@ -130,7 +165,7 @@ def _snapshots(args: argparse.Namespace) -> int:
     with _stores(settings) as (store, cass):
         current = store.current_version()
         if args.action == "prune":
-            from worker.retention import apply_retention
+            from worker.lifecycle import apply_retention
 
             emit(args, {"deleted": apply_retention(settings, cass, store)})
             return EXIT_OK
@@ -174,37 +209,9 @@ def add_rollback_parser(sub: Any) -> None:
     p.set_defaults(func=_rollback)
 
 
-def rollback(settings: Settings, cass: Any, store: RedisStore, version: int,
-             reason: str) -> dict[str, Any]:
-    """Switch to ``version``; load it from Cassandra first when Redis does not hold it."""
-    from worker.restore import load_from_cassandra
-
-    t0 = time.perf_counter()
-    meta = cass.get_version(version)
-    if meta is None:
-        raise LookupError(f"no model version {version} in Cassandra")
-    resident = store.read_meta(version)
-    loaded = False
-    if resident is None or resident.status not in ("ready", "serving", "online"):
-        checkpoints = cass.load_persist_checkpoint(version, settings.kafka.topic) or dict(meta.cutoff)
-        load_from_cassandra(cass, store, settings, version, checkpoints, "rollback")
-        loaded = True
-    previous = store.current_version()
-    store.switch_current(version, reason, "online-als rollback")
-    switch_s = time.perf_counter() - t0
-    if previous is not None and previous != version:
-        try:
-            cass.set_version_status(previous, "rolled_back", reason)
-            if meta.status != "promoted":
-                cass.set_version_status(version, "promoted", reason)
-        except Exception:  # the switch happened; status bookkeeping must not undo it
-            log.exception("could not record the statuses of versions %s -> %s", previous, version)
-    cass.record_switch(version, reason, "online-als rollback")
-    return {"to": version, "from": previous, "loaded_from_cassandra": loaded,
-            "seconds": round(switch_s, 4)}
-
-
 def _rollback(args: argparse.Namespace) -> int:
+    from worker.lifecycle import rollback
+
     settings = settings_from(args)
     with _stores(settings) as (store, cass):
         try:

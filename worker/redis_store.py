@@ -24,6 +24,14 @@ from worker.keys import FORMAT_VERSION, GRAM_DTYPE, VECTOR_DTYPE, RedisKeys
 MAX_KEYS_PER_CALL = 2000  # bounds how long one script blocks Redis
 
 
+_CAS_CURRENT = """
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 def _script(name: str) -> str:
     return resources.files("worker").joinpath("lua", name).read_text()
 
@@ -99,6 +107,7 @@ class RedisStore:
         self.cluster = cluster
         self._read = client.register_script(_script("read_vectors.lua"))
         self._write = client.register_script(_script("write_vectors.lua"))
+        self._cas = client.register_script(_CAS_CURRENT)
         self._pool: ThreadPoolExecutor | None = None
 
     # -- versions -----------------------------------------------------------------------
@@ -156,26 +165,34 @@ class RedisStore:
         pipe.hincrby(key, "gram_serial", 1)
         pipe.execute()
 
-    def switch_current(self, version: int, reason: str, actor: str = "") -> None:
-        """Point serving at ``version`` with one SET, and log the switch."""
-        record = json.dumps({"to": version, "reason": reason, "actor": actor, "at": time.time()})
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.current(), version)
-        pipe.lpush(self.keys.switch_log(), record)
-        pipe.ltrim(self.keys.switch_log(), 0, 999)
-        pipe.execute()
+    def compare_and_switch(self, expected: int | None, version: int, reason: str,
+                           actor: str = "") -> bool:
+        """Point serving at ``version`` only if it still points at ``expected`` (None: at
+        nothing); log the switch. Only :mod:`worker.lifecycle` calls this."""
+        ok = bool(self._cas(keys=[self.keys.current()],
+                            args=["" if expected is None else str(expected), str(version)]))
+        if ok:
+            record = json.dumps({"to": version, "from": expected, "reason": reason,
+                                 "actor": actor, "at": time.time()})
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(self.keys.switch_log(), record)
+            pipe.ltrim(self.keys.switch_log(), 0, 999)
+            pipe.execute()
+        return ok
 
-    def bootstrap_version(self, meta: dict[str, Any]) -> int:
-        """Create version 1-style namespace and point at it, unless a current version exists."""
-        current = self.current_version()
-        if current is not None:
-            return current
-        version = self.allocate_version()
-        self.write_meta(version, {**meta, "format": FORMAT_VERSION, "status": "online",
-                                  "created_at": time.time()})
-        if self.client.set(self.keys.current(), version, nx=True):
-            return version
-        return int(self.current_version())  # type: ignore[arg-type]  # another worker won
+    def probe(self, version: int) -> tuple[int | None, bool, str | None]:
+        """(current version, meta of ``version`` exists, generation token) in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.current())
+        pipe.exists(self.keys.meta(version))
+        pipe.get(self.keys.generation())
+        current, exists, gen = pipe.execute()
+        return (int(current) if current is not None else None, bool(exists),
+                gen.decode() if gen is not None else None)
+
+    def generation(self) -> str | None:
+        value: Any = self.client.get(self.keys.generation())
+        return value.decode() if value is not None else None
 
     # -- vectors -------------------------------------------------------------------------
     def vector_keys(self, version: int, kind: str, ids: list[str]) -> list[str]:

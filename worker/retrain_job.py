@@ -1,15 +1,19 @@
 """The periodic full retrain: read the log -> fit -> gate -> snapshot -> load -> catch up -> switch.
 
-Each partition's log is split at an offset *boundary* (the last ``holdout_fraction`` of it is
-the holdout). The model is fitted on everything before the boundary; the new Redis version's
-checkpoints are the boundary, and the events from there on (holdout included) are replayed
-through the same online kernels from Kafka before the pointer switches. So no online update is
-lost (Oryx #69), and a crash at any point leaves the current version serving: the pointer only
-moves in the last step, and Cassandra marks a version ``promoted`` only after the switch.
+The log is read only up to each partition's *contiguous* archived end (``archive_checkpoints``;
+a hole below it is an error naming the partition and offsets, never a skip). Each partition's
+log is split at an offset *boundary* (the last ``holdout_fraction`` of it is the holdout). The
+model is fitted on everything before the boundary; the new Redis version's checkpoints are the
+boundary, and the events from there on (holdout included) are replayed through the same online
+kernels from Kafka, never past the serving version's checkpoints, before the pointer switches.
+So no online update is lost (Oryx #69), and a crash at any point leaves the current version
+serving: only :mod:`worker.lifecycle` moves the pointer, by compare-and-set on the version
+that served when the retrain started, and the next retrain fails what a killed one left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -25,10 +29,11 @@ from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart, retrain
 from online_als.retrain.matrix import build_matrix
 from online_als.serving.coldstart import predict_explicit
 from online_als.serving.topn import top_n_batch
-from worker import kafka_io
+from worker import kafka_io, lifecycle
 from worker.applier import BatchApplier, decode_messages
 from worker.bulk_load import ModelArrays, load_version
 from worker.config import Settings
+from worker.materialize import ItemEventCounter
 from worker.redis_store import RedisStore, dump_vectors
 
 log = logging.getLogger("online_als.retrain")
@@ -79,7 +84,8 @@ def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int
     """Train chunks for the matrix builder; holdout parts are kept aside (bounded fraction)."""
     bound_of = np.zeros(max(boundary, default=-1) + 1, dtype=np.int64)  # partition -> boundary
     bound_of[list(boundary)] = list(boundary.values())
-    for users, items, values, _ts, parts, offsets in cass.iter_log(topic, cutoff, chunk_rows):
+    for users, items, values, _ts, parts, offsets in cass.iter_contiguous_log(
+            topic, cutoff, chunk_rows=chunk_rows):
         train = offsets < bound_of[parts]  # iter_log returns only the cutoff's partitions
         if not train.all():
             holdout.append((users[~train], items[~train], values[~train]))
@@ -136,7 +142,8 @@ def _warm_start(store: RedisStore, version: int, rank: int) -> WarmStart:
 
 def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, version: int,
              source_version: int | None, max_seconds: float = 600.0) -> int:
-    """Replay Kafka from ``version``'s checkpoints up to where ``source_version`` is."""
+    """Replay Kafka from ``version``'s checkpoints up to where ``source_version`` is, never
+    past it (the serving version's checkpoints are re-read as they move)."""
     from confluent_kafka import TopicPartition
 
     from worker.loop import decode_config
@@ -158,9 +165,23 @@ def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, versi
                 return replayed
             msgs = kafka_io.consume_batch(consumer, settings.worker.batch_max_events, 0.2,
                                           lambda e: log.warning("kafka: %s", e))
-            msgs = [m for m in msgs if m.offset() >= pos[m.partition()]]  # type: ignore[index,operator]
+            past: set[int] = set()
+            keep = []
+            for msg in msgs:
+                p, off = msg.partition(), msg.offset()
+                if off < pos[p]:  # type: ignore[index,operator]
+                    continue
+                if off >= target.get(p, 0):  # type: ignore[arg-type,operator]
+                    past.add(p)  # type: ignore[arg-type]
+                    continue
+                keep.append(msg)
+            msgs = keep
             if not msgs:
+                for p in past:  # read again once the target has moved
+                    consumer.seek(TopicPartition(topic, p, pos[p]))
                 continue
+            if store.read_meta(version) is None:
+                raise RuntimeError(f"Redis lost the namespace of version {version} during catch-up")
             decoded = decode_messages(msgs, cfg)  # rejects were dead-lettered by the workers
             ends = decoded.ends
             if decoded.batch is not None:
@@ -170,6 +191,8 @@ def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, versi
                 applier.checkpoint_only(state, ends)
             for p, e in ends.items():
                 pos[p] = e + 1
+            for p in past:
+                consumer.seek(TopicPartition(topic, p, pos[p]))
         raise TimeoutError(f"catch-up did not reach the serving version within {max_seconds}s")
     finally:
         consumer.close()
@@ -186,12 +209,21 @@ def _targets(store: RedisStore, source_version: int | None, topic: str, parts: l
 def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool | None = None,
                 force: bool = False, observe: Any = None) -> RetrainReport:
     """One retrain; see the module docstring. ``observe(phase, seconds)`` feeds metrics."""
+    with lifecycle.retrain_lock(store, settings.retrain.lock_ttl_s):
+        abandoned = lifecycle.abandon_unfinished(store, cass)
+        if abandoned:
+            log.warning("failed versions a killed retrain left behind: %s", abandoned)
+        return _run_locked(settings, cass, store, warm, force, observe)
+
+
+def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | None,
+                force: bool, observe: Any) -> RetrainReport:
     r, m, topic = settings.retrain, settings.model, settings.kafka.topic
     report = RetrainReport()
     phases = _Phases(report, observe)
     current = store.current_version()
     cur_meta = cass.get_version(current) if current is not None else None
-    cutoff = cass.log_high_offsets(topic)
+    cutoff = cass.contiguous_offsets(topic)
     new_ratings = sum(cutoff.values()) - sum((cur_meta.cutoff if cur_meta else {}).values())
     if not cutoff or (not force and new_ratings < r.min_new_ratings):
         report.reason = f"only {new_ratings} new ratings (< {r.min_new_ratings})"
@@ -200,7 +232,10 @@ def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool 
     report.boundary = boundary
     holdout: list[tuple[np.ndarray, ...]] = []
     dup: Literal["sum", "last"] = "last" if m.mode == "explicit" else "sum"
-    matrix = build_matrix(_split_log(cass, topic, cutoff, boundary, r.chunk_rows, holdout), dup)
+    users, items = IdMap(), IdMap()
+    counter = ItemEventCounter(items)
+    matrix = build_matrix(counter.chunks(_split_log(cass, topic, cutoff, boundary, r.chunk_rows,
+                                                    holdout)), dup, users=users, items=items)
     report.train_ratings = int(matrix.events)
     report.holdout_ratings = int(sum(len(h[0]) for h in holdout))
     phases.done("read")
@@ -247,7 +282,11 @@ def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool 
         model = ModelArrays(m.mode, m.rank, float(result.global_mean), user_ids,
                             result.user_factors, result.user_bias, item_ids,
                             result.item_factors, result.item_bias)
-        counts = np.diff(csr.tocsc().indptr).astype(np.int64)
+        # `n` = events per item (not distinct users), the same meaning the workers keep
+        counts = np.zeros(len(item_ids), np.int64)
+        rows = result.items.rows_for(items.to_list(), add=False)
+        known = rows >= 0
+        counts[rows[known]] = counter.counts[: len(rows)][known]
         load_version(store, version, model, item_counts=counts, checkpoints=boundary,
                      topic=topic, implicit_reg=m.foldin_regularization, source="retrain",
                      seen=(csr.indptr, csr.indices, csr.data))
@@ -255,17 +294,12 @@ def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool 
         applier = BatchApplier(store, m, topic)
         report.replayed_events = catch_up(settings, store, applier, version, current)
         phases.done("catchup")
-        store.write_meta(version, {"status": "serving"})
-        store.switch_current(version, "retrain promoted", "online-als retrain")
-        cass.set_version_status(version, "promoted", "", expected_status="ready")
-        cass.record_switch(version, "retrain promoted", "online-als retrain")
+        lifecycle.promote(settings, cass, store, version, current)
         phases.done("switch")
         report.outcome = "promoted"
         return report
     except Exception as exc:
         report.outcome, report.reason = "failed", repr(exc)
-        try:
-            cass.set_version_status(version, "failed", repr(exc)[:500])
-        except Exception:  # the current version keeps serving either way
-            log.exception("could not mark version %d failed", version)
+        with contextlib.suppress(Exception):  # the current version keeps serving either way
+            lifecycle.fail(store, cass, version, repr(exc))
         raise

@@ -24,7 +24,11 @@ from worker.cassandra import codec
 from worker.cassandra.schema import LOG_BUCKET_SPAN
 from worker.cassandra.session import Db
 
-MAX_BLOCK_ROWS = 8192  # ~0.3 MiB per block with short ids: far below the 16 MiB mutation limit
+MAX_BLOCK_ROWS = 8192
+#: The archiver never writes a block spanning more offsets than this (it splits larger ranges),
+#: so a reader starting at offset s finds every block covering s among those starting at or
+#: after s - MAX_BLOCK_SPAN.
+MAX_BLOCK_SPAN = 1 << 16  # ~0.3 MiB per block with short ids: far below the 16 MiB mutation limit
 FETCH_BLOCKS = 64  # blocks per page: a range of RANGE_SPAN offsets is usually one page
 RANGE_SPAN = 1 << 16  # offsets per read query (~2-5 MiB of blocks when offsets are dense)
 READ_AHEAD = 4  # range queries in flight while decoding
@@ -37,7 +41,8 @@ _INSERT = (
 _INSERT_BUCKET = "INSERT INTO {ks}.log_buckets (topic, kafka_partition, bucket) VALUES (?,?,?)"
 _BUCKETS = "SELECT kafka_partition, bucket FROM {ks}.log_buckets WHERE topic = ?"
 _READ = (
-    "SELECT first_offset, n, user_ids, item_ids, vals, ts, offsets FROM {ks}.ratings_log"
+    "SELECT first_offset, last_offset, n, user_ids, item_ids, vals, ts, offsets"
+    " FROM {ks}.ratings_log"
     " WHERE topic = ? AND kafka_partition = ? AND bucket = ? AND first_offset >= ?"
     " AND first_offset < ?"
 )
@@ -46,6 +51,16 @@ _TAIL = (
     "SELECT last_offset FROM {ks}.ratings_log WHERE topic = ? AND kafka_partition = ?"
     " AND bucket = ? ORDER BY first_offset DESC LIMIT 8"
 )
+
+
+class LogHoleError(RuntimeError):
+    """The log misses offsets it was asked for; never skipped silently."""
+
+    def __init__(self, topic: str, partition: int, first: int, last: int) -> None:
+        super().__init__(
+            f"the ratings log of {topic}[{partition}] has no blocks for offsets {first}..{last}; "
+            "run `online-als archive` until it has caught up (Kafka must still hold them)")
+        self.topic, self.partition, self.first, self.last = topic, partition, first, last
 
 
 class _Range(NamedTuple):
@@ -191,35 +206,64 @@ class RatingsLog:
 
     def iter_chunks(
         self, topic: str, cutoffs: dict[int, int] | None = None, chunk_rows: int = 1_000_000,
+        starts: dict[int, int] | None = None,
     ) -> Iterator[LogChunk]:
         """Every stored rating of ``topic`` in partition then offset order, in chunks.
 
         With ``cutoffs``, only the listed partitions are read and only offsets below
         ``cutoffs[p]``; a partition absent from ``cutoffs`` is not part of that data set.
+        With ``starts`` too, only offsets from ``starts[p]`` on are read, and the blocks must
+        cover ``[starts[p], cutoffs[p])`` without a gap, or :class:`LogHoleError` is raised.
         """
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
+        if starts is not None and cutoffs is None:
+            raise ValueError("starts needs cutoffs")
         pending = _Columns()
         current, high = -1, -1  # high: last offset yielded in `current` (dedupes overlaps)
-        for partition, cutoff, rows in self._fetch(self._ranges(topic, cutoffs)):
+        covered = -1  # with starts: every offset <= covered is accounted for
+        ranges = self._ranges(topic, cutoffs, starts)
+        for partition, cutoff, rows in itertools.chain(self._fetch(ranges), [(-2, 0, [])]):
             if partition != current:
+                if starts is not None and current >= 0 and covered + 1 < cutoffs[current]:  # type: ignore[index]
+                    raise LogHoleError(topic, current, covered + 1, cutoffs[current] - 1)  # type: ignore[index]
+                if partition == -2:
+                    break
                 current, high = partition, -1
+                if starts is not None:
+                    high = covered = starts.get(partition, 0) - 1
             for row in rows:
+                if starts is not None:
+                    first, last = int(row[0]), int(row[1])
+                    if first > covered + 1 and covered + 1 < cutoff:
+                        raise LogHoleError(topic, partition, covered + 1, min(first, cutoff) - 1)
+                    covered = max(covered, last)
                 high = self._decode(row, partition, cutoff, high, pending)
                 while pending.rows >= chunk_rows:
                     yield pending.take(chunk_rows)
+        if starts is not None:
+            for p in sorted(set(cutoffs) - self._partitions_seen):  # type: ignore[arg-type]
+                if starts.get(p, 0) < cutoffs[p]:  # type: ignore[index]
+                    raise LogHoleError(topic, p, starts.get(p, 0), cutoffs[p] - 1)  # type: ignore[index]
         if pending.rows:
             yield pending.take(pending.rows)
 
-    def _ranges(self, topic: str, cutoffs: dict[int, int] | None) -> Iterator[_Range]:
+    def _ranges(self, topic: str, cutoffs: dict[int, int] | None,
+                starts: dict[int, int] | None = None) -> Iterator[_Range]:
         """Offset ranges to query, in read order; independent, so several can be in flight."""
+        self._partitions_seen: set[int] = set()
         for partition, buckets in self.buckets(topic).items():
             if cutoffs is not None and partition not in cutoffs:
                 continue
+            self._partitions_seen.add(partition)
             cutoff = _NO_CUTOFF if cutoffs is None else int(cutoffs[partition])
+            # a block may start before `start` and still cover it: look one block span back
+            start = 0 if starts is None else max(0, starts.get(partition, 0) - MAX_BLOCK_SPAN)
             for bucket in buckets:
-                lo = bucket * LOG_BUCKET_SPAN  # every block of the bucket starts in [lo, lo+SPAN)
-                hi = min(lo + LOG_BUCKET_SPAN, cutoff)
+                lo = max(bucket * LOG_BUCKET_SPAN, start)  # blocks of the bucket start in [.., +SPAN)
+                if lo >= (bucket + 1) * LOG_BUCKET_SPAN:
+                    continue
+                hi = min((bucket + 1) * LOG_BUCKET_SPAN, cutoff)
                 for a in range(lo, hi, RANGE_SPAN):
                     yield _Range(partition, cutoff, (topic, partition, bucket, a,
                                                      min(a + RANGE_SPAN, hi)))
@@ -257,7 +301,7 @@ class RatingsLog:
     @staticmethod
     def _decode(row: tuple[Any, ...], partition: int, cutoff: int, high: int,
                 pending: _Columns) -> int:
-        first, n, ublob, iblob, vblob, tblob, oblob = row
+        first, _last, n, ublob, iblob, vblob, tblob, oblob = row
         if n == 0:
             return high
         offs = codec.unpack_array(oblob, codec.I64, n)

@@ -79,9 +79,30 @@ _META_TABLES = (
     ) WITH CLUSTERING ORDER BY (at DESC)""",
 )
 
+_ARCHIVE_TABLES = (
+    # The archiver's contiguity record: the log holds every accepted event of the partition
+    # with an offset in [start_offset, next_offset). Moved only after the blocks are durable.
+    """CREATE TABLE IF NOT EXISTS {ks}.archive_checkpoints (
+        topic text, kafka_partition int, start_offset bigint, next_offset bigint,
+        updated_at timestamp,
+        PRIMARY KEY ((topic), kafka_partition))""",
+    # Snapshots of a version's streaming state, materialised from the log (worker.materialize):
+    # the commit row is written after every block, so a crash leaves the previous snapshot.
+    """CREATE TABLE IF NOT EXISTS {ks}.stream_snapshots (
+        version int, seq bigint, offsets map<int, bigint>, users bigint, items bigint,
+        rank int, blocks_u int, blocks_i int, written_at timestamp,
+        PRIMARY KEY ((version), seq)
+    ) WITH CLUSTERING ORDER BY (seq DESC)""",
+    """CREATE TABLE IF NOT EXISTS {ks}.stream_snapshot_blocks (
+        version int, seq bigint, kind text, block int,
+        n int, rank int, ids blob, factors blob, biases blob,
+        PRIMARY KEY ((version, seq, kind, block)))""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ratings log, factor snapshots and deltas, versions, checkpoints, switch log",
               _LOG_TABLES + _FACTOR_TABLES + _META_TABLES),
+    Migration(2, "archive checkpoints (log contiguity), stream snapshots", _ARCHIVE_TABLES),
 )
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (

@@ -1,19 +1,17 @@
-"""Factor snapshots per model version: packed base blocks plus per-id write-behind deltas.
+"""Factor snapshots per model version: packed base blocks (a retrain's fit, a bootstrap).
 
 Base: ``write_factors`` writes an incomplete manifest row, then ``rows_per_block`` vectors
 per row (one Cassandra partition each, ~1 MiB at k=64), then marks the manifest complete. The manifest's ``complete`` flag is the commit point:
 readers ignore incomplete snapshots, so a crashed write is never read as a model.
 
-Deltas: the streaming workers' write-behind upserts changed vectors into ``factor_deltas``
-keyed by (version, kind, hash bucket, id); Cassandra's last-write-wins keeps the newest
-vector per id and the table never grows beyond the version's id count. ``read_factors``
-returns the base with the deltas applied (ids new since the snapshot appended at the end).
+The vectors a version reached while streaming are not stored here: they are materialised from
+the ratings log and kept as stream snapshots (:mod:`worker.cassandra.archive_state`,
+:mod:`worker.materialize`). The ``factor_deltas`` table of migration 1 is no longer written.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -47,13 +45,6 @@ _READ_MANIFESTS = (
     "SELECT kind, blocks, n, rank, reserved, complete FROM {ks}.factor_manifests WHERE version = ?"
 )
 _DELETE_MANIFESTS = "DELETE FROM {ks}.factor_manifests WHERE version = ?"
-_UPSERT_DELTA = (
-    "INSERT INTO {ks}.factor_deltas (version, kind, bucket, id, factors, bias, updated_at)"
-    " VALUES (?,?,?,?,?,?,?)"
-)
-_READ_DELTAS = (
-    "SELECT id, factors, bias FROM {ks}.factor_deltas WHERE version = ? AND kind = ? AND bucket = ?"
-)
 _DELETE_DELTAS = "DELETE FROM {ks}.factor_deltas WHERE version = ? AND kind = ? AND bucket = ?"
 
 
@@ -68,11 +59,6 @@ class _Manifest(NamedTuple):
 
 class FactorsNotFound(LookupError):
     """No complete snapshot of (version, kind) is stored."""
-
-
-def delta_bucket(entity_id: str) -> int:
-    """Stable across processes and languages (CRC-32 of the UTF-8 id)."""
-    return zlib.crc32(entity_id.encode("utf-8")) % DELTA_BUCKETS
 
 
 def _check_kind(kind: str) -> None:
@@ -128,7 +114,7 @@ class Snapshots:
         return {m.kind: (m.blocks, m.n, m.rank) for m in self._manifests(version) if m.complete}
 
     def read(self, version: int, kind: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(ids, factors float32 (n, k), biases float32 (n,)): base blocks with deltas applied."""
+        """(ids, factors float32 (n, k), biases float32 (n,)) of the base snapshot."""
         _check_kind(kind)
         manifest = self.manifests(version).get(kind)
         if manifest is None:
@@ -148,51 +134,7 @@ class Snapshots:
             biases[s:s + m] = codec.unpack_array(b_blob, codec.F32, m)
         if len(ids) != n:
             raise codec.BlockFormatError(f"blocks hold {len(ids)} vectors, manifest says {n}")
-        return self._apply_deltas(version, kind, rank, ids, factors, biases)
-
-    def _apply_deltas(self, version: int, kind: str, rank: int, ids: list[str],
-                      factors: np.ndarray, biases: np.ndarray
-                      ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        d_ids, d_f, d_b = self.read_deltas(version, kind, rank)
-        if not d_ids:
-            return ids, factors, biases
-        row_of = {x: r for r, x in enumerate(ids)}
-        rows = np.fromiter((row_of.get(x, -1) for x in d_ids), dtype=np.int64, count=len(d_ids))
-        known = rows >= 0
-        factors[rows[known]] = d_f[known]
-        biases[rows[known]] = d_b[known]
-        new = ~known
-        if new.any():
-            ids = ids + [x for x, k in zip(d_ids, known.tolist(), strict=True) if not k]
-            factors = np.concatenate([factors, d_f[new]])
-            biases = np.concatenate([biases, d_b[new]])
         return ids, factors, biases
-
-    def read_deltas(self, version: int, kind: str, rank: int
-                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Every delta of (version, kind), ids sorted for a deterministic merge order."""
-        results = self.db.read_many(
-            _READ_DELTAS, [(version, kind, bkt) for bkt in range(DELTA_BUCKETS)])
-        rows = sorted((r for rs in results for r in rs), key=lambda r: r[0])
-        ids = [r[0] for r in rows]
-        blob = b"".join(r[1] for r in rows)
-        factors = codec.unpack_array(blob, codec.F32, len(rows), rank).copy()
-        biases = np.array([r[2] for r in rows], dtype=np.float32)
-        return ids, factors, biases
-
-    def upsert(self, version: int, kind: str, ids: Sequence[str], factors: npt.ArrayLike,
-               biases: npt.ArrayLike | None = None) -> None:
-        """Write-behind: record the current vectors of changed ids (last write wins)."""
-        _check_kind(kind)
-        f, b = _as_factors(ids, factors, biases)
-        now = int(time.time() * 1000)
-        # Rows of one batch share a write timestamp, so a repeated id must appear once: the
-        # last occurrence, as if written in order.
-        last = {x: r for r, x in enumerate(ids)}
-        self.db.write_grouped(_UPSERT_DELTA, key_len=3, params=[
-            (version, kind, delta_bucket(x), x, f[r].tobytes(), float(b[r]), now)
-            for x, r in last.items()
-        ])
 
     def delete(self, version: int) -> None:
         """Remove every block, manifest and delta of ``version``; manifests go first."""

@@ -1,4 +1,4 @@
-"""Model version metadata, persistence checkpoints and the switch log.
+"""Model version metadata and the switch log.
 
 Status changes are compare-and-set (Cassandra LWT) against the status just read, so two
 processes can never both move a version (e.g. both promote it or one rejects a promoted one),
@@ -13,8 +13,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-from cassandra.query import BatchStatement, BatchType
 
 from worker.cassandra.session import Db
 
@@ -40,15 +38,6 @@ _SET_STATUS = (
     " IF status = ?"
 )
 _DELETE = "DELETE FROM {ks}.model_versions WHERE version = ?"
-_SAVE_CKPT = (
-    "INSERT INTO {ks}.persist_checkpoints (version, topic, kafka_partition, next_offset,"
-    " updated_at) VALUES (?,?,?,?,?)"
-)
-_LOAD_CKPT = (
-    "SELECT kafka_partition, next_offset FROM {ks}.persist_checkpoints"
-    " WHERE version = ? AND topic = ?"
-)
-_DELETE_CKPT = "DELETE FROM {ks}.persist_checkpoints WHERE version = ?"
 _SWITCH = "INSERT INTO {ks}.switch_log (year, at, version, reason, actor) VALUES (?,?,?,?,?)"
 _SWITCHES = "SELECT at, version, reason, actor FROM {ks}.switch_log WHERE year = ? LIMIT ?"
 
@@ -109,7 +98,7 @@ def _from_row(row: tuple[Any, ...]) -> ModelVersion:
 
 
 class Versions:
-    """Version rows, persistence checkpoints and switch log of one keyspace."""
+    """Version rows and switch log of one keyspace."""
 
     def __init__(self, db: Db) -> None:
         self.db = db
@@ -165,23 +154,7 @@ class Versions:
                 f"version {version} changed concurrently to {row[1]!r} (wanted {status!r})")
 
     def delete(self, version: int) -> None:
-        self.db.execute(_DELETE_CKPT, (version,))
         self.db.execute(_DELETE, (version,))
-
-    # -- persistence checkpoints ---------------------------------------------------------
-    def save_checkpoint(self, version: int, topic: str, offsets: dict[int, int]) -> None:
-        """One single-partition batch: every partition's offset lands atomically."""
-        if not offsets:
-            return
-        stmt = self.db.prepare(_SAVE_CKPT)
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        now = _ms(time.time())
-        for partition, offset in sorted(offsets.items()):
-            batch.add(stmt, (version, topic, int(partition), int(offset), now))
-        self.db.wait(self.db.submit(batch), batch)
-
-    def load_checkpoint(self, version: int, topic: str) -> dict[int, int]:
-        return {p: o for p, o in self.db.execute(_LOAD_CKPT, (version, topic))}
 
     # -- switch log ----------------------------------------------------------------------
     def record_switch(self, version: int, reason: str, actor: str = "") -> None:

@@ -1,0 +1,174 @@
+"""The Cassandra system of record on the real stack: a complete log, exact restore, Redis loss.
+
+Invariants checked (issue 10): log rows == accepted events, contiguous per partition;
+persisted (materialised) factors equal Redis at the same offsets; restore == an uninterrupted
+run, bit for bit with one partition; sum of item `n` == applied; no NaN.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.conftest import Isolated, StackInfo, make_settings
+from tests.streaming import produce, store_for, synthetic_events, wait_for
+from tests.test_worker_stream import assert_redis_equals, reference_model
+from worker.archive import Archiver
+from worker.cassandra_store import CassandraStore
+from worker.config import Settings, environ_for
+from worker.loop import Worker
+from worker.materialize import materialize
+from worker.redis_store import RedisStore, dump_vectors
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def persisted(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
+    settings = make_settings(stack, isolated, **{
+        "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 400,
+        "archive.batch_max_events": 700, "archive.snapshot_interval_s": 0.5,
+        "retrain.iterations": 4, "retrain.gate_margin": 10.0})
+    with CassandraStore(settings.cassandra) as cass:
+        cass.migrate()
+    yield settings
+    with CassandraStore(settings.cassandra) as cass:
+        cass.drop_keyspace()
+
+
+def wipe(store: RedisStore) -> None:
+    """Lose this test's Redis state (like FLUSHALL, without touching other tests' keys)."""
+    keys = list(store.client.scan_iter(match=f"{store.keys.prefix}:*", count=10000))
+    if keys:
+        store.client.unlink(*keys)
+
+
+def applied_offset(settings: Settings, store: RedisStore) -> int:
+    version = store.current_version()
+    if version is None:
+        return 0
+    return store.read_checkpoints(version, settings.kafka.topic, [0])[0].offset or 0
+
+
+def assert_log_complete(settings: Settings, cass: CassandraStore, events: list[dict[str, object]]) -> None:
+    ranges = cass.archive_ranges(settings.kafka.topic)
+    assert {p: (r.start, r.next) for p, r in ranges.items()} == {0: (0, len(events))}
+    chunks = list(cass.iter_contiguous_log(settings.kafka.topic, {0: len(events)}))
+    offsets = np.concatenate([c.offsets for c in chunks])
+    users = np.concatenate([c.user_ids for c in chunks])
+    np.testing.assert_array_equal(offsets, np.arange(len(events)))  # each once, in order
+    assert users.tolist() == [str(e["user_id"]) for e in events]
+
+
+def redis_state(settings: Settings) -> dict[str, object]:
+    store = store_for(settings)
+    version = store.current_version()
+    assert version is not None
+    users = dump_vectors(store, version, "u", settings.model.rank)
+    items = dump_vectors(store, version, "i", settings.model.rank)
+    counts = [int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in items[0]]
+    return {"version": version, "users": users, "items": items, "n": counts,
+            "offset": applied_offset(settings, store)}
+
+
+def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a["version"] == b["version"] and a["offset"] == b["offset"]
+    assert a["n"] == b["n"]
+    for kind in ("users", "items"):
+        ids_a, f_a, b_a = a[kind]  # type: ignore[misc]
+        ids_b, f_b, b_b = b[kind]  # type: ignore[misc]
+        assert ids_a == ids_b
+        np.testing.assert_array_equal(f_a, f_b)
+        np.testing.assert_array_equal(b_a, b_b)
+
+
+def assert_materialised_equals_redis(settings: Settings, cass: CassandraStore) -> None:
+    state = redis_state(settings)
+    mat = materialize(cass, settings, int(state["version"]))  # type: ignore[call-overload]
+    assert mat.offsets == {0: state["offset"]}
+    s = mat.model.state
+    for kind, idmap, f, b in (("users", s.users, s.user_factors, s.user_bias),
+                              ("items", s.items, s.item_factors, s.item_bias)):
+        ids, f_r, b_r = state[kind]  # type: ignore[misc]
+        assert sorted(idmap.ids) == ids
+        rows = idmap.rows_for(ids, add=False)
+        np.testing.assert_array_equal(f[rows], f_r)
+        np.testing.assert_array_equal(b[rows], b_r)
+
+
+def test_kill9_of_worker_and_archiver_loses_nothing_and_restore_is_exact(
+        persisted: Settings) -> None:
+    events = synthetic_events(12_000, 700, 300, seed=21)
+    produce(persisted, events)
+    env = environ_for(persisted)
+    base = [sys.executable, "-m", "worker.cli"]
+    quiet = ["--log-level", "WARNING"]
+    worker_cmd = base + ["worker", "--no-metrics-server", *quiet, "--idle-exit", "3"]
+    archive_cmd = base + ["archive", "--no-metrics-server", *quiet, "--idle-exit", "3"]
+    store = store_for(persisted)
+    rng = np.random.default_rng(5)
+    with CassandraStore(persisted.cassandra) as cass:
+        def archived() -> int:
+            r = cass.archive_ranges(persisted.kafka.topic).get(0)
+            return r.next if r else 0
+
+        kills = 0
+        for target in sorted(rng.integers(1_500, 10_000, size=3).tolist()):
+            w = subprocess.Popen(worker_cmd, env=env)
+            a = subprocess.Popen(archive_cmd, env=env)
+            ok = wait_for(lambda t=target: applied_offset(persisted, store) >= t
+                          and archived() >= t // 2, timeout_s=90, interval_s=0.01)
+            time.sleep(float(rng.uniform(0, 0.05)))  # anywhere inside a batch or block write
+            w.kill()
+            a.kill()
+            w.wait()
+            a.wait()
+            kills += int(ok)
+        assert kills >= 2, "the processes never got far enough to be killed mid-stream"
+        a = subprocess.Popen(archive_cmd, env=env)
+        assert subprocess.run(worker_cmd, env=env, timeout=180).returncode == 0
+        assert a.wait(timeout=180) == 0
+        assert applied_offset(persisted, store) == len(events)
+        assert_log_complete(persisted, cass, events)
+        reference = reference_model(persisted, events)
+        assert_redis_equals(persisted, reference)
+        before = redis_state(persisted)
+        assert sum(before["n"]) == len(events)  # type: ignore[arg-type]
+        assert_materialised_equals_redis(persisted, cass)
+        # a stream snapshot was stored and a restore from it is exact
+        assert cass.archive.snapshots(int(before["version"]))  # type: ignore[call-overload]
+        wipe(store)
+        subprocess.run(base + ["restore", *quiet], env=env, check=True, timeout=120)
+        assert_same_state(before, redis_state(persisted))
+
+
+def test_redis_wiped_while_the_worker_runs_is_detected_and_restored(persisted: Settings) -> None:
+    events = synthetic_events(6_000, 500, 250, seed=22)
+    store = store_for(persisted)
+    worker = Worker(persisted)
+    archiver = Archiver(persisted)
+    threads = [threading.Thread(target=worker.run, kwargs={"idle_exit_s": 6}, daemon=True),
+               threading.Thread(target=archiver.run, kwargs={"idle_exit_s": 6}, daemon=True)]
+    for t in threads:
+        t.start()
+    produce(persisted, events[:3000])
+    assert wait_for(lambda: applied_offset(persisted, store) >= 3000 and
+                    archiver.archived_total >= 3000, timeout_s=90)
+    wipe(store)  # the worker keeps running: it must notice before its next write
+    produce(persisted, events[3000:])
+    for t in threads:
+        t.join(180)
+    assert worker.losses >= 1
+    assert applied_offset(persisted, store) == len(events)
+    assert_redis_equals(persisted, reference_model(persisted, events))
+    state = redis_state(persisted)
+    assert sum(state["n"]) == len(events)  # type: ignore[arg-type]
+    with CassandraStore(persisted.cassandra) as cass:
+        assert_log_complete(persisted, cass, events)
+        assert_materialised_equals_redis(persisted, cass)
