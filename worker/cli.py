@@ -1,6 +1,8 @@
 """``online-als``: one CLI for the stack, the worker, and operations.
 
 Exit codes: 0 success, 1 failure, 2 bad usage or configuration, 3 something is down/missing.
+Errors a user can cause print one line (what, and how to fix it) on stderr; :func:`main` maps
+exceptions to exit codes centrally (:func:`exit_code_for`), so subcommands may simply raise.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from typing import Any
 from worker.config import ConfigError, Settings, load_config, parse_set_flags
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A bad argument or input file: one line on stderr, exit 2."""
+
+
+class NothingToDo(Exception):
+    """Nothing to act on (no model, no such version): one line on stderr, exit 3."""
 
 # subcommand -> "module:function" registering its parser; each module owns its subcommand
 SUBCOMMANDS: dict[str, str] = {
@@ -105,6 +115,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def exit_code_for(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an exception that ended a subcommand."""
+    import ssl
+
+    name = type(exc).__name__
+    if isinstance(exc, ConfigError | UsageError):
+        return EXIT_USAGE, str(exc) if isinstance(exc, ConfigError) else _one_line(str(exc))
+    if isinstance(exc, NothingToDo):
+        return EXIT_DOWN, _one_line(str(exc))
+    if isinstance(exc, UnicodeDecodeError):
+        return EXIT_USAGE, ("an input is not UTF-8 text (binary file?): "
+                            f"{_one_line(str(exc), 120)}; pass a text file (CSV, TSV, MovieLens)")
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        what = getattr(exc, "filename", None)
+        detail = f"{exc.strerror}: {what}" if what and exc.strerror else str(exc)
+        return EXIT_USAGE, f"{_one_line(detail)}; check the path"
+    if isinstance(exc, ssl.SSLError):
+        return EXIT_DOWN, (f"TLS handshake failed ({_one_line(str(exc), 160)}); check the tls/ssl "
+                           "CA file settings match the server's certificate")
+    mod = type(exc).__module__
+    if mod.startswith("redis"):
+        if "Authentication" in name or "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
+            return EXIT_USAGE, (f"Redis refused the credentials ({_one_line(str(exc), 160)}); fix "
+                                "redis.username/redis.password")
+        if "Connection" in name or "Timeout" in name or "ClusterDown" in name:
+            return EXIT_DOWN, (f"Redis is not reachable ({_one_line(str(exc), 200)}); start it "
+                               "(`online-als stack up`) or fix redis.host/redis.port/redis.tls")
+    if name in ("CassandraUnavailable", "NoHostAvailable", "OperationTimedOut"):
+        code = EXIT_USAGE if "refused the credentials" in str(exc) else EXIT_DOWN
+        return code, _one_line(str(exc))
+    if name == "AuthenticationFailed":
+        return EXIT_USAGE, "Cassandra refused the credentials; fix cassandra.username/password"
+    if name == "NoModelError":
+        return EXIT_DOWN, _one_line(str(exc))
+    if name == "KafkaException":
+        err: Any = exc.args[0] if exc.args else None
+        text = str(err.str()) if hasattr(err, "str") else str(exc)
+        if "Authentication" in text or "SASL" in text:
+            return EXIT_USAGE, (f"Kafka refused the credentials ({_one_line(text, 200)}); fix "
+                                "kafka.sasl_username/kafka.sasl_password")
+        return EXIT_DOWN, (f"Kafka error ({_one_line(text, 200)}); start it or fix "
+                           "kafka.bootstrap_servers/kafka.security_protocol")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return EXIT_DOWN, _one_line(str(exc))
+    return EXIT_FAIL, (f"{name}: {_one_line(str(exc), 300)} (rerun with --log-level DEBUG for "
+                       "the traceback)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -115,13 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    if args.command not in ("worker", "archive") and logging.getLogger().level > logging.DEBUG:
+        # the driver logs a traceback when no node answers; the one-line error says it all
+        logging.getLogger("cassandra.cluster").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"online-als: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAIL
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line and an exit code
+        code, message = exit_code_for(exc)
+        logging.getLogger("online_als").debug("%s failed", args.command, exc_info=True)
+        print(f"online-als {args.command}: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
