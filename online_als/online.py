@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from online_als import defaults as D
 from online_als.events import confidence_preference_from_weights
 from online_als.idmap import as_id_list
 from online_als.kernels.explicit_sgd import sgd_update_batch
@@ -35,10 +36,10 @@ def _check(name: str, value: float, *, positive: bool = False) -> float:
 class ExplicitParams:
     """Biased-MF SGD: step ``lr``, L2 ``reg`` on factors, ``reg_bias`` on biases, error clip."""
 
-    lr: float = 0.01
-    reg: float = 0.02
-    reg_bias: float = 0.02
-    clip: float = 10.0
+    lr: float = D.LEARNING_RATE
+    reg: float = D.REGULARIZATION
+    reg_bias: float = D.BIAS_REGULARIZATION
+    clip: float = D.GRADIENT_CLIP
     track_mean: bool = True  # update global_mean after each batch with the applied ratings
 
     def __post_init__(self) -> None:
@@ -98,9 +99,10 @@ class OnlineModel:
 
     @classmethod
     def explicit(
-        cls, k: int = 32, *, lr: float = 0.01, reg: float = 0.02, reg_bias: float = 0.02,
-        clip: float = 10.0, global_mean: float = 0.0, track_mean: bool = True, seed: int = 0,
-        init_scale: float = 0.1,
+        cls, k: int = D.RANK, *, lr: float = D.LEARNING_RATE, reg: float = D.REGULARIZATION,
+        reg_bias: float = D.BIAS_REGULARIZATION, clip: float = D.GRADIENT_CLIP,
+        global_mean: float = 0.0, track_mean: bool = True, seed: int = 0,
+        init_scale: float = D.INIT_SCALE,
     ) -> OnlineModel:  # fmt: skip
         """Biased-MF SGD model; new users and items start at N(0, init_scale), bias 0."""
         params = ExplicitParams(lr, reg, reg_bias, clip, track_mean)

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from online_als import defaults as _D
+
 ENV_PREFIX = "ONLINE_ALS_"
 ENV_NESTED = "__"
 CONFIG_FILE_ENV = "ONLINE_ALS_CONFIG"
@@ -201,16 +203,16 @@ class CassandraSettings(_Section):
 
 class ModelSettings(_Section):
     mode: Literal["explicit", "implicit"] = "explicit"
-    rank: int = Field(64, ge=1, le=1024)
-    learning_rate: float = Field(0.01, gt=0, le=1)
-    regularization: float = Field(0.05, ge=0)
-    bias_regularization: float = Field(0.05, ge=0)
-    gradient_clip: float = Field(5.0, gt=0)
-    init_scale: float = Field(0.1, gt=0, description="explicit: N(0, scale) for new ids")
+    rank: int = Field(_D.RANK, ge=1, le=1024)
+    learning_rate: float = Field(_D.LEARNING_RATE, gt=0, le=1)
+    regularization: float = Field(_D.REGULARIZATION, ge=0)
+    bias_regularization: float = Field(_D.BIAS_REGULARIZATION, ge=0)
+    gradient_clip: float = Field(_D.GRADIENT_CLIP, gt=0)
+    init_scale: float = Field(_D.INIT_SCALE, gt=0, description="explicit: N(0, scale) for new ids")
     implicit_user_init_scale: float = Field(0.0, ge=0, description="0: first fold-in is exact")
     implicit_item_init_scale: float = Field(0.01, gt=0)
-    seed: int = 42
-    global_mean: float = 3.5
+    seed: int = _D.SEED
+    global_mean: float = _D.GLOBAL_MEAN
     rating_min: float = 0.5
     rating_max: float = 5.0
     alpha: float = Field(1.0, gt=0, description="implicit confidence scale, c = alpha * weight")

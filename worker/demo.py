@@ -48,8 +48,7 @@ def demo_settings(args: argparse.Namespace, run_id: str) -> Settings:
         "kafka.topic": f"demo-ratings-{run_id}", "kafka.dead_letter_topic": f"demo-ratings-{run_id}.dlq",
         "kafka.group_id": f"demo-{run_id}", "kafka.partitions": "3",
         "redis.key_prefix": f"demo{run_id}", "cassandra.keyspace": f"demo_{run_id}",
-        "model.mode": "explicit", "model.rank": "32", "model.learning_rate": "0.02",
-        "model.regularization": "0.05", "model.global_mean": "3.53",
+        "model.mode": "explicit",  # the model's settings: online_als.defaults
         "archive.snapshot_interval_s": "5", "retrain.iterations": "15", "retrain.gate_margin": "0.5",
         # bias shrinkage for ranking: at the RMSE-optimal 0.05 ALS-WR ranks rare items first
         "retrain.explicit_reg_bias": "1.0",

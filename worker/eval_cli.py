@@ -40,17 +40,32 @@ def add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, ml-latest-small or a file")
     p.add_argument("--batch", type=int, default=1000, help="events per learn_batch call")
     p.add_argument("--retrain", action="store_true", help="ALS-WR on a 90/10 temporal split")
+    add_learner_flag(p)
     p.set_defaults(func=_evaluate)
 
 
-def _online_model(settings: Any, **params: Any) -> Any:
+def add_learner_flag(p: Any) -> None:
+    from online_als import defaults
+
+    p.add_argument("--learner", choices=("adaptive", "sgd"), default=defaults.LEARNER,
+                   help="adaptive: AdaGrad + session bias (online_als.adaptive); sgd: plain "
+                        "biased-MF SGD, the kernel the worker runs today (default %(default)s)")
+
+
+def _online_model(settings: Any, learner: str = "sgd", **params: Any) -> Any:
+    """The explicit online learner from ``settings.model`` (defaults: online_als.defaults)."""
+    from online_als.adaptive import AdaptiveModel, AdaptiveParams
     from online_als.online import OnlineModel
 
     m = settings.model
     kw = {"k": m.rank, "lr": m.learning_rate, "reg": m.regularization,
           "reg_bias": m.bias_regularization, "clip": m.gradient_clip, "init_scale": m.init_scale,
-          "seed": m.seed, "global_mean": m.global_mean, "track_mean": True, **params}
-    return OnlineModel.explicit(**kw)
+          "seed": m.seed, "global_mean": m.global_mean, **params}
+    if learner == "sgd":
+        return OnlineModel.explicit(track_mean=True, **kw)
+    k, seed, init, mean = (kw.pop(name) for name in ("k", "seed", "init_scale", "global_mean"))
+    return AdaptiveModel(int(k), AdaptiveParams(**kw), seed=seed, init_scale=init,
+                         global_mean=mean)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -81,10 +96,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         from online_als.evaluation import prequential
 
-        res_p = prequential(_online_model(settings), data.iter_batches(args.batch), args.batch,
-                            settings.worker.prequential_window,
+        res_p = prequential(_online_model(settings, args.learner), data.iter_batches(args.batch),
+                            args.batch, settings.worker.prequential_window,
                             rating_range=(m.rating_min, m.rating_max))
         out = {"dataset": args.dataset, "protocol": "prequential, timestamp order",
+               "learner": args.learner,
                "rmse": float(res_p.running_rmse[-1]), "mae": float(res_p.running_mae[-1]),
                "events": int(res_p.n_scored), "seconds": round(res_p.wall_seconds, 2)}
     emit(args, out, lambda d: "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -99,9 +115,15 @@ def add_tune_parser(sub: Any) -> None:
                                    "explicit model for every combination of the grid.")
     add_common(p)
     p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--grid", default="k=16,32;lr=0.01,0.02;reg=0.02,0.05",
-                   help="'name=v1,v2;name=...' over k, lr, reg, reg_bias, init_scale")
+    p.add_argument("--grid", default="k=32,64;lr=0.05,0.1;reg=0.0,0.02",
+                   help="'name=v1,v2;name=...' over k, lr, reg, reg_bias, init_scale (and, for the "
+                        "adaptive learner, lr_bias, acc_init, session_lr, session_reg, ...)")
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation instead")
+    p.add_argument("--split", choices=("time", "random"), default="time",
+                   help="folds of --folds: time = forward chaining, each fold trained only on "
+                        "the ratings before it (default, right for streams); random = seeded "
+                        "random folds (trains on the future)")
+    add_learner_flag(p)
     p.set_defaults(func=_tune)
 
 
@@ -122,20 +144,27 @@ def _tune(args: argparse.Namespace) -> int:
     grid_lists = {k: [int(v) if k == "k" else v for v in vs] for k, vs in grid.items()}
 
     def fit(train: Any, params: dict[str, Any]) -> Any:
-        model = _online_model(settings, **params)
+        model = _online_model(settings, args.learner, **params)
         for batch in train.iter_batches(1000):
-            model.learn_batch(batch.user_ids, batch.item_ids, batch.values)
+            if getattr(model, "wants_timestamps", False):
+                model.learn_batch(batch.user_ids, batch.item_ids, batch.values, batch.timestamps)
+            else:
+                model.learn_batch(batch.user_ids, batch.item_ids, batch.values)
         return model
 
     if args.folds:
-        result = cross_validate(fit, grid_lists, data, k_folds=args.folds, metric="rmse")
+        result = cross_validate(fit, grid_lists, data, k_folds=args.folds, metric="rmse",
+                                split=args.split, refit=False)
     else:
         train, valid = temporal_split(data, 0.1)
         result = grid_search(fit, grid_lists, train, valid, metric="rmse")
     rows = [{"params": r["params"], "rmse": float(r["score"])} for r in result.rows]
     best = rows[result.best_index]
     combos = len(list(itertools.product(*grid_lists.values())))
-    emit(args, {"best": best, "rows": rows, "combinations": combos}, lambda d: "\n".join(
+    split = f"{args.split} {args.folds}-fold" if args.folds else "last 10% by time"
+    emit(args, {"best": best, "rows": rows, "combinations": combos, "validation": split,
+                "learner": args.learner}, lambda d: "\n".join(
         [f"{'rmse':>8}  params"] + [f"{r['rmse']:>8.4f}  {r['params']}" for r in d["rows"]]
-        + [f"best: {d['best']['params']} rmse={d['best']['rmse']:.4f}"]))
+        + [f"best: {d['best']['params']} rmse={d['best']['rmse']:.4f} "
+           f"({d['learner']}, validation: {d['validation']})"]))
     return EXIT_OK

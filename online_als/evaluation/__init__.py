@@ -36,6 +36,8 @@ from online_als.evaluation.splits import (
     random_split,
     split_by_mask,
     temporal_split,
+    time_fold_assignments,
+    time_folds,
 )
 from online_als.evaluation.tuning import (
     SearchResult,
@@ -89,5 +91,7 @@ __all__ = [
     "simulate_feedback",
     "split_by_mask",
     "temporal_split",
+    "time_fold_assignments",
+    "time_folds",
     "window_protocol",
 ]

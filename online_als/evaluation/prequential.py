@@ -136,7 +136,8 @@ def prequential(
 
     Parameters
     ----------
-    learner : has ``learn_batch(user_ids, item_ids, values) -> (pred_before, applied)``.
+    learner : has ``learn_batch(user_ids, item_ids, values) -> (pred_before, applied)``; a
+        learner with a true ``wants_timestamps`` attribute also gets the batch's timestamps.
     stream_chunks : a :class:`Ratings` or an iterable of them (e.g.
         :func:`~online_als.datasets.iter_rating_chunks`), in stream (time) order.
     batch_size : events per ``learn_batch`` call.
@@ -167,9 +168,14 @@ def prequential(
     total_sq = total_ab = 0.0
     learn_seconds = 0.0
     wall_start = time.perf_counter()
+    stamps = bool(getattr(learner, "wants_timestamps", False))
     for batch in rechunk(chunks, batch_size):
         t0 = time.perf_counter()
-        pred, applied = learner.learn_batch(batch.user_ids, batch.item_ids, batch.values)
+        if stamps:
+            learn: Any = learner.learn_batch  # takes the timestamps too (wants_timestamps)
+            pred, applied = learn(batch.user_ids, batch.item_ids, batch.values, batch.timestamps)
+        else:
+            pred, applied = learner.learn_batch(batch.user_ids, batch.item_ids, batch.values)
         dt = time.perf_counter() - t0
         learn_seconds += dt
         pred64: np.ndarray = np.asarray(pred, dtype=np.float64).reshape(-1)

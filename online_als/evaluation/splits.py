@@ -8,6 +8,8 @@ a ``seed`` and are reproducible.
 - :func:`temporal_split`: the latest rows, either globally (one cut time) or per user.
 - :func:`leave_k_out`: the last ``k`` ratings of every user, by time.
 - :func:`kfold` / :func:`kfold_assignments`: seeded k-fold cross-validation.
+- :func:`time_folds` / :func:`time_fold_assignments`: forward-chaining folds for streams (train
+  on everything before a block of time, test on the block), never training on the future.
 - :func:`ml100k_folds` / :func:`ml100k_allbut`: the MovieLens 100K release's own splits.
 """
 
@@ -31,6 +33,8 @@ __all__ = [
     "random_split",
     "split_by_mask",
     "temporal_split",
+    "time_fold_assignments",
+    "time_folds",
 ]
 
 
@@ -150,6 +154,38 @@ def kfold(ratings: Ratings, n_folds: int = 5, seed: int = 0) -> Iterator[tuple[R
     folds = kfold_assignments(len(ratings), n_folds, seed)
     for f in range(n_folds):
         yield split_by_mask(ratings, folds == f)
+
+
+def time_fold_assignments(timestamps: np.ndarray, n_folds: int = 5) -> np.ndarray:
+    """Block number of each row in time order: the rows sorted by time (stable) are cut into
+    ``n_folds + 1`` equal blocks; block 0 is only ever trained on, blocks ``1..n_folds`` are
+    the test folds. Rows with equal timestamps may fall on both sides of a cut (stable order).
+
+    >>> time_fold_assignments(np.array([5, 1, 4, 2, 3, 6]), 2).tolist()
+    [2, 0, 1, 0, 1, 2]
+    """
+    if n_folds < 1:
+        raise ValueError("n_folds must be >= 1")
+    ts = np.asarray(timestamps)
+    order = np.argsort(ts, kind="stable")
+    blocks = np.empty(ts.shape[0], np.int64)
+    blocks[order] = (np.arange(ts.shape[0]) * (n_folds + 1)) // max(ts.shape[0], 1)
+    return blocks
+
+
+def time_folds(ratings: Ratings, n_folds: int = 5) -> Iterator[tuple[Ratings, Ratings]]:
+    """Forward chaining (scikit-learn's ``TimeSeriesSplit``): fold ``f`` trains on every row
+    of blocks ``0..f-1`` and tests on block ``f`` (``f = 1..n_folds``); see
+    :func:`time_fold_assignments`. Each side keeps the input row order.
+
+    >>> from online_als.datasets import Ratings
+    >>> r = Ratings.from_columns(range(6), range(6), range(6), [5, 1, 4, 2, 3, 6])
+    >>> [(len(tr), te.timestamps.tolist()) for tr, te in time_folds(r, 2)]
+    [(2, [4, 3]), (4, [5, 6])]
+    """
+    blocks = time_fold_assignments(ratings.timestamps, n_folds)
+    for f in range(1, n_folds + 1):
+        yield ratings.take(np.flatnonzero(blocks < f)), ratings.take(np.flatnonzero(blocks == f))
 
 
 def _sorted_like_release(ratings: Ratings) -> Ratings:

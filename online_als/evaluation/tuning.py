@@ -23,7 +23,7 @@ import numpy as np
 
 from online_als.datasets import Ratings
 from online_als.evaluation.metrics import mae, rmse
-from online_als.evaluation.splits import kfold_assignments, split_by_mask
+from online_als.evaluation.splits import kfold_assignments, split_by_mask, time_folds
 
 __all__ = [
     "ParamGrid",
@@ -204,9 +204,14 @@ def cross_validate(
     greater_is_better: bool | None = None,
     seed: int = 0,
     refit: bool = True,
+    split: str = "random",
 ) -> SearchResult[M]:
-    """Score every combination by its mean over ``k_folds`` seeded folds (``CrossValidator``);
-    with ``refit`` the best combination is fitted again on all of ``data``.
+    """Score every combination by its mean over ``k_folds`` folds (``CrossValidator``); with
+    ``refit`` the best combination is fitted again on all of ``data``.
+
+    ``split="random"``: seeded random folds. ``split="time"``: forward chaining over time
+    (:func:`~online_als.evaluation.splits.time_folds`): each fold trains only on what came
+    before it, the right choice for a stream.
 
     >>> class Mean:
     ...     def __init__(self, v, shrink): self.m = v.mean() * (1 - shrink)
@@ -217,8 +222,13 @@ def cross_validate(
     ({'shrink': 0.0}, 3)
     """
     score_fn, name, larger = _resolve(metric, greater_is_better)
-    folds = kfold_assignments(len(data), k_folds, seed)
-    splits = [split_by_mask(data, folds == f) for f in range(k_folds)]
+    if split == "time":
+        splits = list(time_folds(data, k_folds))
+    elif split == "random":
+        folds = kfold_assignments(len(data), k_folds, seed)
+        splits = [split_by_mask(data, folds == f) for f in range(k_folds)]
+    else:
+        raise ValueError(f"split must be 'random' or 'time', got {split!r}")
     rows: list[dict[str, Any]] = []
     for params in expand_grid(param_grid):
         fold_scores = []

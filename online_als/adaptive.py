@@ -1,0 +1,177 @@
+"""In-memory adaptive explicit learner: :class:`ModelState` plus the per-entity aux tables.
+
+The reference for a worker that adopts :func:`adaptive_update_batch`: the same events in the
+same batches give the same numbers. Defaults come from :mod:`online_als.defaults`.
+
+>>> m = AdaptiveModel(k=8)
+>>> pred, applied = m.learn_batch(["ann", "bob", "ann"], ["f1", "f1", "f2"], [4.0, 5.0, 3.0],
+...                               [0, 10, 20])
+>>> applied.tolist(), m.user_aux.shape
+([1, 1, 1], (2, 11))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from online_als import defaults as D
+from online_als.idmap import as_id_list
+from online_als.init import init_vectors
+from online_als.kernels.explicit_adaptive import (
+    NO_SESSION,
+    adaptive_update_batch,
+    init_item_aux,
+    init_user_aux,
+    pack_params,
+)
+from online_als.model import ModelState
+
+#: Salt of the deterministic initial implicit item factors ``z_i``.
+IMPLICIT_SALT = "item-implicit"
+
+
+@dataclass(frozen=True)
+class AdaptiveParams:
+    """Hyper-parameters of :func:`adaptive_update_batch` and of new ids' aux state."""
+
+    lr: float = D.LEARNING_RATE
+    lr_bias: float = D.BIAS_LEARNING_RATE
+    reg: float = D.REGULARIZATION
+    reg_bias: float = D.BIAS_REGULARIZATION
+    clip: float = D.GRADIENT_CLIP
+    acc_init: float = D.ACC_INIT
+    session_lr: float = D.SESSION_LEARNING_RATE
+    session_reg: float = D.SESSION_REGULARIZATION
+    session_seconds: float = D.SESSION_SECONDS
+    implicit: bool = D.IMPLICIT
+    implicit_lr: float = D.IMPLICIT_LEARNING_RATE
+    implicit_reg: float = D.IMPLICIT_REGULARIZATION
+    implicit_init_scale: float = D.IMPLICIT_INIT_SCALE
+    track_mean: bool = True
+
+    def __post_init__(self) -> None:
+        for name, v in asdict(self).items():
+            if isinstance(v, bool):
+                continue
+            v = float(v)
+            positive = name in ("lr", "lr_bias", "clip", "acc_init")
+            if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}")
+            object.__setattr__(self, name, v)
+
+    def packed(self) -> np.ndarray:
+        return pack_params(self.lr, self.lr_bias, self.reg, self.reg_bias, self.clip,
+                           self.session_lr, self.session_reg, self.session_seconds,
+                           self.implicit, self.implicit_lr, self.implicit_reg)  # fmt: skip
+
+
+class AdaptiveModel:
+    """Online biased MF with AdaGrad steps, a session user bias and an optional implicit factor.
+
+    ``learn_batch(users, items, ratings, timestamps=None)`` returns ``(pred_before, applied)``
+    like :class:`online_als.online.OnlineModel`; without timestamps every event is in one
+    session. ``predict`` is what serving computes from ``f`` and ``b``: the global mean, both
+    biases and ``f_u . f_i`` (the session bias is transient and left out).
+    """
+
+    wants_timestamps = True  # prequential() passes the batch's timestamps
+
+    def __init__(self, k: int = D.RANK, params: AdaptiveParams | None = None, *,
+                 seed: int = D.SEED, init_scale: float = D.INIT_SCALE,
+                 global_mean: float = D.GLOBAL_MEAN) -> None:  # fmt: skip
+        self.params = params or AdaptiveParams()
+        self.state = ModelState("explicit", k, seed=seed, user_init_scale=init_scale,
+                                item_init_scale=init_scale, global_mean=global_mean,
+                                hyper={"learner": "adaptive", **asdict(self.params)})  # fmt: skip
+        p = self.params
+        self._ua = init_user_aux(0, k, p.implicit, p.acc_init)
+        self._ia = init_item_aux(np.zeros((0, k), np.float32), p.implicit, p.acc_init)
+        self._hp = p.packed()
+
+    @property
+    def user_aux(self) -> NDArray[np.float32]:
+        return self._ua[: self.state.n_users]
+
+    @property
+    def item_aux(self) -> NDArray[np.float32]:
+        return self._ia[: self.state.n_items]
+
+    def _grow(self, aux: np.ndarray, need: int, new: np.ndarray) -> np.ndarray:
+        old = need - new.shape[0]
+        if need > aux.shape[0]:
+            grown = np.zeros((max(need, 2 * aux.shape[0], 64), aux.shape[1]), np.float32)
+            grown[:old] = aux[:old]
+            aux = grown
+        aux[old:need] = new
+        return aux
+
+    def ensure(self, users: list[Any], items: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the ids, adding new ones (vectors, zero biases, fresh aux state)."""
+        s, p = self.state, self.params
+        nu0, ni0 = s.n_users, s.n_items
+        u = s.ensure_users(users)
+        i = s.ensure_items(items)
+        if s.n_users > nu0:
+            self._ua = self._grow(self._ua, s.n_users,
+                                  init_user_aux(s.n_users - nu0, s.k, p.implicit, p.acc_init))
+        if s.n_items > ni0:
+            new_ids = s.items.ids[ni0:]
+            z = (init_vectors(new_ids, s.k, s.seed, p.implicit_init_scale, salt=IMPLICIT_SALT)
+                 if p.implicit else np.zeros((len(new_ids), s.k), np.float32))  # fmt: skip
+            self._ia = self._grow(self._ia, s.n_items, init_item_aux(z, p.implicit, p.acc_init))
+        return u, i
+
+    def learn_batch(
+        self, user_ids: Iterable[Any], item_ids: Iterable[Any], values: Iterable[float],
+        timestamps: Iterable[int] | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:  # fmt: skip
+        users, items = as_id_list(user_ids), as_id_list(item_ids)
+        v = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float32)
+        if not (len(users) == len(items) == len(v)) or v.ndim != 1:
+            raise ValueError(
+                f"lengths differ: {len(users)} users, {len(items)} items, {len(v)} values"
+            )
+        t = (np.zeros(len(v), np.int64) if timestamps is None
+             else np.asarray(timestamps, np.int64).reshape(-1))  # fmt: skip
+        if len(t) != len(v):
+            raise ValueError(f"{len(t)} timestamps for {len(v)} values")
+        u, i = self.ensure(users, items)
+        s = self.state
+        pred = np.empty(len(v), np.float32)
+        applied = np.empty(len(v), np.uint8)
+        adaptive_update_batch(
+            s.user_factors, s.user_bias, self.user_aux, s.item_factors, s.item_bias,
+            self.item_aux, u, i, v, t, s.global_mean, self._hp, pred, applied,
+        )  # fmt: skip
+        if self.params.track_mean:
+            s.observe_ratings(v, applied)
+        return pred, applied
+
+    def predict(self, user_ids: Iterable[Any], item_ids: Iterable[Any]) -> NDArray[np.float32]:
+        """``mu + b_u + b_i + f_u . f_i``; unknown ids contribute 0."""
+        s = self.state
+        u = s.users.rows_for(user_ids, add=False)
+        i = s.items.rows_for(item_ids, add=False)
+        ku, ki = u >= 0, i >= 0
+        x = np.zeros((len(u), s.k))
+        y = np.zeros((len(i), s.k))
+        x[ku], y[ki] = s.user_factors[u[ku]], s.item_factors[i[ki]]
+        bu, bi = np.zeros(len(u)), np.zeros(len(i))
+        bu[ku], bi[ki] = s.user_bias[u[ku]], s.item_bias[i[ki]]
+        return (s.global_mean + bu + bi + np.einsum("ij,ij->i", x, y)).astype(np.float32)
+
+    def reset_after_rebase(self) -> None:
+        """What a retrain rebase does to the aux state: the AdaGrad sums stay (how much each
+        entity has been learnt), sessions and the implicit sums restart (their meaning is tied
+        to the replaced factors)."""
+        k = self.state.k
+        self._ua[:, k + 1] = NO_SESSION
+        self._ua[:, k + 2] = 0.0
+        if self.params.implicit:
+            self._ua[:, k + 3 :] = 0.0
