@@ -94,6 +94,20 @@ class AdaptiveModel:
         self._ia = init_item_aux(np.zeros((0, k), np.float32), p.implicit, p.acc_init)
         self._hp = p.packed()
 
+    @classmethod
+    def from_state(cls, state: ModelState, params: AdaptiveParams | None = None) -> AdaptiveModel:
+        """Continue from existing factors (e.g. a retrain's); every id gets fresh aux state."""
+        m = cls(state.k, params, seed=state.seed, init_scale=state.user_init_scale,
+                global_mean=state.global_mean)  # fmt: skip
+        m.state = state
+        p = m.params
+        m._ua = init_user_aux(state.n_users, state.k, p.implicit, p.acc_init)
+        z = (init_vectors(state.items.ids, state.k, state.seed, p.implicit_init_scale,
+                          salt=IMPLICIT_SALT)
+             if p.implicit else np.zeros((state.n_items, state.k), np.float32))  # fmt: skip
+        m._ia = init_item_aux(z, p.implicit, p.acc_init)
+        return m
+
     @property
     def user_aux(self) -> NDArray[np.float32]:
         return self._ua[: self.state.n_users]

@@ -93,12 +93,20 @@ def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int
 
 
 def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
-              train_csr: Any) -> dict[str, float]:
+              train_csr: Any, serving: Any = None, replay_params: Any = None) -> dict[str, float]:
+    """The candidate's holdout metrics; with ``serving`` (an
+    :class:`online_als.evaluation.gate.GateModel` of the serving version as of the holdout
+    boundary) both models are scored on the same holdout by the same functions, the serving
+    model's scores under ``serving_<metric>`` (what :func:`_gate` compares). Explicit mode
+    with ``replay_params`` (the online learner's params) replays the holdout through the online
+    kernel from each model, so both are scored as they would serve, online updates included."""
     if not holdout or result.users is None:
         return {}
     users = np.concatenate([h[0] for h in holdout])
     items = np.concatenate([h[1] for h in holdout])
     values = np.concatenate([h[2] for h in holdout]).astype(np.float32)
+    if serving is not None:
+        return _score_both(mode, result, serving, users, items, values, train_csr, replay_params)
     u = result.users.rows_for(users, add=False)
     i = result.items.rows_for(items, add=False)
     if mode == "explicit":
@@ -123,15 +131,53 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
     return {"ndcg_at_10": float(m["ndcg"]), "recall_at_10": float(m["recall"])}
 
 
+def _score_both(mode: str, result: Any, serving: Any, users: np.ndarray, items: np.ndarray,
+                values: np.ndarray, train_csr: Any, replay_params: Any) -> dict[str, float]:
+    """Candidate and serving model on the same holdout (online_als.evaluation.gate)."""
+    from online_als.evaluation.gate import GateModel, compare_on_holdout
+
+    cand = GateModel(result.users.to_list(), result.user_factors, result.user_bias,
+                     result.items.to_list(), result.item_factors, result.item_bias,
+                     float(result.global_mean))
+    kw: dict[str, Any] = {}
+    if mode == "explicit":
+        kw["params"] = replay_params
+    else:  # same sampled users for both; seen = their training items (candidate's id space)
+        pos = values > 0
+        eu = np.unique(users[pos].astype(str))
+        if len(eu) > MAX_EVAL_USERS:
+            eu = np.sort(np.random.default_rng(0).choice(eu, MAX_EVAL_USERS, replace=False))
+        rows = result.users.rows_for(eu, add=False)
+        sub = train_csr[np.maximum(rows, 0)].tocoo()
+        keep = rows[sub.row] >= 0
+        item_ids = np.asarray(result.items.to_list(), dtype=object)
+        kw.update(eval_users=eu, seen_users=eu[sub.row[keep]],
+                  seen_items=item_ids[sub.col[keep]].astype(str))
+    res = compare_on_holdout(mode, serving, cand, users, items, values, **kw)
+    out = {k: v for k, v in res.candidate.items() if k not in ("n", "n_users")}
+    out.update({f"serving_{k}": v for k, v in res.serving.items() if k not in ("n", "n_users")})
+    return out
+
+
 def _gate(mode: str, new: dict[str, float], base: dict[str, float], margin: float) -> str:
-    """'' when the new model may be promoted, else the reason it is rejected."""
-    key, lower_better = ("rmse", True) if mode == "explicit" else ("ndcg_at_10", False)
-    if key not in new or key not in base or base[key] == 0:
+    """'' when the new model may be promoted, else the reason it is rejected.
+
+    ``new`` from :func:`_evaluate`: when it holds ``serving_<metric>`` (both models scored on
+    the same holdout) the candidate is compared with that. Otherwise the only reference is
+    ``base``, the serving version's metric stored from an *older* holdout (a weaker check).
+    No serving model (bootstrap): promoted."""
+    from online_als.evaluation.gate import GATE_METRIC, gate_reason
+
+    key = GATE_METRIC[mode][0]
+    if key not in new:  # nothing scored (e.g. an empty holdout): nothing to hold it back
         return ""
-    worse = (new[key] - base[key]) / base[key] if lower_better else (base[key] - new[key]) / base[key]
-    if worse > margin:
-        return f"{key} {new[key]:.4f} is {worse:.1%} worse than the current {base[key]:.4f}"
-    return ""
+    if f"serving_{key}" in new:
+        serving = {k[len("serving_"):]: v for k, v in new.items() if k.startswith("serving_")}
+        return gate_reason(mode, serving, new, margin)
+    if not base:
+        return ""
+    reason = gate_reason(mode, base, new, margin)
+    return reason.replace("on the same holdout", "on an older holdout") if reason else ""
 
 
 def _warm_start(store: RedisStore, version: int, rank: int) -> WarmStart:

@@ -1,0 +1,214 @@
+"""The retrain quality gate as pure functions: score the serving model and the candidate on the
+same holdout, then promote only a candidate that is not worse by more than a margin.
+
+Both models come as :class:`GateModel` (ids, factors, biases, global mean: what a version
+holds). Scoring never mutates them.
+
+- Explicit ratings: :func:`score_explicit`. With ``params`` (the online learner's settings) the
+  holdout is *replayed*, predict then learn, through the online kernel from a copy of each
+  model, so both are scored as they would serve with the online updates of the holdout
+  included (prequential RMSE/MAE). Without ``params`` it is a static score of the arrays.
+- Implicit feedback: :func:`score_ranking`, NDCG@k / recall@k of each model's top-k for the
+  same sample of holdout users, excluding the items each user had before the holdout.
+- :func:`gate_reason` compares two score dicts; :func:`compare_on_holdout` does it all.
+
+>>> ser = GateModel(["u"], np.ones((1, 2)), np.zeros(1), ["a", "b"], np.eye(2), np.zeros(2), 3.0)
+>>> bad = GateModel(["u"], -np.ones((1, 2)), np.zeros(1), ["a", "b"], np.eye(2), np.zeros(2), 3.0)
+>>> h = (np.array(["u", "u"]), np.array(["a", "b"]), np.array([4.0, 4.0], np.float32))
+>>> res = compare_on_holdout("explicit", ser, bad, *h, margin=0.02)
+>>> res.promote, res.serving["rmse"], res.candidate["rmse"]
+(False, 0.0, 2.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from online_als.evaluation._arrays import split_by_group
+from online_als.evaluation.metrics import ranking_metrics_at_k
+from online_als.evaluation.prequential import prequential
+
+__all__ = ["GateModel", "GateResult", "compare_on_holdout", "gate_reason", "score_explicit",
+           "score_ranking"]  # fmt: skip
+
+#: Metric the gate compares, and whether lower is better, per mode.
+GATE_METRIC = {"explicit": ("rmse", True), "implicit": ("ndcg_at_10", False)}
+
+
+@dataclass(frozen=True, eq=False)
+class GateModel:
+    """A model version's arrays: ids (any sequence of str), float32 factors and biases."""
+
+    user_ids: Sequence[Any] | NDArray[Any]
+    user_factors: NDArray[Any]
+    user_bias: NDArray[Any]
+    item_ids: Sequence[Any] | NDArray[Any]
+    item_factors: NDArray[Any]
+    item_bias: NDArray[Any]
+    global_mean: float = 0.0
+
+    def state(self, mode: Literal["explicit", "implicit"]) -> Any:
+        from online_als.model import ModelState
+
+        return ModelState.from_arrays(
+            mode, [str(u) for u in self.user_ids], self.user_factors, self.user_bias,
+            [str(i) for i in self.item_ids], self.item_factors, self.item_bias,
+            global_mean=float(self.global_mean),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GateResult:
+    promote: bool
+    reason: str
+    serving: dict[str, float] = field(default_factory=dict)
+    candidate: dict[str, float] = field(default_factory=dict)
+
+
+def _errors(pred: NDArray[Any], values: NDArray[Any]) -> dict[str, float]:
+    err = pred.astype(np.float64) - values.astype(np.float64)
+    err = err[np.isfinite(err)]
+    if not err.size:
+        return {}
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
+            "n": float(err.size)}  # fmt: skip
+
+
+def score_explicit(
+    model: GateModel, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
+    params: Any = None, timestamps: ArrayLike | None = None,
+    rating_range: tuple[float, float] = (0.5, 5.0), batch: int = 1000,
+) -> dict[str, float]:  # fmt: skip
+    """RMSE/MAE of ``model`` on the holdout (in stream order), predictions clipped.
+
+    ``params``: an :class:`~online_als.online.ExplicitParams` (plain SGD) or
+    :class:`~online_als.adaptive.AdaptiveParams` replays the holdout through that online
+    learner from a copy of the model (prequential); None scores the arrays as they are.
+    """
+    from online_als.datasets import Ratings
+
+    v = np.asarray(values, np.float32)
+    if not v.size:
+        return {}
+    state = model.state("explicit")
+    if params is None:
+        u = state.users.rows_for(users, add=False)
+        i = state.items.rows_for(items, add=False)
+        ku, ki = u >= 0, i >= 0
+        dot = np.zeros(len(v))
+        both = ku & ki
+        dot[both] = np.einsum("ij,ij->i", state.user_factors[u[both]].astype(np.float64),
+                              state.item_factors[i[both]].astype(np.float64))  # fmt: skip
+        pred = state.global_mean + np.where(ku, state.user_bias[np.maximum(u, 0)], 0.0) + np.where(
+            ki, state.item_bias[np.maximum(i, 0)], 0.0) + dot
+        return _errors(np.clip(pred, *rating_range), v)
+    learner = _learner(state, params)
+    ts = np.zeros(len(v), np.int64) if timestamps is None else timestamps
+    res = prequential(learner, Ratings.from_columns(users, items, v, ts), batch,
+                      rating_range=rating_range)  # fmt: skip
+    return {"rmse": res.rmse, "mae": res.mae, "n": float(res.n_scored)}
+
+
+def _learner(state: Any, params: Any) -> Any:
+    from online_als.adaptive import AdaptiveModel, AdaptiveParams
+    from online_als.online import OnlineModel
+
+    if isinstance(params, AdaptiveParams):
+        return AdaptiveModel.from_state(state, params)
+    state.hyper = {}
+    return OnlineModel(state, params)
+
+
+def score_ranking(
+    model: GateModel, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
+    seen_users: ArrayLike, seen_items: ArrayLike, eval_users: ArrayLike | None = None,
+    k: int = 10, max_users: int = 5000, seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """NDCG@k and recall@k of ``model``'s top-k on the holdout's positive events.
+
+    ``(seen_users, seen_items)``: the (user id, item id) pairs before the holdout, excluded
+    from every list. ``eval_users``: the user ids to score (pass the same to both models);
+    default: up to ``max_users`` holdout users with a positive value, a seeded sample.
+    A user the model does not know gets an empty list (it scores 0).
+    """
+    from online_als.serving.topn import top_n_batch
+
+    hu, hi = np.asarray(users).astype(str), np.asarray(items).astype(str)
+    pos = np.asarray(values, np.float64) > 0
+    hu, hi = hu[pos], hi[pos]
+    eu = _sample(hu, max_users, seed) if eval_users is None else np.unique(
+        np.asarray(eval_users).astype(str))
+    if not eu.size:
+        return {}
+    keep = np.isin(hu, eu)
+    vocab = np.unique(hi[keep])  # relevant item ids -> codes; anything else is never a hit
+    relevant = split_by_group(np.searchsorted(eu, hu[keep]), np.searchsorted(vocab, hi[keep]),
+                              len(eu))  # fmt: skip
+    su, si = np.asarray(seen_users).astype(str), np.asarray(seen_items).astype(str)
+    sk = np.isin(su, eu)
+    seen = split_by_group(np.searchsorted(eu, su[sk]), si[sk], len(eu))
+    state = model.state("implicit")
+    rows = state.users.rows_for(eu, add=False)
+    known = np.flatnonzero(rows >= 0)
+    recs = np.full((len(eu), k), "", dtype=object)
+    if known.size:
+        excl = [state.items.rows_for(seen[j], add=False) for j in known]
+        top, _ = top_n_batch(np.ascontiguousarray(state.user_factors[rows[known]]),
+                             np.ascontiguousarray(state.item_factors), k,
+                             exclude=[e[e >= 0] for e in excl])  # fmt: skip
+        ids = np.asarray(state.items.ids, dtype=object)
+        recs[known] = np.where(top >= 0, ids[np.maximum(top, 0)], "")
+    recs_s = recs.astype(str)
+    codes = np.minimum(np.searchsorted(vocab, recs_s), max(len(vocab) - 1, 0))
+    hit = (recs_s != "") & (vocab[codes] == recs_s) if vocab.size else np.zeros(recs.shape, bool)
+    m = ranking_metrics_at_k(np.where(hit, codes, -1 - np.arange(k)), relevant, k=k)
+    return {f"ndcg_at_{k}": float(m["ndcg"]), f"recall_at_{k}": float(m["recall"]),
+            "n_users": float(len(eu))}  # fmt: skip
+
+
+def gate_reason(mode: str, serving: dict[str, float], candidate: dict[str, float],
+                margin: float) -> str:  # fmt: skip
+    """'' when the candidate may be promoted, else why not. ``margin`` is the relative
+    worsening allowed (0.02 = 2%). Nothing to compare with (no serving score): ''."""
+    key, lower_better = GATE_METRIC[mode]
+    if key not in candidate or not np.isfinite(candidate[key]):
+        return f"the candidate has no {key} on the holdout"
+    base = serving.get(key)
+    if base is None or not np.isfinite(base):
+        return ""
+    new = candidate[key]
+    diff = new - base if lower_better else base - new
+    worse = diff / abs(base) if base != 0 else (np.inf if diff > 0 else 0.0)
+    if worse > margin:
+        return (f"{key} {new:.4f} is {worse:.1%} worse than the serving model's {base:.4f} "
+                f"on the same holdout (margin {margin:.1%})")  # fmt: skip
+    return ""
+
+
+def compare_on_holdout(
+    mode: str, serving: GateModel | None, candidate: GateModel, users: ArrayLike,
+    items: ArrayLike, values: ArrayLike, *, margin: float = 0.02, **score_kw: Any,
+) -> GateResult:  # fmt: skip
+    """Score both models on the same holdout and decide (see the module docstring).
+    ``score_kw`` go to :func:`score_explicit` or :func:`score_ranking`."""
+    if mode == "implicit" and "eval_users" not in score_kw:
+        pos = np.asarray(values, np.float64) > 0
+        score_kw["eval_users"] = _sample(np.asarray(users).astype(str)[pos],
+                                         score_kw.pop("max_users", 5000), score_kw.get("seed", 0))
+    score = score_explicit if mode == "explicit" else score_ranking
+    cand = score(candidate, users, items, values, **score_kw)
+    base = score(serving, users, items, values, **score_kw) if serving is not None else {}
+    reason = gate_reason(mode, base, cand, margin)
+    return GateResult(not reason, reason, base, cand)
+
+
+def _sample(users: NDArray[Any], max_users: int, seed: int) -> NDArray[Any]:
+    eu = np.unique(users)
+    if len(eu) > max_users:
+        eu = np.sort(eu[np.random.default_rng(seed).choice(len(eu), max_users, replace=False)])
+    return eu
