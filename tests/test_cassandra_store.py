@@ -96,7 +96,7 @@ def test_migrate_twice_is_harmless(store: CassandraStore) -> None:
     store.append_log_blocks(TOPIC, 0, 0, 0, ["u"], ["i"], [1.0], [1.0], [0])
     assert store.migrate() == []
     assert store.migrate() == []
-    assert store.schema_versions() == [1]
+    assert store.schema_versions() == [1, 2]
     assert store.log_high_offsets(TOPIC) == {0: 1}
 
 
@@ -171,7 +171,7 @@ def test_append_validates_input(store: CassandraStore) -> None:
 
 # -- factors ------------------------------------------------------------------------------
 @pytest.mark.stack
-def test_factors_roundtrip_with_deltas(store: CassandraStore) -> None:
+def test_factors_roundtrip_and_smaller_rewrite(store: CassandraStore) -> None:
     rng = np.random.default_rng(3)
     ids = [f"user{j}" for j in range(2500)] + ["nul\0id", "ü"]
     f = rng.standard_normal((len(ids), 16), dtype=np.float32)
@@ -182,21 +182,9 @@ def test_factors_roundtrip_with_deltas(store: CassandraStore) -> None:
     with pytest.raises(FactorsNotFound):
         store.read_factors(7, "i")
 
-    new_f = np.ones((3, 16), dtype=np.float32)
-    store.upsert_factors(7, "u", ["user5", "brand-new", "ü"], new_f, [9, 8, 7])
-    store.upsert_factors(7, "u", ["user5"], 2 * new_f[:1], [6])  # a later write wins
-    store.upsert_factors(7, "u", ["user9", "user9"], np.stack([new_f[0], 3 * new_f[0]]), [1, 3])
-    got_ids, got_f, got_b = store.read_factors(7, "u")
-    assert got_ids == ids + ["brand-new"]
-    assert np.array_equal(got_f[5], 2 * new_f[0]) and got_b[5] == 6
-    assert np.array_equal(got_f[-1], new_f[1]) and got_b[-1] == 8
-    assert np.array_equal(got_f[ids.index("ü")], new_f[2])
-    assert np.array_equal(got_f[6], f[6])
-    assert np.array_equal(got_f[9], 3 * new_f[0]) and got_b[9] == 3  # last of a repeated id
-
     store.write_factors(7, "u", ids[:10], f[:10], None, rows_per_block=4)  # smaller rewrite
     got_ids, got_f, got_b = store.read_factors(7, "u")
-    assert got_ids[:10] == ids[:10] and not got_b[:5].any() and got_b[5] == 6
+    assert got_ids == ids[:10] and not got_b.any()
     store.delete_version(7)
     with pytest.raises(FactorsNotFound):
         store.read_factors(7, "u")
@@ -254,11 +242,6 @@ def test_version_lifecycle(store: CassandraStore) -> None:
     assert latest is not None and latest.version == 3 and latest.reason == "retry"
     assert store.latest_version("ready") is None
 
-    store.save_persist_checkpoint(3, TOPIC, {0: 100, 1: 5})
-    store.save_persist_checkpoint(3, TOPIC, {1: 9})
-    assert store.load_persist_checkpoint(3, TOPIC) == {0: 100, 1: 9}
-    assert store.load_persist_checkpoint(3, "other") == {}
-
     store.record_switch(3, "promotion", actor="retrain")
     store.record_switch(4, "manual")
     switches = store.list_switches()
@@ -266,7 +249,7 @@ def test_version_lifecycle(store: CassandraStore) -> None:
     assert abs(switches[0].at - time.time()) < 60
 
     store.delete_version(3)
-    assert store.get_version(3) is None and store.load_persist_checkpoint(3, TOPIC) == {}
+    assert store.get_version(3) is None
     assert [m.version for m in store.list_versions()] == [4]
 
 
@@ -287,3 +270,57 @@ def test_every_call_reports_its_latency(stack: StackInfo, isolated: Isolated) ->
     assert ops[0] == "migrate" and "append_log" in ops and "read_log_page" in ops
     assert "iter_log" in ops and ops[-1] == "get_version"
     assert all(s >= 0 for _, s in seen)
+
+
+# -- archive checkpoints, holes, stream snapshots -------------------------------------------
+@pytest.mark.stack
+def test_archive_checkpoint_moves_only_forward_by_compare_and_set(store: CassandraStore) -> None:
+    from worker.cassandra_store import ArchiveConflict
+
+    store.archive.advance(TOPIC, 0, None, 5, 10)
+    with pytest.raises(ArchiveConflict):
+        store.archive.advance(TOPIC, 0, None, 0, 3)  # a second "first" writer loses
+    store.archive.advance(TOPIC, 0, 10, 5, 20)
+    with pytest.raises(ArchiveConflict):
+        store.archive.advance(TOPIC, 0, 10, 5, 15)  # a stale owner cannot move it back
+    assert {p: (r.start, r.next) for p, r in store.archive_ranges(TOPIC).items()} == {0: (5, 20)}
+
+
+@pytest.mark.stack
+def test_a_hole_in_the_log_is_an_error_naming_partition_and_offsets(store: CassandraStore) -> None:
+    from worker.cassandra_store import LogHoleError
+
+    for first, last in ((0, 99), (100, 199), (300, 399)):  # 200..299 never written
+        u, i, v, t, o = _batch(1, first, last - first + 1)
+        store.append_log_blocks(TOPIC, 1, first, last, u, i, v, t, o)
+    store.archive.advance(TOPIC, 1, None, 0, 200)
+    assert sum(len(c.offsets) for c in store.iter_contiguous_log(TOPIC, {1: 200})) == 200
+    with pytest.raises(LogHoleError, match=r"\[1\].*200\.\.399"):
+        list(store.iter_contiguous_log(TOPIC, {1: 400}))  # past the archive's contiguous end
+    with pytest.raises(LogHoleError, match=r"\[1\].*200\.\.299"):
+        list(store.iter_log(TOPIC, {1: 400}, starts={1: 0}))
+    # a range read starting mid-log sees only its part, and blocks overlapping the start count
+    got = np.concatenate([c.offsets for c in store.iter_log(TOPIC, {1: 200}, starts={1: 150})])
+    np.testing.assert_array_equal(got, np.arange(150, 200))
+
+
+@pytest.mark.stack
+def test_stream_snapshots_commit_last_and_keep_two(store: CassandraStore) -> None:
+    rng = np.random.default_rng(4)
+    for seq in (1, 2, 3):
+        uf = rng.standard_normal((5000, 4), dtype=np.float32)
+        snap = store.archive.write_snapshot(9, {0: 100 * seq}, [f"u{j}" for j in range(5000)], uf,
+                                            np.zeros(5000, np.float32), ["x"], uf[:1],
+                                            np.ones(1, np.float32))
+        assert snap.seq == seq
+    snaps = store.archive.snapshots(9)
+    assert [s.seq for s in snaps] == [3, 2] and snaps[0].offsets == {0: 300}
+    ids, f, _ = store.archive.read_snapshot(snaps[0], "u")
+    assert len(ids) == 5000 and np.array_equal(f, uf)
+    # blocks written without their commit row (a crash mid-write) are never read
+    store.db.execute("INSERT INTO {ks}.stream_snapshot_blocks (version, seq, kind, block, n,"
+                     " rank, ids, factors, biases) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (9, 4, "u", 0, 0, 4, b"", b"", b""))
+    assert store.archive.snapshots(9)[0].seq == 3
+    store.delete_version(9)
+    assert store.archive.snapshots(9) == []

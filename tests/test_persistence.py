@@ -1,88 +1,75 @@
-"""Cassandra persistence on the real stack: restore, retrain while streaming, crash, rollback."""
+"""Versions on the real stack: restore, retrain while streaming, rollback, killed retrains,
+compare-and-set switches, retention, and one meaning of item `n`."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
-from tests.streaming import (
-    produce,
-    run_worker,
-    start_worker_thread,
-    store_for,
-    synthetic_events,
-)
+from tests.streaming import produce, run_worker, start_worker_thread, store_for, synthetic_events
+from tests.test_system_of_record import assert_same_state, redis_state, wipe
 from tests.test_worker_stream import assert_redis_equals, reference_model
+from worker import lifecycle
+from worker.archive import Archiver
 from worker.bulk_load import delete_namespace
 from worker.cassandra_store import CassandraStore
 from worker.config import Settings, environ_for
-from worker.ops_cli import rollback
-from worker.redis_store import RedisStore, dump_vectors
-from worker.restore import restore
+from worker.redis_store import dump_vectors
 from worker.retrain_job import CRASH_ENV, run_retrain
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
 def persisted(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
     settings = make_settings(stack, isolated, **{
         "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 500,
-        "worker.persist_interval_s": 0.5, "retrain.iterations": 5, "retrain.gate_margin": 10.0})
+        "archive.snapshot_interval_s": 0, "retrain.iterations": 4, "retrain.gate_margin": 10.0,
+        "retrain.lock_ttl_s": 1.5})
+    with CassandraStore(settings.cassandra) as cass:
+        cass.migrate()
     yield settings
     with CassandraStore(settings.cassandra) as cass:
         cass.drop_keyspace()
 
 
-def wipe(store: RedisStore) -> None:
-    """Lose this test's Redis state (like FLUSHALL, without touching other tests' keys)."""
-    keys = list(store.client.scan_iter(match=f"{store.keys.prefix}:*", count=10000))
-    if keys:
-        store.client.unlink(*keys)
+def archive(settings: Settings, idle_exit_s: float = 2.0) -> Archiver:
+    archiver = Archiver(settings)
+    archiver.run(idle_exit_s=idle_exit_s)
+    return archiver
 
 
-def snapshot(settings: Settings) -> dict[str, object]:
+def item_counts(settings: Settings, version: int) -> dict[str, int]:
     store = store_for(settings)
-    version = store.current_version()
-    assert version is not None
-    users = dump_vectors(store, version, "u", settings.model.rank)
-    items = dump_vectors(store, version, "i", settings.model.rank)
-    cps = store.read_checkpoints(version, settings.kafka.topic, [0])
-    return {"version": version, "users": users, "items": items, "offset": cps[0].offset}
+    ids = dump_vectors(store, version, "i", settings.model.rank)[0]
+    return {i: int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in ids}
 
 
-def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
-    assert a["version"] == b["version"] and a["offset"] == b["offset"]
-    for kind in ("users", "items"):
-        ids_a, f_a, b_a = a[kind]  # type: ignore[misc]
-        ids_b, f_b, b_b = b[kind]  # type: ignore[misc]
-        assert ids_a == ids_b
-        np.testing.assert_array_equal(f_a, f_b)
-        np.testing.assert_array_equal(b_a, b_b)
-
-
-def test_flushall_then_restore_reaches_the_same_factors_and_offsets(persisted: Settings) -> None:
+def test_restore_and_self_restore_reach_the_same_state(persisted: Settings) -> None:
     events = synthetic_events(4000, 300, 150, seed=11)
     produce(persisted, events)
-    worker = run_worker(persisted, idle_exit_s=3)
-    assert worker.write_behind is not None and worker.write_behind.persisted_events == len(events)
-    before = snapshot(persisted)
+    run_worker(persisted, idle_exit_s=3)
+    assert archive(persisted).archived_total == len(events)
+    before = redis_state(persisted)
     store = store_for(persisted)
     wipe(store)
     with CassandraStore(persisted.cassandra) as cass:
-        report = restore(persisted, cass, store)
-    assert report.log_events == len(events)
-    assert_same(before, snapshot(persisted))
+        report = lifecycle.restore(persisted, cass, store)
+    assert report.log_events == len(events) and report.checkpoints == {0: len(events)}
+    assert_same_state(before, redis_state(persisted))
     # a worker started on an empty Redis restores by itself, then finds nothing left to apply
     wipe(store)
     again = run_worker(persisted, idle_exit_s=2)
     assert again.applied_total == 0
-    assert_same(before, snapshot(persisted))
+    assert_same_state(before, redis_state(persisted))
 
 
 def test_retrain_while_streaming_keeps_every_event_and_rollback_serves_old_vectors(
@@ -90,63 +77,134 @@ def test_retrain_while_streaming_keeps_every_event_and_rollback_serves_old_vecto
     first = synthetic_events(3000, 200, 100, seed=12)
     produce(persisted, first)
     run_worker(persisted, idle_exit_s=3)
-    old = snapshot(persisted)
+    archive(persisted)
+    old = redis_state(persisted)
     more = synthetic_events(1000, 250, 120, seed=13)
     store = store_for(persisted)
-    worker, thread = start_worker_thread(persisted, idle_exit_s=8)
+    _, thread = start_worker_thread(persisted, idle_exit_s=8)
+    archiver = Archiver(persisted)
+    athread = threading.Thread(target=archiver.run, kwargs={"idle_exit_s": 8}, daemon=True)
+    athread.start()
     with CassandraStore(persisted.cassandra) as cass:
         produce(persisted, more[:500])  # flows while the retrain reads, fits and catches up
         report = run_retrain(persisted, cass, store, force=True)
         produce(persisted, more[500:])
         thread.join(120)
+        athread.join(120)
         assert report.outcome == "promoted", report.reason
         new_version = store.current_version()
         assert new_version == report.version != old["version"]
-        total = len(first) + len(more)
+        assert sum(report.boundary.values()) <= len(first) + 500  # only archived events
+        total = first + more
         cp = store.read_checkpoints(new_version, persisted.kafka.topic, [0])[0]
-        assert cp.offset == total and not cp.has_pending
+        assert cp.offset == len(total) and not cp.has_pending
         seen = sum(int(store.client.hlen(store.keys.seen(new_version, u)))
-                   for u in {str(e["user_id"]) for e in first + more})
-        assert seen == len({(e["user_id"], e["item_id"]) for e in first + more})
+                   for u in {str(e["user_id"]) for e in total})
+        assert seen == len({(e["user_id"], e["item_id"]) for e in total})
         users = set(dump_vectors(store, new_version, "u", persisted.model.rank)[0])
-        assert users == {str(e["user_id"]) for e in first + more}
+        assert users == {str(e["user_id"]) for e in total}
+        # `n` counts events per item after a retrain too (not distinct users)
+        assert item_counts(persisted, new_version) == Counter(str(e["item_id"]) for e in total)
         assert cass.get_version(new_version).status == "promoted"
         old_v = int(old["version"])  # type: ignore[call-overload]
         resident = dump_vectors(store, old_v, "i", persisted.model.rank)
-        result = rollback(persisted, cass, store, old_v, "test rollback")
+        result = lifecycle.rollback(persisted, cass, store, old_v, "test rollback")
         assert result["loaded_from_cassandra"] is False
         assert store.current_version() == old_v
         ids, f, _ = dump_vectors(store, old_v, "i", persisted.model.rank)
         assert ids == resident[0]
         np.testing.assert_array_equal(f, resident[1])
-        # not resident any more: rollback loads the persisted snapshot from Cassandra
-        rollback(persisted, cass, store, int(new_version), "forward again")  # type: ignore[arg-type]
+        # not resident any more: rollback rebuilds it from Cassandra, as of the whole log
+        lifecycle.rollback(persisted, cass, store, int(new_version), "forward again")  # type: ignore[arg-type]
         delete_namespace(store, old_v)
-        result = rollback(persisted, cass, store, old_v, "test rollback from cassandra")
+        result = lifecycle.rollback(persisted, cass, store, old_v, "test rollback from cassandra")
         assert result["loaded_from_cassandra"] is True
         assert store.current_version() == old_v
-        ids, f, _ = dump_vectors(store, old_v, "i", persisted.model.rank)
-        assert ids == resident[0]
-        np.testing.assert_array_equal(f, resident[1])
+        cp = store.read_checkpoints(old_v, persisted.kafka.topic, [0])[0]
+        assert cp.offset == len(total)
+        # the bootstrap version rebuilt from the log equals the online model fed everything
+        assert_redis_equals(persisted, reference_model(persisted, total))
+        assert item_counts(persisted, old_v) == Counter(str(e["item_id"]) for e in total)
         assert [s.version for s in cass.list_switches(limit=3)] == [old_v, new_version, old_v]
         assert cass.get_version(old_v).status == "promoted"
         assert cass.get_version(new_version).status == "rolled_back"
 
 
-def test_retrain_killed_midway_leaves_the_current_version_serving(persisted: Settings) -> None:
+def test_killed_retrains_leave_the_current_version_serving_and_are_failed_later(
+        persisted: Settings) -> None:
     events = synthetic_events(2000, 150, 80, seed=14)
     produce(persisted, events)
     run_worker(persisted, idle_exit_s=3)
-    before = snapshot(persisted)
+    archive(persisted)
+    before = redis_state(persisted)
     env = environ_for(persisted)
-    for phase in ("fit", "snapshot", "load"):
+    for phase in ("fit", "snapshot", "load", "catchup"):
         env[CRASH_ENV] = phase
         proc = subprocess.run([sys.executable, "-m", "worker.cli", "retrain", "--force"],
                               env=env, timeout=300)
         assert proc.returncode == 137
-        assert_same(before, snapshot(persisted))
+        assert_same_state(before, redis_state(persisted))
+        time.sleep(1.6)  # the dead retrain's lock lease runs out
+    store = store_for(persisted)
     with CassandraStore(persisted.cassandra) as cass:
+        left = {v.version: v.status for v in cass.list_versions()}
+        # each retrain failed what the killed one before it left; the last one is still there
+        assert sorted(left.values()) == ["failed", "failed", "promoted", "ready"]
+        resident = lifecycle.resident_versions(store)
+        assert len(resident) == 2  # the last killed retrain's namespace is still there
+        # the next retrain fails what they left and removes their namespaces
+        with lifecycle.retrain_lock(store, 5):
+            failed = lifecycle.abandon_unfinished(store, cass)
         statuses = {v.version: v.status for v in cass.list_versions()}
-    assert all(s != "promoted" for v, s in statuses.items() if v != before["version"])
-    # the serving model is untouched: it still equals the in-memory model fed the same events
+    assert failed and all(statuses[v] == "failed" for v in failed if v in statuses)
+    assert set(statuses.values()) == {"promoted", "failed"}
+    assert lifecycle.resident_versions(store) == [before["version"]]
     assert_redis_equals(persisted, reference_model(persisted, events))
+
+
+def test_a_retrain_never_switches_away_from_a_rollback_made_meanwhile(persisted: Settings) -> None:
+    events = synthetic_events(1500, 100, 60, seed=15)
+    produce(persisted, events)
+    run_worker(persisted, idle_exit_s=3)
+    archive(persisted)
+    store = store_for(persisted)
+    with CassandraStore(persisted.cassandra) as cass:
+        first = store.current_version()
+        second = run_retrain(persisted, cass, store, force=True).version
+        assert store.current_version() == second
+        lifecycle.rollback(persisted, cass, store, int(first), "operator rollback")  # type: ignore[arg-type]
+        # a retrain that started while `second` served now tries to promote its version
+        third = store.allocate_version()
+        store.write_meta(third, {"format": 1, "mode": "explicit", "rank": 8, "status": "ready"})
+        from worker.cassandra_store import ModelVersion
+
+        cass.create_version(ModelVersion(version=third, mode="explicit", rank=8))
+        cass.write_factors(third, "u", [], np.zeros((0, 8)))
+        cass.write_factors(third, "i", [], np.zeros((0, 8)))
+        cass.set_version_status(third, "ready")
+        with pytest.raises(lifecycle.SwitchRefused, match="someone switched"):
+            lifecycle.promote(persisted, cass, store, third, expected=second)
+        assert store.current_version() == first
+        assert cass.get_version(third).status == "failed"
+        assert store.read_meta(third) is None
+
+
+def test_retention_keeps_only_keep_last_versions_resident(persisted: Settings) -> None:
+    settings = persisted.model_copy(update={"retrain": persisted.retrain.model_copy(
+        update={"keep_last": 2, "keep_promoted_days": 30})})
+    produce(settings, synthetic_events(1000, 80, 40, seed=16))
+    run_worker(settings, idle_exit_s=3)
+    archive(settings)
+    store = store_for(settings)
+    with CassandraStore(settings.cassandra) as cass:
+        versions = [store.current_version()]
+        for _ in range(3):
+            versions.append(run_retrain(settings, cass, store, force=True).version)
+        result = lifecycle.apply_retention(settings, cass, store)
+        assert lifecycle.resident_versions(store) == versions[-2:]
+        assert result["evicted_from_redis"] == versions[:2]
+        # promoted versions younger than keep_promoted_days stay in Cassandra
+        assert [v.version for v in cass.list_versions()] == versions
+        # and an evicted one comes back from Cassandra on rollback
+        back = lifecycle.rollback(settings, cass, store, int(versions[1]), "test")  # type: ignore[arg-type]
+        assert back["loaded_from_cassandra"] is True

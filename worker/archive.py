@@ -35,6 +35,10 @@ from worker.config import Settings
 log = logging.getLogger("online_als.archive")
 
 
+class Stopped(Exception):
+    """Asked to stop while waiting for Cassandra: nothing more was checkpointed."""
+
+
 class ArchiveMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -116,14 +120,18 @@ class Archiver:
                         log.debug("closing a failed Cassandra session", exc_info=True)
                     self._cass = None
                 if self._stop.wait(delay):
-                    raise
+                    raise Stopped(what) from exc
                 delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
 
     # -- main loop -----------------------------------------------------------------------
     def run(self, idle_exit_s: float | None = None) -> None:
         k, a = self.settings.kafka, self.settings.archive
         kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
-        self._with_cassandra("connect", lambda c: None)
+        try:
+            self._with_cassandra("connect", lambda c: None)
+        except Stopped:
+            log.warning("stopped before Cassandra answered; nothing archived")
+            return
         group = f"{k.group_id}{a.group_suffix}"
         self._consumer = kafka_io.make_consumer(k, **{"group.id": group})
         self._consumer.subscribe([k.topic], on_assign=self._on_assign,
@@ -139,6 +147,9 @@ class Archiver:
                     break
                 self._probe_lag()
                 self._maybe_snapshot()
+        except Stopped as exc:
+            log.warning("stopped while Cassandra was unavailable (%s); the checkpoint did not "
+                        "move, so the next archiver re-reads those messages from Kafka", exc)
         finally:
             self._consumer.close()
             if self._cass is not None:
@@ -246,6 +257,8 @@ class Archiver:
         self._last_snapshot = time.monotonic()
         try:
             self._with_cassandra("stream snapshot", self.snapshot_once)
+        except Stopped:
+            raise
         except Exception:  # never stop archiving for a snapshot; the next one retries
             log.exception("stream snapshot failed; archiving goes on")
 
