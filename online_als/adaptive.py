@@ -108,6 +108,22 @@ class AdaptiveModel:
         m._ia = init_item_aux(z, p.implicit, p.acc_init)
         return m
 
+    def rebased(self, state: ModelState) -> AdaptiveModel:
+        """A model on a retrain's factors (``state``, same k) that keeps this model's AdaGrad
+        sums for the ids both know; sessions and implicit sums restart (see
+        :meth:`reset_after_rebase`). The worker's rebase should do the same per entity."""
+        m = AdaptiveModel.from_state(state, self.params)
+        for mine, theirs, new_aux, table in (
+            (self.state.users, state.users, m._ua, self.user_aux),
+            (self.state.items, state.items, m._ia, self.item_aux),
+        ):
+            rows = mine.rows_for(theirs.ids, add=False)
+            known = rows >= 0
+            new_aux[: len(rows)][known] = table[rows[known]]
+        m.reset_after_rebase()
+        m.state.n_ratings = self.state.n_ratings
+        return m
+
     @property
     def user_aux(self) -> NDArray[np.float32]:
         return self._ua[: self.state.n_users]

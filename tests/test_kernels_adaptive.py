@@ -171,3 +171,16 @@ def test_model_learns_and_predicts_consistently():
         # predict() leaves out only the session bias
         p = m.predict(["0", "nobody"], ["0", "0"])
         assert np.isfinite(p).all() and p.shape == (2,)
+
+
+def test_rebased_keeps_adagrad_sums_and_restarts_sessions():
+    m = AdaptiveModel(k=3)
+    m.learn_batch(["a", "b"], ["x", "y"], [4.0, 2.0], [0, 0])
+    other = AdaptiveModel(k=3)
+    other.learn_batch(["b", "c"], ["y", "z"], [3.0, 5.0], [0, 0])
+    r = m.rebased(other.state)
+    rows = m.state.users.rows_for(["b"], add=False)
+    np.testing.assert_array_equal(r.user_aux[r.state.users.rows_for(["b"], add=False)[0], :4],
+                                  m.user_aux[rows[0], :4])  # fmt: skip
+    assert (r.user_aux[:, 4] == -1.0).all() and (r.user_aux[:, 5] == 0.0).all()
+    assert r.state.n_users == 2 and r.learn_batch(["c"], ["x"], [4.0], [5])[1].tolist() == [1]
