@@ -125,6 +125,12 @@ def exit_code_for(exc: BaseException) -> tuple[int, str]:
     import ssl
 
     name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text \
+            or "certificate verify failed" in text:
+        return EXIT_USAGE, (f"the server's TLS certificate is not trusted ({_one_line(text, 160)});"
+                            " set the CA that signed it: redis.tls_ca_file, "
+                            "cassandra.tls_ca_file or kafka.ssl_ca_location")
     if isinstance(exc, ConfigError | UsageError):
         return EXIT_USAGE, str(exc) if isinstance(exc, ConfigError) else _one_line(str(exc))
     if isinstance(exc, NothingToDo):

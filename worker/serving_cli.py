@@ -183,7 +183,11 @@ def _serve(args: argparse.Namespace, query: Any) -> int:
     except NoModelError as exc:
         print(f"online-als: {exc}", file=sys.stderr)
         return EXIT_DOWN
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError):
+        raise  # wrong credentials: a configuration error (exit 2), mapped in worker.cli
     except redis.ConnectionError as exc:
+        if "certificate verify failed" in str(exc).lower():
+            raise  # an untrusted server certificate: configuration (exit 2), see worker.cli
         print(f"online-als: Redis is unreachable ({exc}); is the stack up? "
               "(online-als stack status)", file=sys.stderr)
         return EXIT_DOWN

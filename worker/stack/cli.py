@@ -50,6 +50,11 @@ def add_stack_parser(
         "--only", type=_components, metavar="A,B", help=f"only these of {','.join(ALL_COMPONENTS)}"
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument(
+        "--secure", action="store_true",
+        help="the secure stack: TLS + auth on Redis 6390, Kafka SASL_SSL 9192, Cassandra 9142, "
+        "runtime dir ~/.cache/online-als/stack-secure (ONLINE_ALS_STACK_SECURE_DIR); runs "
+        "beside the normal stack; client settings in <dir>/secure.env")
 
     stack = subparsers.add_parser(
         "stack",
@@ -90,6 +95,8 @@ def add_stack_parser(
 def _stack(args: argparse.Namespace) -> Stack:
     _setup_logging(args.verbose)
     overrides = {"runtime_dir": args.dir.expanduser().resolve()} if args.dir else {}
+    if getattr(args, "secure", False):
+        return Stack(StackConfig.secure_from_env(**overrides))
     return Stack(StackConfig.from_env(**overrides))
 
 
@@ -102,6 +109,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"stack up failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     logging.getLogger("worker.stack").info("stack up done in %.1fs", time.monotonic() - t0)
+    if stack.config.secure and not args.json:
+        from worker.stack.tls import TlsMaterial, write_env_file
+
+        env_file = write_env_file(stack.config, TlsMaterial(stack.config.runtime_dir / "tls"))
+        print(f"secure stack up; point online-als at it with: set -a; . {env_file}; set +a")
     if args.json:
         out = {
             n: {"started": r.started, "pid": r.pid, "steps": r.steps} for n, r in reports.items()

@@ -21,6 +21,12 @@ OPTIONAL_COMPONENTS: tuple[str, ...] = ("prometheus", "postgres")
 ALL_COMPONENTS: tuple[str, ...] = CORE_COMPONENTS + OPTIONAL_COMPONENTS
 
 
+#: Ports of the secure stack: none clashes with the normal stack's defaults.
+SECURE_PORTS: dict[str, int] = {"redis_port": 6390, "kafka_port": 9192,
+                                "kafka_controller_port": 9193, "cassandra_port": 9142,
+                                "cassandra_storage_port": 7100}
+
+
 def _cache_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
@@ -78,6 +84,9 @@ class StackConfig:
     timeout_scale: float = 1.0
     stop_timeout_s: float = 45.0
 
+    # `stack up --secure`: TLS and authentication on Redis, Kafka and Cassandra (secure.py).
+    secure: bool = False
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> StackConfig:
         """Defaults, then ``ONLINE_ALS_STACK_*`` variables, then explicit `overrides`."""
@@ -93,6 +102,24 @@ class StackConfig:
         values.update(overrides)
         return cls(**values)
 
+    @classmethod
+    def secure_from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> StackConfig:
+        """The secure stack: like :meth:`from_env` (Java, jars, heaps), but its own runtime
+        dir and ports, so that it runs beside the normal stack. Overrides:
+        ``ONLINE_ALS_STACK_SECURE_DIR`` and ``ONLINE_ALS_STACK_SECURE_<PORT FIELD>``."""
+        env = os.environ if env is None else env
+        base = cls.from_env(env)
+        values: dict[str, Any] = dict(SECURE_PORTS)
+        values["runtime_dir"] = base.runtime_dir.parent / f"{base.runtime_dir.name}-secure"
+        if env.get(ENV_PREFIX + "SECURE_DIR"):
+            values["runtime_dir"] = Path(env[ENV_PREFIX + "SECURE_DIR"]).expanduser()
+        for name in SECURE_PORTS:
+            raw = env.get(f"{ENV_PREFIX}SECURE_{name.upper()}")
+            if raw:
+                values[name] = _convert(name, "int", raw)
+        values.update(overrides)
+        return dataclasses.replace(base, secure=True, **values)
+
     def port_of(self, component: str) -> int:
         """The main (client) port of a component."""
         return int(getattr(self, f"{component}_port"))
@@ -104,6 +131,8 @@ def _convert(name: str, type_name: str, raw: str) -> Any:
             return int(raw)
         if type_name == "float":
             return float(raw)
+        if type_name == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
         if "Path" in type_name:
             return Path(raw).expanduser()
     except ValueError as exc:

@@ -54,6 +54,13 @@ class Stack:
     def server(self, name: str) -> Server:
         if name not in SERVER_CLASSES:
             raise StackError(f"unknown component {name!r}; choose from {list(ALL_COMPONENTS)}")
+        if self.config.secure:
+            from worker.stack.secure import SECURE_SERVER_CLASSES
+
+            if name not in SECURE_SERVER_CLASSES:
+                raise StackError(f"{name} is not part of the secure stack; choose from "
+                                 f"{list(SECURE_SERVER_CLASSES)}")
+            return SECURE_SERVER_CLASSES[name](self.config)
         return SERVER_CLASSES[name](self.config)
 
     def up(self, components: Iterable[str] | None = None) -> dict[str, StartReport]:
@@ -132,7 +139,8 @@ class Stack:
         """Stop the given servers (default: every one with a PID file), by recorded PID only.
 
         Returns the names of the servers that were stopped."""
-        names = list(components) if components else list(ALL_COMPONENTS)
+        default = CORE_COMPONENTS if self.config.secure else ALL_COMPONENTS
+        names = list(components) if components else list(default)
         stopped = []
         with self._lock():
             # Reverse order: clients of a server (none yet) would go before the server.
@@ -147,6 +155,8 @@ class Stack:
         Default: the core servers, plus any optional one that has a PID file."""
         if components:
             names = select_components(components)
+        elif self.config.secure:
+            names = list(CORE_COMPONENTS)
         else:
             extra = [c for c in ALL_COMPONENTS if self.server(c).pid_file.exists()]
             names = select_components(None, extra)
