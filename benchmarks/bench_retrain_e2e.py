@@ -363,12 +363,15 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         write_log(cass, settings.kafka.topic, s, a.block)
         info["setup"]["log"] = time.perf_counter() - t
-        cutoff = cass.log_high_offsets(settings.kafka.topic)
+        for p, n in s.counts.items():  # what the archiver records after writing the blocks
+            cass.archive.advance(settings.kafka.topic, int(p), None, 0, int(n))
+        cutoff = cass.contiguous_offsets(settings.kafka.topic)
         if cutoff != s.counts:
             raise RuntimeError(f"log ends at {cutoff}, expected {s.counts}")
         store = RedisStore.from_settings(settings.redis)
-        serving = store.bootstrap_version({"mode": "implicit", "rank": a.factors,
-                                           "global_mean": 0.0})
+        from worker import lifecycle
+
+        serving = lifecycle.bootstrap(settings, store, cass)
         store.set_checkpoints(serving, settings.kafka.topic, cutoff)
         boundary = _boundaries(cutoff, a.holdout)
         matrix = train_matrix(s, boundary)

@@ -39,7 +39,7 @@ from producers.synthetic import ML20M
 from worker.bulk_load import ModelArrays, delete_namespace, load_version
 from worker.cassandra_store import CassandraStore, ModelVersion
 from worker.config import Settings, load_config
-from worker.ops_cli import rollback
+from worker.lifecycle import rollback
 from worker.redis_store import RedisStore
 
 GOAL_COLD_S = 10.0
@@ -195,14 +195,14 @@ def resident_parts(cass: CassandraStore, store: RedisStore, version: int,
                    n: int) -> dict[str, list[float]]:
     """ms of the steps of a resident rollback before its switch, each repeated ``n`` times."""
     out: dict[str, list[float]] = {"Cassandra get_version": [], "Redis read_meta": [],
-                                   "Redis switch_current (SET + log)": []}
+                                   "Redis compare_and_switch (CAS + log)": []}
     for _ in range(n):
         t = time.perf_counter()
         cass.get_version(version)
         t1 = time.perf_counter()
         store.read_meta(version)
         t2 = time.perf_counter()
-        store.switch_current(version, "bench resident parts", "bench")
+        store.compare_and_switch(store.current_version(), version, "bench resident parts", "bench")
         t3 = time.perf_counter()
         for key, dt in zip(out, (t1 - t, t2 - t1, t3 - t2), strict=True):
             out[key].append(dt * 1000)
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         # the serving version: resident in Redis, persisted too
         home = persist(cass, store, topic, home_model, empty, "bench serving")
         load_version(store, home, home_model, checkpoints=empty, topic=topic, source="bench")
-        store.switch_current(home, "bench start", "bench")
+        store.compare_and_switch(store.current_version(), home, "bench start", "bench")
         old = persist(cass, store, topic, old_model, empty, "bench rollback target")
         print(f"[{load_average()}] persisted 2 versions; cold rollbacks, empty log", flush=True)
         info["cold"].append({"label": "empty log", "runs": cold_rollbacks(
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{load_average()}] resident rollbacks", flush=True)
         info["resident"] = resident_rollbacks(settings, cass, store, (target, home), a.switches)
         info["resident_parts"] = resident_parts(cass, store, home, a.switches)
-        store.switch_current(home, "bench breakdown", "bench")
+        store.compare_and_switch(store.current_version(), home, "bench breakdown", "bench")
         info["breakdown_label"] = label
         info["breakdown"] = breakdown(settings, cass, store, target)
         info["load_end"] = load_average()

@@ -78,7 +78,7 @@ def write_model(store: RedisStore, a: argparse.Namespace) -> tuple[list[str], li
     store.add_to_index(v, "i", items, pipe)
     store.add_to_index(v, "u", users, pipe)
     pipe.execute()
-    store.switch_current(v, "benchmark")
+    store.compare_and_switch(store.current_version(), v, "benchmark")
     return items, users
 
 

@@ -416,7 +416,7 @@ def test_pointer_switch_refreshes_cache_and_never_mixes_versions(
         client.recommend("a")
     v1, d1 = _write_version(store, "explicit", 8, [f"a{j}" for j in range(30)],
                             {"alice": ["a0", "a1"], "bob": ["a2"]}, seed=1)
-    store.switch_current(v1, "test")
+    store.compare_and_switch(store.current_version(), v1, "test")
     r1 = client.recommend("alice", n=5)
     assert r1.version == v1 and set(r1.item_ids) <= set(d1["items"]) - {"a0", "a1"}
     ref1 = 3.0 + d1["user_b"][0] + d1["item_b"] + d1["item_f"] @ d1["user_f"][0]
@@ -424,7 +424,7 @@ def test_pointer_switch_refreshes_cache_and_never_mixes_versions(
 
     v2, d2 = _write_version(store, "implicit", 8, [f"b{j}" for j in range(40)],
                             {"alice": ["b5"]}, seed=2)
-    store.switch_current(v2, "test")
+    store.compare_and_switch(store.current_version(), v2, "test")
     clock.now += 0.5  # pointer not re-checked yet: still v1, users read from v1's keys
     stale = client.recommend("alice", n=5)
     assert stale.version == v1 and stale == r1
@@ -439,7 +439,7 @@ def test_pointer_switch_refreshes_cache_and_never_mixes_versions(
     assert bob.version == v2 and bob.source == "popular" and set(bob.item_ids) <= set(d2["items"])
     assert client.similar_items("a3", n=3).source == "popular"  # v1's item is unknown in v2
 
-    store.switch_current(v1, "rollback")
+    store.compare_and_switch(store.current_version(), v1, "rollback")
     assert client.recommend("alice", n=5).version == v2  # not due yet
     assert client.refresh().version == v1  # on demand
     assert client.recommend("alice", n=5) == r1
@@ -450,7 +450,7 @@ def test_same_version_items_reload_after_reload_items_s(
     settings, store = bare_store
     clock = FakeClock()
     v, _ = _write_version(store, "implicit", 4, ["x0", "x1"], {"u": ["x0"]}, seed=3)
-    store.switch_current(v, "test")
+    store.compare_and_switch(store.current_version(), v, "test")
     client = ServingClient(connect(settings.redis), settings.redis.key_prefix, refresh_s=1.0,
                            reload_items_s=10.0, clock=clock)
     assert len(client.cache()) == 2
