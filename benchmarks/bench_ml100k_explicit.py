@@ -33,6 +33,8 @@ from typing import Any
 import _common as C
 import numpy as np
 
+from online_als import defaults as D
+from online_als.adaptive import AdaptiveModel
 from online_als.datasets import (
     MovieLensNotFoundError,
     Ratings,
@@ -41,11 +43,11 @@ from online_als.datasets import (
     load_movielens_100k,
 )
 from online_als.evaluation import PrequentialResult, ml100k_folds, prequential
-from online_als.online import ExplicitParams, OnlineModel
+from online_als.online import OnlineModel
 from online_als.retrain import AlsWrParams, build_matrix, retrain
 from online_als.serving import item_stats, predict_explicit
 
-GOAL_PREQ, GOAL_ALS = 0.938, 0.915
+GOAL_PREQ, GOAL_ALS = 0.935, 0.915  # issue 13: <= 0.935 with the shipped defaults
 RIVER_PUBLISHED = {"rmse": 0.9479, "mae": 0.7486}
 GRID: dict[str, list[Any]] = {
     "k": [16, 64, 128],
@@ -231,10 +233,13 @@ def main(argv: list[str] | None = None) -> None:
         runs.append((name, cfg, res))
         return res
 
-    run("ours, tuned on ml-latest-small", cfg_str(best), ours(best, prior))
-    defaults = ExplicitParams()
-    run("ours, library defaults", f"k=32 lr={defaults.lr} reg={defaults.reg} "
-        f"reg_bias={defaults.reg_bias} init_scale=0.1", OnlineModel.explicit(32, global_mean=prior))  # fmt: skip
+    run("ours, shipped defaults (adaptive)", "online_als.defaults: AdaGrad k=64 lr=0.1 "
+        "lr_bias=0.2 reg=0.02 reg_bias=0.1 acc_init=0.1 init=0.03 + session bias 0.1/1.0/1h",
+        AdaptiveModel())  # fmt: skip
+    run("ours, shipped defaults, plain SGD", "online_als.defaults, k=64 lr=0.1 reg=0.02 "
+        "reg_bias=0.1 init_scale=0.03", OnlineModel.explicit(seed=D.SEED,
+                                                             global_mean=D.GLOBAL_MEAN))  # fmt: skip
+    run("ours, SGD grid-tuned on ml-latest-small", cfg_str(best), ours(best, prior))
     if not a.no_river:
         for seed in (int(s) for s in a.river_seeds.split(",")):
             run(f"River BiasedMF seed {seed}", "k=10 SGD(0.025) bias, SGD(0.05) latent, "
@@ -251,10 +256,10 @@ def main(argv: list[str] | None = None) -> None:
         hcfg = (
             f"{cfg_str(best)} + ALS-WR k=50 reg=0.12 reg_bias=0.05 10 it every {a.retrain_every:,}"
         )
-        runs.append(("ours + periodic ALS-WR retrain", hcfg, hybrid["ML-100K"][0]))
+        runs.append(("ours (SGD pick) + periodic ALS-WR retrain", hcfg, hybrid["ML-100K"][0]))
     rows = []
     for name, cfg, res in runs:
-        is_ours = name.startswith("ours, tuned")
+        is_ours = name.startswith("ours, shipped defaults (adaptive)")
         rows.append([name, cfg, res.rmse, res.mae, C.fmt_rate(res.throughput),
                      C.goal_mark(res.rmse <= GOAL_PREQ) if is_ours else ""])  # fmt: skip
     rows.append(["River, published (its docs)", "seed 73, River's copy of ML-100K",
@@ -263,10 +268,10 @@ def main(argv: list[str] | None = None) -> None:
              f"goal RMSE <= {GOAL_PREQ}"], rows,
             f"ML-100K prequential, timestamp order, batches of {a.batch}, clipped to [1, 5]")  # fmt: skip
     if hybrid:
-        base_small = tuned[0][1]
+        base_small = tuned[0][1]  # the SGD grid pick, the same online params as the hybrid
         C.table(["data set", "online only RMSE", "online + retrain RMSE", "retrains",
                  "retrain seconds (total)"],
-                [["ML-100K", runs[0][2].rmse, hybrid["ML-100K"][0].rmse,
+                [["ML-100K", runs[2][2].rmse, hybrid["ML-100K"][0].rmse,
                   hybrid["ML-100K"][1].retrains, f"{hybrid['ML-100K'][1].retrain_seconds:.1f}"],
                  ["ml-latest-small", base_small.rmse, hybrid["ml-latest-small"][0].rmse,
                   hybrid["ml-latest-small"][1].retrains,
@@ -293,9 +298,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if not a.no_plot:
         first_river = f"River BiasedMF seed {a.river_seeds.split(',')[0]}"
-        shown = [(n.split(",")[0] if n.startswith("ours, tuned") else n, r)
+        shown = [(n, r)
                  for n, _, r in runs
-                 if "defaults" not in n and (not n.startswith("River") or n == first_river)]  # fmt: skip
+                 if "plain SGD" not in n and (not n.startswith("River") or n == first_river)]  # fmt: skip
         plot(shown, a.plot, a.window)
     print(f"\nwall {time.perf_counter() - t0:.0f} s; load average at the end: {C.load_average()}")
     C.write_json(a.json, {

@@ -25,6 +25,7 @@ SCRIPTS = {
     "bench_ml100k_explicit.py": ["--plot", "{tmp}/prequential.png"],
     "bench_implicit_windows.py": [],
     "bench_retrain.py": [],
+    "bench_rebase.py": ["--plot", "{tmp}/rebase.png"],
 }
 
 
