@@ -282,6 +282,30 @@ class RetrainSettings(_Section):
     lock_ttl_s: float = Field(
         60.0, gt=0, description="the retrain's lock lease (renewed while it runs); a killed "
         "retrain blocks the next one at most this long")
+    backend: Literal["auto", "als_wr", "implicit", "spark"] = Field(
+        "auto", description="the fit engine: auto = the mode's own (als_wr for explicit, implicit "
+        "for implicit, as before); spark = pyspark.ml ALS (extra `spark`; docs/retrain.md)")
+    spark_master: str = Field("local[2]", min_length=1, description="Spark master URL")
+    spark_conf: str = Field(
+        "", description="extra Spark conf passed through, 'key=value,key=value' (e.g. "
+        "spark.executor.memory=8g)")
+    spark_staging_dir: str = Field(
+        "", description="where the ratings are staged as Parquet for Spark ('' = a local temp "
+        "dir; must be reachable by the executors when the master is not local)")
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _spark_conf_pairs(cls, value: str) -> str:
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            if "=" not in pair or not pair.split("=", 1)[0].strip():
+                raise ValueError(f"expected key=value pairs separated by commas, got {pair!r}")
+        return value
+
+    def spark_conf_dict(self) -> dict[str, str]:
+        """``spark_conf`` as a dict."""
+        pairs = (p.split("=", 1) for p in self.spark_conf.split(",") if p.strip())
+        return {k.strip(): v.strip() for k, v in pairs}
+
 
 
 class ArchiveSettings(_Section):

@@ -25,7 +25,7 @@ import numpy as np
 
 from online_als.evaluation import ranking_metrics_at_k, split_by_group
 from online_als.idmap import IdMap
-from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart, retrain
+from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart
 from online_als.retrain.matrix import build_matrix
 from online_als.serving.coldstart import predict_explicit
 from online_als.serving.topn import top_n_batch
@@ -295,7 +295,9 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
         params = ImplicitParams(factors=m.rank, reg=m.implicit_regularization, alpha=m.alpha,
                                 iterations=iterations, seed=m.seed)
     start = _warm_start(store, current, m.rank) if use_warm and current is not None else None
-    result = retrain(m.mode, matrix, params, start)
+    from worker.retrain_backend import fit_model  # retrain.backend: which engine fits
+
+    result = fit_model(settings, matrix, params, start)
     phases.done("fit")
     csr = matrix.matrix.tocsr()
     report.metrics = _evaluate(m.mode, result, holdout, csr)
