@@ -1,14 +1,14 @@
-"""Apply one micro-batch of decoded events to the factors of one Redis version.
+"""Compute one micro-batch of decoded events against the factors of one Redis version.
 
-Read touched vectors (one script call per kind) -> one numba kernel call over batch-local
-arrays -> record the intent -> idempotent writes + checkpoints in one pipeline. The worker
-loop, the retrain catch-up and the restore replay all go through here.
+:meth:`BatchApplier.prepare` reads the touched vectors (one script call per kind) and runs one
+numba kernel call over batch-local arrays; :meth:`BatchApplier.queue_writes` queues the
+idempotent writes. The order of intent, writes and checkpoints belongs to
+:class:`worker.commit.CommitProtocol`, which the worker loop and the retrain catch-up share.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,21 +112,23 @@ class BatchApplier:
             state.gy_inv, state.gx_inv = grams
         return state
 
-    def apply(self, state: VersionState, batch: EventBatch, ends: dict[int, int] | None = None,
-              recovery: bool = False, batch_id: str | None = None) -> ApplyResult:
-        """Apply ``batch`` (sorted by partition, offset). ``ends`` are the batch's last offsets
-        per partition, rejected messages included; ``recovery`` re-applies a pending batch."""
+    def prepare(self, state: VersionState, batch: EventBatch, ends: dict[int, int],
+                batch_id: str, recovery: bool = False) -> PreparedBatch:
+        """Read the touched vectors and run the kernel; nothing is written yet.
+
+        ``batch`` is sorted by (partition, offset); ``ends`` are its last offsets per partition,
+        rejected messages included. With ``recovery`` the keys that batch ``batch_id`` already
+        wrote are read from their before-images, so the result is what the first attempt
+        computed."""
         t0 = time.perf_counter()
         meta, k, m = state.meta, state.meta.rank, self.model
-        ends = ends if ends is not None else _partition_ends(batch.partitions, batch.offsets)
-        spec = ",".join(f"{p}={e}" for p, e in sorted(ends.items()))
         users, u_rows = np.unique(batch.user_ids, return_inverse=True)
         items, i_rows = np.unique(batch.item_ids, return_inverse=True)
         user_list, item_list = users.tolist(), items.tolist()
         ukeys = self.store.vector_keys(meta.version, "u", user_list)
         ikeys = self.store.vector_keys(meta.version, "i", item_list)
-        ub = self.store.read_vectors(ukeys, k, spec if recovery else "")
-        ib = self.store.read_vectors(ikeys, k, spec if recovery else "")
+        ub = self.store.read_vectors(ukeys, k, batch_id if recovery else "")
+        ib = self.store.read_vectors(ikeys, k, batch_id if recovery else "")
         t1 = time.perf_counter()
         new_u, new_i = np.flatnonzero(~ub.present), np.flatnonzero(~ib.present)
         u_scale, i_scale = m.init_scales()
@@ -161,47 +163,68 @@ class BatchApplier:
             "set" if meta.mode == "explicit" else "incr",
         )
         counts = np.bincount(i_rows[ok], minlength=len(item_list)).astype(np.int64)
-        bid = batch_id or uuid.uuid4().hex
-        self.store.write_intents(meta.version, self.topic, ends, bid)
-        pipe = self.store.client.pipeline(transaction=False)
-        self.store.write_vectors(ukeys, spec, exp_uf, ub.factors, exp_ub, ub.biases,
-                                 _first_partition(u_rows, batch.partitions, len(user_list)),
-                                 seen=seen, pipe=pipe)
-        self.store.write_vectors(ikeys, spec, exp_if, ib.factors, exp_ib, ib.biases,
-                                 _first_partition(i_rows, batch.partitions, len(item_list)),
-                                 counts=counts, pipe=pipe)
+        spec = ",".join(f"{p}={e}" for p, e in sorted(ends.items()))
+        writes = [
+            VectorWrites(ukeys, exp_uf, ub.factors, exp_ub, ub.biases,
+                         touching_partitions(u_rows, batch.partitions, len(user_list)),
+                         None, seen),
+            VectorWrites(ikeys, exp_if, ib.factors, exp_ib, ib.biases,
+                         touching_partitions(i_rows, batch.partitions, len(item_list)),
+                         counts, None),
+        ]
         # keys a crashed attempt created may have missed its SADD: index them again (idempotent)
-        idx_u = np.flatnonzero(~ub.present | ub.from_before_image)
-        idx_i = np.flatnonzero(~ib.present | ib.from_before_image)
-        self.store.add_to_index(meta.version, "u", [user_list[j] for j in idx_u], pipe)
-        self.store.add_to_index(meta.version, "i", [item_list[j] for j in idx_i], pipe)
-        if not self.store.cluster:
-            self.store.queue_checkpoints(meta.version, self.topic, ends, pipe)
-            pipe.execute()
-        else:  # checkpoints only after every slot's write landed
-            pipe.execute()
-            cp = self.store.client.pipeline(transaction=False)
-            self.store.queue_checkpoints(meta.version, self.topic, ends, cp)
-            cp.execute()
-        t3 = time.perf_counter()
-        return ApplyResult(pred, applied, len(new_u), len(new_i),
-                           {"read": t1 - t0, "kernel": t2 - t1, "write": t3 - t2})
+        index = {
+            "u": [user_list[j] for j in np.flatnonzero(~ub.present | ub.from_before_image)],
+            "i": [item_list[j] for j in np.flatnonzero(~ib.present | ib.from_before_image)],
+        }
+        result = ApplyResult(pred, applied, len(new_u), len(new_i),
+                             {"read": t1 - t0, "kernel": t2 - t1})
+        return PreparedBatch(meta.version, spec, batch_id, writes, index, result)
 
-    def checkpoint_only(self, state: VersionState, ends: dict[int, int]) -> None:
-        """Advance checkpoints for partitions whose batch held only rejected messages."""
-        if ends:
-            pipe = self.store.client.pipeline(transaction=False)
-            self.store.queue_checkpoints(state.version, self.topic, ends, pipe)
-            pipe.execute()
+    def queue_writes(self, prepared: PreparedBatch, pipe: Any) -> None:
+        """Queue the batch's idempotent vector, seen and index writes on ``pipe``."""
+        for w in prepared.writes:
+            self.store.write_vectors(w.keys, prepared.spec, w.expected_f, w.new_f, w.expected_b,
+                                     w.new_b, w.tags, counts=w.counts, seen=w.seen, pipe=pipe,
+                                     batch_id=prepared.batch_id)
+        for kind, ids in prepared.index.items():
+            self.store.add_to_index(prepared.version, kind, ids, pipe)
 
 
-def _first_partition(rows: np.ndarray, partitions: np.ndarray, n: int) -> np.ndarray:
-    """For each of ``n`` keys, the partition of the first event (in batch order) touching it."""
-    out = np.zeros(n, dtype=np.int64)
-    first = np.full(n, len(rows), dtype=np.int64)
-    np.minimum.at(first, rows, np.arange(len(rows)))
-    touched = first < len(rows)
-    out[touched] = partitions[first[touched]]
+@dataclass
+class VectorWrites:
+    keys: list[str]
+    expected_f: np.ndarray
+    new_f: np.ndarray
+    expected_b: np.ndarray
+    new_b: np.ndarray
+    tags: list[str]  # per key, the partitions whose events touched it: "p" or "p|q"
+    counts: np.ndarray | None
+    seen: SeenUpdates | None
+
+
+@dataclass
+class PreparedBatch:
+    """A computed batch waiting for the commit protocol's writes."""
+
+    version: int
+    spec: str  # "p=last,..." over every partition of the batch
+    batch_id: str
+    writes: list[VectorWrites]
+    index: dict[str, list[str]]
+    result: ApplyResult
+
+
+def touching_partitions(rows: np.ndarray, partitions: np.ndarray, n: int) -> list[str]:
+    """For each of ``n`` keys, the partitions of the events touching it, joined by '|'."""
+    pairs = np.unique(rows.astype(np.int64) * 65536 + partitions.astype(np.int64))
+    key, part = pairs // 65536, (pairs % 65536).astype(str)
+    if len(pairs) == n:  # the usual case: one partition per key
+        return part.tolist()
+    out = [""] * n
+    bounds = np.flatnonzero(np.diff(key)) + 1
+    for k_rows, p_rows in zip(np.split(key, bounds), np.split(part, bounds), strict=True):
+        out[int(k_rows[0])] = "|".join(p_rows.tolist())
     return out
 
 

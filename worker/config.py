@@ -261,6 +261,9 @@ class WorkerSettings(_Section):
     stall_timeout_s: float = Field(
         120.0, gt=0, description="/healthz fails when the loop has not come round this long")
     reconnect_backoff_max_s: float = Field(30.0, gt=0)
+    redis_retry_budget_s: float = Field(
+        240.0, gt=0, le=3000, description="give up (exit) after Redis is away this long; the "
+        "consumer's max.poll.interval.ms is set 60 s above it")
     name: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
 
@@ -305,7 +308,6 @@ class RetrainSettings(_Section):
         """``spark_conf`` as a dict."""
         pairs = (p.split("=", 1) for p in self.spark_conf.split(",") if p.strip())
         return {k.strip(): v.strip() for k, v in pairs}
-
 
 
 class ArchiveSettings(_Section):

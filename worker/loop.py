@@ -13,22 +13,33 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from worker import kafka_io
-from worker.applier import BatchApplier, EventBatch, VersionState, decode_messages
+from worker.applier import BatchApplier, DecodedMessages, EventBatch, VersionState, decode_messages
+from worker.commit import CommitProtocol, Fenced, Selection
 from worker.config import Settings
-from worker.events import DecodeConfig, dead_letter_record
+from worker.events import INTERNAL, DecodeConfig, dead_letter_key, dead_letter_record
 from worker.grams import gram_serial, refresh_grams
 from worker.metrics import MetricsServer, WorkerMetrics
-from worker.redis_store import Checkpoint, RedisStore
+from worker.redis_store import RedisStore
 
 log = logging.getLogger("online_als.worker")
+
+
+class DeadLetterUndelivered(RuntimeError):
+    """The dead-letter topic did not take the rejects: the checkpoint must not move."""
 
 
 def decode_config(settings: Settings) -> DecodeConfig:
@@ -38,14 +49,6 @@ def decode_config(settings: Settings) -> DecodeConfig:
     weights = dict(ImplicitEventMap.from_string(m.event_weights).weights)
     return DecodeConfig(mode=m.mode, rating_min=m.rating_min, rating_max=m.rating_max,
                         event_weights=weights, max_id_bytes=settings.worker.max_id_bytes)
-
-
-@dataclass
-class _Partitions:
-    """Positions (next offset to apply) and pending recovery per assigned partition."""
-
-    positions: dict[int, int] = field(default_factory=dict)
-    pending: dict[int, Checkpoint] = field(default_factory=dict)
 
 
 class Worker:
@@ -65,8 +68,8 @@ class Worker:
         self.applier = BatchApplier(self.store, settings.model, self.topic)
         self.decode_cfg = decode_config(settings)
         self._stop = threading.Event()
-        self._parts = _Partitions()
-        self._carry: list[Message] = []
+        self.commit = CommitProtocol(self.store, self.applier, self.topic,
+                                     owner=f"{settings.worker.name}:{uuid.uuid4().hex[:8]}")
         self._state: VersionState | None = None
         self._consumer: Consumer | None = None
         self._dlq: Any = None
@@ -95,7 +98,9 @@ class Worker:
         kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
         self._with_redis_retry(self._ensure_key_space)
         self._dlq = kafka_io.make_producer(k)
-        self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error)
+        budget_ms = int((self.settings.worker.redis_retry_budget_s + 60) * 1000)
+        self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error,
+                                                **{"max.poll.interval.ms": budget_ms})
         self._consumer.subscribe([k.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
 
@@ -172,10 +177,9 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._loop_beat = time.monotonic()
-                msgs = self._carry + kafka_io.consume_batch(
+                msgs = kafka_io.consume_batch(
                     self._consumer, w.batch_max_events, w.batch_max_wait_ms / 1000.0,
                     self._on_kafka_error)
-                self._carry = []
                 self._housekeeping()
                 if self._check_version_switch():
                     continue
@@ -184,7 +188,7 @@ class Worker:
                     batches += 1
                     if max_batches is not None and batches >= max_batches:
                         break
-                elif not self._parts.positions:
+                elif not self.commit.positions:
                     idle_since = time.monotonic()  # not idle before partitions are assigned
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
@@ -200,27 +204,18 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._state is not None
         ids = [tp.partition for tp in partitions]
-        cps = self._with_redis_retry(
-            lambda: self.store.read_checkpoints(self._state.version, self.topic, ids))  # type: ignore[union-attr]
-        assign = []
-        for p in ids:
-            cp = cps[p]
-            start = cp.offset if cp.offset is not None else 0
-            self._parts.positions[p] = start
-            if cp.has_pending:
-                self._parts.pending[p] = cp
-            assign.append(TopicPartition(self.topic, p, cp.offset if cp.offset is not None
-                                         else OFFSET_BEGINNING))
-        consumer.incremental_assign(assign)
+        version = self._state.version
+        starts = self._with_redis_retry(lambda: self.commit.assign(version, ids))
+        consumer.incremental_assign([
+            TopicPartition(self.topic, p, s if s is not None else OFFSET_BEGINNING)
+            for p, s in starts.items()])
         self._set_ready(True)
-        log.info("assigned %s (pending recovery: %s)", ids, sorted(self._parts.pending))
+        log.info("assigned %s (pending recovery: %s)", ids, sorted(self.commit.pending))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.metrics.forget_partition(self.topic, tp.partition)
-            self._parts.positions.pop(tp.partition, None)
-            self._parts.pending.pop(tp.partition, None)
-        self._carry = [m for m in self._carry if m.partition() in self._parts.positions]
+        self.commit.revoke([tp.partition for tp in partitions])
         consumer.incremental_unassign(partitions)
         log.info("revoked %s", [tp.partition for tp in partitions])
 
@@ -249,7 +244,7 @@ class Worker:
                       "not writing until it is restored", self.settings.redis.host,
                       self.settings.redis.port, current, has_meta,
                       "changed" if generation else "gone")
-            self._carry = []
+            self.commit.carry = []
             self._with_redis_retry(self._ensure_key_space)
         elif current == state.version:
             return False
@@ -257,12 +252,10 @@ class Worker:
             log.info("model version switched %d -> %d; repositioning", state.version, current)
             self._state = self._with_redis_retry(lambda: self.applier.load_version(current))
             self._publish_version()
-        assigned = list(self._parts.positions)
+        assigned = self.commit.reset()
         if assigned:  # reposition every partition at the new version's checkpoints
             tps = [TopicPartition(self.topic, p) for p in assigned]
             self._consumer.incremental_unassign(tps)
-            self._parts = _Partitions()
-            self._carry = []
             self._on_assign(self._consumer, tps)
         return True
 
@@ -276,63 +269,62 @@ class Worker:
 
     # -- one batch ------------------------------------------------------------------------
     def _process(self, msgs: list[Message]) -> bool:
-        parts = self._parts
-        fresh = [m for m in msgs if _part(m) in parts.positions
-                 and _off(m) >= parts.positions[_part(m)]]
-        if not fresh:
+        """poll -> select -> decode -> commit; a message that fails in an unexpected way is
+        dead-lettered as ``internal`` instead of stopping its partition."""
+        try:
+            return self._process_batch(msgs)
+        except (redis.ConnectionError, redis.TimeoutError, KafkaException, Fenced,
+                DeadLetterUndelivered):
+            raise
+        except Exception as exc:
+            selected = [m for m in msgs if _part(m) in self.commit.positions
+                        and _off(m) >= self.commit.positions[_part(m)]]
+            if len(selected) > 1:  # find the culprit: one message at a time, in order
+                log.exception("batch failed; applying its messages one by one")
+                done = False
+                for m in selected:
+                    done = self._process([m]) or done
+                return done
+            if not selected:
+                raise
+            m = selected[0]
+            log.exception("%s[%d] offset %d failed (%s); dead-lettering it as internal",
+                          m.topic(), m.partition(), m.offset(), exc)
+            self._dead_letter([m], [(0, INTERNAL, f"{type(exc).__name__}: {exc}"[:500])])
+            state = self._state
+            assert state is not None
+            decoded = DecodedMessages(None, [], {_part(m): _off(m)})
+            self._with_redis_retry(lambda: self.commit.commit(
+                state, decoded, Selection([m], uuid.uuid4().hex, False)))
+            return True
+
+    def _process_batch(self, msgs: list[Message]) -> bool:
+        selection = self.commit.select(msgs)
+        if selection is None:
             return False
-        recovery = False
-        batch_id = None
-        if parts.pending:
-            fresh, recovery, batch_id = self._recovery_slice(fresh)
-            if not fresh:
-                return False
+        fresh = selection.messages
         self.metrics.events_consumed.inc(len(fresh))
         t0 = time.perf_counter()
         decoded = decode_messages(fresh, self.decode_cfg)
         if decoded.rejects:
             self._dead_letter(fresh, decoded.rejects)
-        ends = decoded.ends
         assert self._state is not None
-        if decoded.batch is not None:
-            batch = decoded.batch
-            state = self._state
-            bid = batch_id or uuid.uuid4().hex
-            attempts = [recovery]
-
-            def apply_once() -> Any:
-                # a retry after a failure mid-write must recompute from the before-images
-                again = attempts[-1]
-                attempts.append(True)
-                return self.applier.apply(state, batch, ends, again, bid)
-
-            result = self._with_redis_retry(apply_once)
-            self._observe(batch, result, time.perf_counter() - t0)
-        else:
-            state = self._state
-            self._with_redis_retry(lambda: self.applier.checkpoint_only(state, ends))
-        for p, end in ends.items():
-            parts.positions[p] = end + 1
-            parts.pending.pop(p, None)
-        self._commit_informational(ends)
+        state = self._state
+        try:
+            result = self.commit.commit(state, decoded, selection, self._with_redis_retry)
+        except Fenced as exc:
+            self.metrics.fenced_writes.inc()
+            log.error("%s; this worker lost them (a zombie past max.poll.interval.ms?) and "
+                      "dropped its batch for them", exc)
+            if self._consumer is not None:
+                self._consumer.incremental_unassign(
+                    [TopicPartition(self.topic, p) for p in exc.partitions])
+            return True
+        if result is not None and decoded.batch is not None:
+            self._observe(decoded.batch, result, time.perf_counter() - t0)
+        self._commit_informational(decoded.ends)
         self.metrics.last_checkpoint.set(time.time())
         return True
-
-    def _recovery_slice(self, msgs: list[Message]) -> tuple[list[Message], bool, str | None]:
-        """Rebuild exactly the pending batch of one batch id; carry everything else over."""
-        parts = self._parts
-        batch_id = next(iter(parts.pending.values())).pending_batch
-        group = {p: cp for p, cp in parts.pending.items() if cp.pending_batch == batch_id}
-        inside = [m for m in msgs if _part(m) in group
-                  and _off(m) <= (group[_part(m)].pending_end or -1)]
-        reached = {_part(m) for m in inside if _off(m) == group[_part(m)].pending_end}
-        if reached != set(group):
-            # not all of the pending batch has arrived yet: keep it and poll more
-            self._carry = msgs
-            return [], True, batch_id
-        self._carry = [m for m in msgs if m not in inside]
-        log.info("recovering pending batch %s on partitions %s", batch_id, sorted(group))
-        return inside, True, batch_id
 
     def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
         assert self._dlq is not None
@@ -341,13 +333,15 @@ class Worker:
             m = msgs[pos]
             value, headers = dead_letter_record(m.value() or b"", reason, detail, m.topic(),
                                                 m.partition(), m.offset())
-            self._produce_dlq(topic, value, headers, m.key())
+            self._produce_dlq(topic, value, headers, dead_letter_key(m.key()))
             self.metrics.events_dead_lettered.labels(reason).inc()
         self.dead_lettered_total += len(rejects)
         # the checkpoint that follows moves past these offsets: they must be durable first
         remaining = self._dlq.flush(30)
         if remaining:
-            raise RuntimeError(f"{remaining} dead-letter messages not delivered; not checkpointing")
+            raise DeadLetterUndelivered(
+                f"kafka {self.settings.kafka.bootstrap_servers}: {remaining} dead-letter messages "
+                f"to {topic} not delivered; not checkpointing past them")
 
     def _produce_dlq(self, topic: str, value: bytes | None, headers: Any,
                      key: bytes | None) -> None:
@@ -398,15 +392,15 @@ class Worker:
             version = self._state.version if self._state else None
             self._with_redis_retry(lambda: self.store.heartbeat(
                 self.settings.worker.name, self.settings.worker.heartbeat_ttl_s,
-                {"version": version, "partitions": sorted(self._parts.positions),
+                {"version": version, "partitions": sorted(self.commit.positions),
                  "applied": self.applied_total, "at": time.time()}))
             self._with_redis_retry(self._maybe_refresh_grams)
         if now - self._last_lag_probe >= 5.0 and self._consumer is not None:
             self._with_redis_retry(self._count_known)
             self._last_lag_probe = now
-            highs = kafka_io.high_watermarks(self._consumer, self.topic, list(self._parts.positions))
+            highs = kafka_io.high_watermarks(self._consumer, self.topic, list(self.commit.positions))
             for p, high in highs.items():
-                lag = max(0, high - self._parts.positions.get(p, high))
+                lag = max(0, high - self.commit.positions.get(p, high))
                 self.metrics.set_consumer_lag(self.topic, p, lag)
             if highs:
                 self.metrics.set_server_up("kafka", True)
@@ -433,8 +427,12 @@ class Worker:
             self.metrics.items_known.set(items)
 
     def _with_redis_retry(self, fn: Any) -> Any:
-        """Run ``fn``; while Redis is away, retry with capped exponential backoff."""
+        """Run ``fn``; while Redis is away, retry with capped exponential backoff for at most
+        ``worker.redis_retry_budget_s``, then give up (the process exits and its partitions
+        are reassigned; ``max.poll.interval.ms`` is set above that budget, so the group does
+        not evict a worker that is only waiting for Redis)."""
         delay = 0.1
+        deadline = time.monotonic() + self.settings.worker.redis_retry_budget_s
         while True:
             try:
                 result = fn()
@@ -443,7 +441,13 @@ class Worker:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.metrics.set_server_up("redis", False)
                 self.metrics.reconnects.labels("redis").inc()
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                log.warning("redis %s:%d unavailable (%s); retrying in %.1fs",
+                            self.settings.redis.host, self.settings.redis.port, exc, delay)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis {self.settings.redis.host}:{self.settings.redis.port} unavailable "
+                        f"for {self.settings.worker.redis_retry_budget_s:.0f}s; exiting so the "
+                        "group can reassign this worker's partitions") from exc
                 if self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)

@@ -55,6 +55,7 @@ ALL_METRIC_NAMES: Final[tuple[str, ...]] = (
     "online_als_last_checkpoint_timestamp_seconds",
     "online_als_nan_guard_refusals_total",
     "online_als_redis_state_lost_total",
+    "online_als_fenced_writes_total",
     "online_als_reconnects_total",
     "online_als_server_up",
     "online_als_worker_info",
@@ -227,6 +228,11 @@ class WorkerMetrics:
         )
         self.nan_guard_refusals = Counter(
             p + "nan_guard_refusals", "Updates refused by the NaN/Inf guard.", registry=reg
+        )
+        self.fenced_writes = Counter(
+            p + "fenced_writes",
+            "Batches refused because another worker owns the partition now (stale owner).",
+            registry=reg,
         )
         self.redis_state_lost = Counter(
             p + "redis_state_lost",

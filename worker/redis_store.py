@@ -108,6 +108,7 @@ class RedisStore:
         self._read = client.register_script(_script("read_vectors.lua"))
         self._write = client.register_script(_script("write_vectors.lua"))
         self._cas = client.register_script(_CAS_CURRENT)
+        self._ckpt = client.register_script(_script("checkpoint.lua"))
         self._pool: ThreadPoolExecutor | None = None
 
     # -- versions -----------------------------------------------------------------------
@@ -234,15 +235,18 @@ class RedisStore:
         new_f: np.ndarray,
         expected_b: np.ndarray,
         new_b: np.ndarray,
-        tags: np.ndarray | None = None,
+        tags: list[str] | None = None,
         counts: np.ndarray | None = None,
         seen: SeenUpdates | None = None,
         pipe: Any = None,
+        batch_id: str = "",
     ) -> Any:
         """Queue the idempotent write of a batch's vectors on ``pipe`` (or execute now).
 
-        ``tags[j]`` is the partition whose events first touched key j in the batch: the key's
-        applied-offset record and before-image are kept for that partition only.
+        ``tags[j]`` lists the partitions whose events touched key j in the batch ("p|q"): the
+        key records the batch's end offset for each of them (``o:<p>``), so a batch recovered
+        partition by partition is applied once per (key, partition); one before-image per key
+        (``bf``/``bb``, of batch ``bid``) serves the recovery read.
         """
         own = pipe is None
         pipe = pipe if pipe is not None else self.client.pipeline(transaction=False)
@@ -252,7 +256,7 @@ class RedisStore:
         exp_b = np.ascontiguousarray(expected_b, dtype=VECTOR_DTYPE)
         nb = np.ascontiguousarray(new_b, dtype=VECTOR_DTYPE)
         cnt = counts if counts is not None else np.zeros(len(keys), dtype=np.int64)
-        tags = tags if tags is not None else np.zeros(len(keys), dtype=np.int64)
+        tags = tags if tags is not None else [""] * len(keys)
         calls: list[tuple[list[str], list[Any]]] = []
         for g in self._groups(keys):
             gkeys = [keys[i] for i in g]
@@ -261,8 +265,9 @@ class RedisStore:
                 len(g), 4 * rank, parts_spec,
                 exp_f[g].tobytes(), nf[g].tobytes(), exp_b[g].tobytes(), nb[g].tobytes(),
                 ",".join(map(str, cnt[g].tolist())),
-                ",".join(map(str, tags[g].tolist())),
+                ",".join(tags[i] or "-" for i in g.tolist()),
                 *seen_args,
+                batch_id,
             ]
             calls.append((gkeys + seen_keys, args))
         if self.cluster:  # a cluster pipeline refuses scripts: one call per slot, concurrently
@@ -302,20 +307,15 @@ class RedisStore:
             )
         return out
 
-    def write_intents(self, version: int, topic: str, ends: dict[int, int], batch_id: str) -> None:
-        """Record, before any vector write, which batch is about to be applied."""
-        pipe = self.client.pipeline(transaction=False)
-        for p, end in ends.items():
-            pipe.hset(self.keys.checkpoint(version, topic, p),
-                      mapping={"pending_end": end, "pending_batch": batch_id})
-        pipe.execute()
-
-    def queue_checkpoints(self, version: int, topic: str, ends: dict[int, int], pipe: Any) -> None:
-        now = time.time()
-        for p, end in ends.items():
-            key = self.keys.checkpoint(version, topic, p)
-            pipe.hset(key, mapping={"offset": end + 1, "updated_at": now})
-            pipe.hdel(key, "pending_end", "pending_batch")
+    def checkpoint_step(self, version: int, topic: str, step: str, token: str,
+                        args: dict[int, list[Any]]) -> dict[int, int]:
+        """Run one fenced step of ``worker/lua/checkpoint.lua`` ('own' | 'intent' | 'commit')
+        on each partition's checkpoint; returns partition -> 1 done, 0 refused (another owner),
+        2 already there. Only :class:`worker.commit.CommitProtocol` calls this."""
+        parts = sorted(args)
+        calls = [([self.keys.checkpoint(version, topic, p)], [step, token, *args[p]])
+                 for p in parts]
+        return {p: int(r) for p, r in zip(parts, self._run_scripts(self._ckpt, calls), strict=True)}
 
     def set_checkpoints(self, version: int, topic: str, offsets: dict[int, int]) -> None:
         """Set next-offset checkpoints directly (bulk load of a snapshot with its cutoff)."""

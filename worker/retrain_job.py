@@ -32,6 +32,7 @@ from online_als.serving.topn import top_n_batch
 from worker import kafka_io, lifecycle
 from worker.applier import BatchApplier, decode_messages
 from worker.bulk_load import ModelArrays, load_version
+from worker.commit import CommitProtocol
 from worker.config import Settings
 from worker.materialize import ItemEventCounter
 from worker.redis_store import RedisStore, dump_vectors
@@ -201,9 +202,10 @@ def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, versi
     parts = kafka_io.topic_partitions(consumer, topic)
     replayed = 0
     deadline = time.monotonic() + max_seconds
+    commit = CommitProtocol(store, applier, topic, owner=f"retrain-{version}")
     try:
-        mine = store.read_checkpoints(version, topic, parts)
-        pos = {p: (mine[p].offset or 0) for p in parts}
+        starts = commit.assign(version, parts)  # fenced: a stale catch-up cannot write later
+        pos = {p: (starts[p] or 0) for p in parts}
         consumer.assign([TopicPartition(topic, p, pos[p]) for p in parts])
         while time.monotonic() < deadline:
             target = _targets(store, source_version, topic, parts, consumer)
@@ -228,15 +230,14 @@ def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, versi
                 continue
             if store.read_meta(version) is None:
                 raise RuntimeError(f"Redis lost the namespace of version {version} during catch-up")
-            decoded = decode_messages(msgs, cfg)  # rejects were dead-lettered by the workers
-            ends = decoded.ends
-            if decoded.batch is not None:
-                applier.apply(state, decoded.batch, ends)
-                replayed += len(decoded.batch)
-            else:
-                applier.checkpoint_only(state, ends)
-            for p, e in ends.items():
-                pos[p] = e + 1
+            selection = commit.select(msgs)
+            if selection is None:
+                continue
+            # rejects were dead-lettered by the workers already
+            decoded = decode_messages(selection.messages, cfg)
+            commit.commit(state, decoded, selection)
+            replayed += len(decoded.batch) if decoded.batch is not None else 0
+            pos.update(commit.positions)
             for p in past:
                 consumer.seek(TopicPartition(topic, p, pos[p]))
         raise TimeoutError(f"catch-up did not reach the serving version within {max_seconds}s")

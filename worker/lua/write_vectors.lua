@@ -3,13 +3,15 @@
 -- ARGV[1]=N  ARGV[2]=bytes per vector  ARGV[3]="p1=e1,p2=e2" partitions/end offsets of the batch
 -- ARGV[4]=expected factors blob (what the batch was computed from)  ARGV[5]=new factors blob
 -- ARGV[6]=expected biases blob  ARGV[7]=new biases blob  ARGV[8]=count increments "c1,c2,..."
--- ARGV[9]=per key, the partition whose events first touched it "p1,p2,..." (its tag)
+-- ARGV[9]=per key, the partitions whose events touched it in this batch "p1|p2,p3,..."
 -- ARGV[10]=seen mode 'set'|'incr'  ARGV[11]=M, then per seen key: vector index j, count n,
--- then n (item id, value) pairs.
--- Per key: if o:<p> >= e for its tag partition the batch is already applied (skip). Otherwise, if the stored
--- factors still equal the expected ones, store the new ones exactly; if another worker changed
--- the key meanwhile, add our delta (new - expected) to what is stored, so neither update is lost.
--- Before-images p:<p>/pb:<p> are kept for crash recovery. Returns the number of keys written.
+-- then n (item id, value) pairs.  ARGV[last]=batch id.
+-- Per key: the batch is already applied if o:<p> >= e for its partitions (all of them are set
+-- together, so the first decides). Otherwise, if the stored factors still equal the expected
+-- ones, store the new ones exactly; if another worker changed the key meanwhile, add our delta
+-- (new - expected) to what is stored, so neither update is lost. One before-image (bf/bb, with
+-- the batch id in bid) is kept per key for crash recovery, whatever the partition count.
+-- Returns the number of keys written.
 local n = tonumber(ARGV[1])
 local vb = tonumber(ARGV[2])
 local k = vb / 4
@@ -18,9 +20,10 @@ for p, e in string.gmatch(ARGV[3], '([^=,]+)=([^=,]+)') do
   ends[p] = tonumber(e)
 end
 local tags = {}
-for p in string.gmatch(ARGV[9], '([^,]+)') do tags[#tags + 1] = p end
+for t in string.gmatch(ARGV[9], '([^,]+)') do tags[#tags + 1] = t end
 local counts = {}
 for c in string.gmatch(ARGV[8], '([^,]+)') do counts[#counts + 1] = tonumber(c) end
+local batch = ARGV[#ARGV]
 
 local function add_delta(cur, new, exp, m)
   local out = {}
@@ -37,10 +40,16 @@ local written = {}
 local nwritten = 0
 for j = 1, n do
   local key = KEYS[j]
-  local tp = tags[j]
-  local te = ends[tp]  -- nil: a plain write outside any batch (no offset bookkeeping)
-  local o = te and redis.call('HGET', key, 'o:' .. tp)
-  if not (o and tonumber(o) >= te) then
+  local parts = {}
+  for p in string.gmatch(tags[j] or '', '([^|]+)') do
+    if ends[p] then parts[#parts + 1] = p end
+  end
+  local done = false
+  if #parts > 0 then
+    local o = redis.call('HGET', key, 'o:' .. parts[1])
+    done = o and tonumber(o) >= ends[parts[1]]
+  end
+  if not done then
     local exp_f = string.sub(ARGV[4], (j - 1) * vb + 1, j * vb)
     local new_f = string.sub(ARGV[5], (j - 1) * vb + 1, j * vb)
     local exp_b = string.sub(ARGV[6], (j - 1) * 4 + 1, j * 4)
@@ -53,9 +62,13 @@ for j = 1, n do
     if cur[2] and cur[2] ~= exp_b and string.len(cur[2]) == 4 then
       out_b = add_delta(cur[2], new_b, exp_b, 1)
     end
-    if te then
-      redis.call('HSET', key, 'f', out_f, 'b', out_b, 'o:' .. tp, te, 'p:' .. tp, exp_f,
-                 'pb:' .. tp, exp_b)
+    if #parts > 0 then
+      local fields = {'f', out_f, 'b', out_b, 'bf', exp_f, 'bb', exp_b, 'bid', batch}
+      for _, p in ipairs(parts) do
+        fields[#fields + 1] = 'o:' .. p
+        fields[#fields + 1] = ends[p]
+      end
+      redis.call('HSET', key, unpack(fields))
     else
       redis.call('HSET', key, 'f', out_f, 'b', out_b)
     end
