@@ -38,6 +38,7 @@ SUBCOMMANDS: dict[str, str] = {
     "snapshots": "worker.ops_cli:add_snapshots_parser",
     "rollback": "worker.ops_cli:add_rollback_parser",
     "demo": "worker.demo:add_demo_parser",
+    "simulate": "worker.simulate_cli:add_simulate_parser",
     "evaluate": "worker.eval_cli:add_evaluate_parser",
     "tune": "worker.eval_cli:add_tune_parser",
     "produce": "producers.cli:add_produce_parser",

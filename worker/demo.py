@@ -169,6 +169,14 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
     worker.stop()
     server.close()
 
+    _say("feedback loop (`online-als simulate`): simulated users answer their top-10, 8 rounds")
+    from worker.simulate_cli import simulate_main
+
+    simulate_main(["--rounds", "8", "--users", "100", "--items", "200", "--plot",
+                   str(Path(args.report_dir) / "simulate.png"),
+                   *(["--config", args.config] if args.config else []),
+                   *[x for s in args.set for x in ("--set", s)]])
+
     out = Path(args.report_dir)
     summary = {
         "run_id": run_id, "streamed": n_stream, "applied": worker.applied_total,
