@@ -155,7 +155,8 @@ def load_from_cassandra(settings: Settings, cass: Any, store: RedisStore, versio
 
 
 def restore(settings: Settings, cass: Any, store: RedisStore, force: bool = False) -> LoadReport:
-    """Rebuild the serving version in Redis from Cassandra and point at it."""
+    """Rebuild the serving version in Redis from Cassandra and point at it (the caller holds
+    :func:`load_lock`)."""
     current = store.current_version()
     if current is not None and not force:
         raise RuntimeError("Redis already holds a current model version; use --force to replace")
@@ -173,27 +174,17 @@ def restore(settings: Settings, cass: Any, store: RedisStore, force: bool = Fals
     return report
 
 
-@contextlib.contextmanager
-def restore_lock(store: RedisStore, ttl_s: int = 600) -> Iterator[bool]:
-    """True to the one caller that may restore now; the others get False and wait."""
-    token = uuid.uuid4().hex
-    got = bool(store.client.set(store.keys.restore_lock(), token, nx=True, ex=ttl_s))
-    try:
-        yield got
-    finally:
-        if got and store.client.get(store.keys.restore_lock()) == token.encode():
-            store.client.delete(store.keys.restore_lock())
-
-
 # -- retrain: lock, promotion, failure ---------------------------------------------------
 @contextlib.contextmanager
-def retrain_lock(store: RedisStore, ttl_s: float) -> Iterator[None]:
-    """Only one retrain at a time; the lease is renewed while it runs and expires soon after
-    the process dies, so the next retrain can clean up after a killed one."""
-    key, token = store.keys.retrain_lock(), uuid.uuid4().hex
-    ttl_ms = max(1000, int(ttl_s * 1000))
-    if not store.client.set(key, token, nx=True, px=ttl_ms):
-        raise RuntimeError("another retrain is running (its lock is held); try again later")
+def _lease(store: RedisStore, key: str, ttl_s: float, wait_s: float) -> Iterator[bool]:
+    """Hold ``key`` (SET NX PX) while the block runs, renewed every ttl/3, so it expires soon
+    after the holder dies. Yields False when it could not be had within ``wait_s``."""
+    token, ttl_ms = uuid.uuid4().hex, max(1000, int(ttl_s * 1000))
+    deadline = time.monotonic() + wait_s
+    while not (got := bool(store.client.set(key, token, nx=True, px=ttl_ms))):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     done = threading.Event()
 
     def renew() -> None:
@@ -202,15 +193,34 @@ def retrain_lock(store: RedisStore, ttl_s: float) -> Iterator[None]:
                 if store.client.get(key) == token.encode():
                     store.client.pexpire(key, ttl_ms)
 
-    thread = threading.Thread(target=renew, name="retrain-lock", daemon=True)
-    thread.start()
+    if got:
+        threading.Thread(target=renew, name=f"lease {key}", daemon=True).start()
     try:
-        yield
+        yield got
     finally:
         done.set()
-        with contextlib.suppress(Exception):
-            if store.client.get(key) == token.encode():
-                store.client.delete(key)
+        if got:
+            with contextlib.suppress(Exception):
+                if store.client.get(key) == token.encode():
+                    store.client.delete(key)
+
+
+@contextlib.contextmanager
+def load_lock(store: RedisStore, wait_s: float = 0.0, ttl_s: float = 60.0) -> Iterator[bool]:
+    """Serialises loading versions from Cassandra into Redis (restore, rollback): two loads
+    of one namespace at once would delete each other's keys. True to the holder."""
+    with _lease(store, store.keys.restore_lock(), ttl_s, wait_s) as got:
+        yield got
+
+
+@contextlib.contextmanager
+def retrain_lock(store: RedisStore, ttl_s: float) -> Iterator[None]:
+    """Only one retrain at a time; the lease is renewed while it runs and expires soon after
+    the process dies, so the next retrain can clean up after a killed one."""
+    with _lease(store, store.keys.retrain_lock(), ttl_s, 0.0) as got:
+        if not got:
+            raise RuntimeError("another retrain is running (its lock is held); try again later")
+        yield
 
 
 def fail(store: RedisStore, cass: Any, version: int, reason: str) -> None:
@@ -265,14 +275,20 @@ def rollback(settings: Settings, cass: Any, store: RedisStore, version: int,
     if meta.status not in ("promoted", "rolled_back", "rejected"):
         raise LookupError(f"version {version} is {meta.status!r}; only versions that served or "
                           "were rejected by the gate can be rolled back to")
-    resident = store.read_meta(version)
-    loaded = False
-    if resident is None or resident.status not in ("ready", "serving", "online"):
-        load_from_cassandra(settings, cass, store, version, "rollback")
-        loaded = True
-    previous = store.current_version()
-    if previous != version:
-        switch(store, cass, previous, version, reason, "online-als rollback")
+    with load_lock(store, wait_s=600) as held:
+        if not held:
+            raise RuntimeError("another process has been loading a version for 10 minutes; "
+                               "retry the rollback when it is done")
+        resident = store.read_meta(version)
+        loaded = False
+        if resident is None or resident.status not in ("ready", "serving", "online"):
+            load_from_cassandra(settings, cass, store, version, "rollback")
+            loaded = True
+        previous = store.current_version()
+        if previous != version:
+            switch(store, cass, previous, version, reason, "online-als rollback")
+        if store.generation() is None:  # Redis had lost its state: this is the new one
+            new_generation(store)
     seconds = time.perf_counter() - t0
     if previous is not None and previous != version:
         try:

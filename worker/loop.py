@@ -125,7 +125,7 @@ class Worker:
         from worker import lifecycle
 
         while self.store.current_version() is None and not self._stop.is_set():
-            with lifecycle.restore_lock(self.store) as mine:
+            with lifecycle.load_lock(self.store) as mine:
                 if mine and self.store.current_version() is None:
                     self._restore_or_bootstrap()
                 elif not mine:

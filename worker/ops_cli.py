@@ -102,10 +102,13 @@ def add_restore_parser(sub: Any) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from worker.lifecycle import restore
+    from worker.lifecycle import load_lock, restore
 
     settings = settings_from(args)
-    with _stores(settings) as (store, cass):
+    with _stores(settings) as (store, cass), load_lock(store, wait_s=600) as held:
+        if not held:
+            print("online-als restore: another process is loading a version; try again later")
+            return EXIT_DOWN
         try:
             report = restore(settings, cass, store, force=args.force)
         except LookupError as exc:
