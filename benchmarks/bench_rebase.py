@@ -12,6 +12,10 @@ predictions clipped to the rating range. The online learner is the shipped defau
   the boundary and (b) the candidate rebased on the retrain (AdaGrad sums kept, see
   ``AdaptiveModel.rebased``), and promotes (b) only when its RMSE is not worse than (a)'s by more
   than ``--margin``. A promoted candidate has replayed the holdout, so it is caught up.
+  With ``--shadow N`` a candidate that passed is not switched to at once: for the next N events
+  it is replayed in shadow beside the serving model (both learn them, the serving model answers)
+  and the switch happens only if it is not worse there either
+  (:func:`online_als.evaluation.gate.staged_reason`).
 - **retrain only**: ALS-WR on everything seen, every ``--every`` events; between retrains the
   static model predicts (the global mean and the item/user means of ids it does not know: 0).
 
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, cast
 
 import _common as C
 import numpy as np
@@ -40,6 +44,7 @@ from online_als.datasets import (
     load_movielens_100k,
 )
 from online_als.evaluation import PrequentialResult, prequential
+from online_als.evaluation.gate import staged_reason
 from online_als.model import ModelState
 from online_als.retrain import AlsWrParams, build_matrix, retrain
 
@@ -63,9 +68,13 @@ class GatedRetrain:
     wants_timestamps = True
 
     def __init__(self, als: AlsWrParams, every: int, holdout: int, margin: float,
-                 rng: tuple[float, float]) -> None:  # fmt: skip
+                 rng: tuple[float, float], shadow: int = 0) -> None:  # fmt: skip
         self.model = AdaptiveModel()
         self.als, self.every, self.holdout, self.margin, self.rng = als, every, holdout, margin, rng
+        self.shadow_events = shadow
+        self.shadow: AdaptiveModel | None = None  # a candidate replayed beside the serving one
+        self.shadow_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.holdout_scores: tuple[dict[str, float], dict[str, float]] | None = None
         self.seen: list[Ratings] = []
         self.n_seen = 0
         self.snapshot: AdaptiveModel | None = None  # the online model at the next boundary
@@ -78,6 +87,11 @@ class GatedRetrain:
         if self.n_seen == next_retrain - self.holdout:  # main() aligns batches with it
             self.snapshot = copy.deepcopy(self.model)
         out = self.model.learn_batch(users, items, values, timestamps)
+        if self.shadow is not None:
+            cand, _ = self.shadow.learn_batch(users, items, values, timestamps)
+            self.shadow_log.append((out[0], cand, values))
+            if sum(len(v) for *_, v in self.shadow_log) >= self.shadow_events:
+                self._end_shadow()
         self.seen.append(Ratings.from_columns(users, items, values, timestamps))
         self.n_seen += len(values)
         if self.n_seen >= next_retrain and self.snapshot is not None:
@@ -96,12 +110,26 @@ class GatedRetrain:
             pred, _ = learner.learn_batch(hold.user_ids, hold.item_ids, hold.values,
                                           hold.timestamps)  # fmt: skip
             scores[name] = _rmse(pred, hold.values, self.rng)
-        promote = scores["candidate"] <= scores["serving"] * (1 + self.margin)
-        if promote:
-            self.model = cand
+        holdout = ({"rmse": scores["serving"]}, {"rmse": scores["candidate"]})
+        promote = not staged_reason("explicit", holdout, None, self.margin)
         self.snapshot = None
         self.retrain_seconds += time.perf_counter() - t0
-        self.log.append({"at": self.n_seen, **scores, "promoted": promote})
+        self.log.append({"at": self.n_seen, **scores, "promoted": promote and not self.shadow_events})
+        if promote and self.shadow_events:  # replay it beside the serving model first
+            self.shadow, self.shadow_log, self.holdout_scores = cand, [], holdout
+        elif promote:
+            self.model = cand
+
+    def _end_shadow(self) -> None:
+        assert self.shadow is not None and self.holdout_scores is not None
+        serving, cand, values = (np.concatenate(x) for x in zip(*self.shadow_log, strict=True))
+        shadow = ({"rmse": _rmse(serving, values, self.rng)}, {"rmse": _rmse(cand, values, self.rng)})
+        promote = not staged_reason("explicit", self.holdout_scores, shadow, self.margin)
+        if promote:
+            self.model = self.shadow  # it learnt every event meanwhile: caught up
+        self.log[-1].update(shadow_serving=shadow[0]["rmse"], shadow_candidate=shadow[1]["rmse"],
+                            promoted=promote)  # fmt: skip
+        self.shadow, self.shadow_log, self.holdout_scores = None, [], None
 
 
 class RetrainOnly:
@@ -164,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=10_000, help="events between retrains")
     p.add_argument("--holdout", type=int, default=2_000, help="events the gate replays")
     p.add_argument("--margin", type=float, default=0.0, help="relative worsening allowed")
+    p.add_argument("--shadow", type=int, default=0,
+                   help="events a passing candidate is replayed beside the serving model before "
+                        "the switch (0: switch at once)")
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--batch", type=int, default=D.EVAL_BATCH)
     p.add_argument("--plot", type=C.Path, default=C.PLOT_DIR / "rebase_prequential_rmse.png")
@@ -179,13 +210,15 @@ def main(argv: list[str] | None = None) -> None:
         a.every, a.holdout, a.iterations = 2000, 1000, 2
     if a.every % a.batch or a.holdout % a.batch or not 0 < a.holdout < a.every:
         p.error("--every and --holdout must be multiples of --batch, with 0 < holdout < every")
+    if a.shadow % a.batch or not 0 <= a.shadow <= a.every - a.holdout:
+        p.error("--shadow must be a multiple of --batch in [0, every - holdout]")
     als = AlsWrParams(factors=D.RANK, reg=0.12, reg_bias=0.05, iterations=a.iterations, seed=0)
     rows, curves, logs = [], {}, {}
     for name, data, rng in sets:
         t0 = time.perf_counter()
         online = prequential(AdaptiveModel(), data, a.batch, rating_range=rng)
-        gated_learner = GatedRetrain(als, a.every, a.holdout, a.margin, rng)
-        gated = prequential(gated_learner, data, a.batch, rating_range=rng)
+        gated_learner = GatedRetrain(als, a.every, a.holdout, a.margin, rng, a.shadow)
+        gated = prequential(cast(Any, gated_learner), data, a.batch, rating_range=rng)
         only = prequential(RetrainOnly(als, a.every), data, a.batch, rating_range=rng)
         promoted = sum(e["promoted"] for e in gated_learner.log)
         rows.append([name, online.rmse, gated.rmse, only.rmse,
@@ -195,13 +228,16 @@ def main(argv: list[str] | None = None) -> None:
         curves[name] = [("online only", online), ("online + gated retrain", gated),
                         ("retrain only", only)]  # fmt: skip
         logs[name] = gated_learner.log
-        C.table(["after event", "serving RMSE on holdout", "candidate RMSE", "promoted"],
-                [[e["at"], e["serving"], e["candidate"], "yes" if e["promoted"] else "no"]
+        C.table(["after event", "serving RMSE on holdout", "candidate RMSE",
+                 "serving / candidate in shadow", "promoted"],
+                [[e["at"], e["serving"], e["candidate"],
+                  f"{C.fmt(e.get('shadow_serving', 'n/a'))} / {C.fmt(e.get('shadow_candidate', 'n/a'))}",
+                  "yes" if e["promoted"] else "no"]
                  for e in gated_learner.log], f"{name}: the gate at each retrain")  # fmt: skip
     C.table(["data set", "online only", "online + gated retrain", "retrain only",
              "promoted / retrains", "goal: online + retrain <= online only", "seconds"], rows,
             f"Prequential RMSE, time order, retrain every {a.every:,} events, gate replays "
-            f"{a.holdout:,}, margin {a.margin:.1%}, ALS-WR k={als.factors} reg={als.reg} "
+            f"{a.holdout:,}, shadow replay {a.shadow:,}, margin {a.margin:.1%}, ALS-WR k={als.factors} reg={als.reg} "
             f"reg_bias={als.reg_bias} {als.iterations} it")  # fmt: skip
     plot(curves, a.plot)
     print(f"load average at the end: {C.load_average()}")

@@ -11,6 +11,9 @@ holds). Scoring never mutates them.
 - Implicit feedback: :func:`score_ranking`, NDCG@k / recall@k of each model's top-k for the
   same sample of holdout users, excluding the items each user had before the holdout.
 - :func:`gate_reason` compares two score dicts; :func:`compare_on_holdout` does it all.
+- :func:`staged_reason`: a two-stage gate. A candidate that passed the holdout is replayed in
+  shadow beside the serving model on the events that follow (both learning them, only the
+  serving model answering) and switched to only if it is not worse there either.
 
 >>> ser = GateModel(["u"], np.ones((1, 2)), np.zeros(1), ["a", "b"], np.eye(2), np.zeros(2), 3.0)
 >>> bad = GateModel(["u"], -np.ones((1, 2)), np.zeros(1), ["a", "b"], np.eye(2), np.zeros(2), 3.0)
@@ -34,7 +37,7 @@ from online_als.evaluation.metrics import ranking_metrics_at_k
 from online_als.evaluation.prequential import prequential
 
 __all__ = ["GateModel", "GateResult", "compare_on_holdout", "gate_reason", "score_explicit",
-           "score_ranking"]  # fmt: skip
+           "score_ranking", "staged_reason"]  # fmt: skip
 
 #: Metric the gate compares, and whether lower is better, per mode.
 GATE_METRIC = {"explicit": ("rmse", True), "implicit": ("ndcg_at_10", False)}
@@ -188,6 +191,29 @@ def gate_reason(mode: str, serving: dict[str, float], candidate: dict[str, float
         return (f"{key} {new:.4f} is {worse:.1%} worse than the serving model's {base:.4f} "
                 f"on the same holdout (margin {margin:.1%})")  # fmt: skip
     return ""
+
+
+def staged_reason(
+    mode: str, holdout: tuple[dict[str, float], dict[str, float]],
+    shadow: tuple[dict[str, float], dict[str, float]] | None, margin: float,
+) -> str:  # fmt: skip
+    """'' when the candidate may be switched to, else why not: ``holdout`` and ``shadow`` are
+    (serving, candidate) scores on the holdout and on the shadow replay after it (None: the
+    replay has not been run, so only the holdout decides). Both must pass :func:`gate_reason`.
+
+    >>> print(staged_reason("explicit", ({"rmse": 1.0}, {"rmse": 0.9}),
+    ...                     ({"rmse": 1.0}, {"rmse": 1.1}), 0.0))
+    shadow replay: rmse 1.1000 is 10.0% worse than the serving model's 1.0000 on the same holdout (margin 0.0%)
+    >>> staged_reason("explicit", ({"rmse": 1.0}, {"rmse": 0.9}), None, 0.0)
+    ''
+    """
+    reason = gate_reason(mode, *holdout, margin)
+    if reason:
+        return f"holdout: {reason}"
+    if shadow is None:
+        return ""
+    reason = gate_reason(mode, *shadow, margin)
+    return f"shadow replay: {reason}" if reason else ""
 
 
 def compare_on_holdout(
