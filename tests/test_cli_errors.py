@@ -66,7 +66,8 @@ def test_dataset_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert code == 2 and "cannot be read" in one_line(err)
 
 
-@pytest.mark.parametrize("argv", [("snapshots", "list"), ("restore",), ("rollback", "--to", "1")])
+@pytest.mark.parametrize("argv", [("snapshots", "list"), ("restore",), ("rollback", "--to", "1"),
+                                  ("retrain", "--force")])
 def test_cassandra_down_exits_3(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
     code, err = run(capsys, *argv, *NO_CASSANDRA, *NO_REDIS)
     assert code == 3, err
@@ -92,3 +93,8 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["recommend"])  # --user missing
     assert exc.value.code == 2
     capsys.readouterr()
+
+
+def test_snapshots_show_without_a_version_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "snapshots", "show", *NO_CASSANDRA)
+    assert code == 2 and "version number" in one_line(err)

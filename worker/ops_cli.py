@@ -67,6 +67,8 @@ def _retrain(args: argparse.Namespace) -> int:
                 rm.finish(report.outcome)
             emit(args, report.to_dict(), _human_report)
         except Exception as exc:
+            if not period:  # one run: `online-als` prints one line with the documented code
+                raise
             log.exception("retrain failed; the current version keeps serving")
             emit(args, {"outcome": "failed", "reason": repr(exc)})
             code = EXIT_FAIL
@@ -164,6 +166,11 @@ def add_snapshots_parser(sub: Any) -> None:
 
 
 def _snapshots(args: argparse.Namespace) -> int:
+    if args.action == "show" and args.version is None:
+        from worker.cli import UsageError
+
+        raise UsageError("snapshots show needs a version number, e.g. "
+                         "`online-als snapshots show 3` (see `snapshots list`)")
     settings = settings_from(args)
     with _stores(settings) as (store, cass):
         current = store.current_version()
@@ -173,9 +180,6 @@ def _snapshots(args: argparse.Namespace) -> int:
             emit(args, {"deleted": apply_retention(settings, cass, store)})
             return EXIT_OK
         if args.action == "show":
-            if args.version is None:
-                print("online-als snapshots show: give a version number")
-                return EXIT_FAIL
             meta = cass.get_version(args.version)
             if meta is None:
                 print(f"no version {args.version}")
