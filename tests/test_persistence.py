@@ -208,3 +208,21 @@ def test_retention_keeps_only_keep_last_versions_resident(persisted: Settings) -
         # and an evicted one comes back from Cassandra on rollback
         back = lifecycle.rollback(settings, cass, store, int(versions[1]), "test")  # type: ignore[arg-type]
         assert back["loaded_from_cassandra"] is True
+
+
+def test_catch_up_never_applies_past_the_serving_version(persisted: Settings) -> None:
+    events = synthetic_events(2500, 150, 80, seed=17)
+    produce(persisted, events[:2000])
+    run_worker(persisted, idle_exit_s=3)
+    archive(persisted)
+    produce(persisted, events[2000:])  # in Kafka, not yet applied by any worker
+    store = store_for(persisted)
+    with CassandraStore(persisted.cassandra) as cass:
+        report = run_retrain(persisted, cass, store, force=True)
+    assert report.outcome == "promoted"
+    version = int(report.version)  # type: ignore[arg-type]
+    cp = store.read_checkpoints(version, persisted.kafka.topic, [0])[0]
+    assert cp.offset == 2000 and not cp.has_pending  # the serving version's position, no more
+    run_worker(persisted, idle_exit_s=3)
+    assert store.read_checkpoints(version, persisted.kafka.topic, [0])[0].offset == 2500
+    assert item_counts(persisted, version) == Counter(str(e["item_id"]) for e in events)
