@@ -1,24 +1,28 @@
-"""Implicit mode over time windows: stale model vs online updates vs full retrain.
+"""Implicit mode over time windows: stale model vs the worker's own path vs a full retrain.
 
-Protocol (``online_als.evaluation.window_protocol``): ratings >= 4 are positives (weight 1),
-sorted by time; the last 20% of them are cut into 4 equal windows; for each window, users
-with history and new window items are asked for a top-10 (history items excluded); NDCG@10
-and Recall@10 are averaged over the window's users, then over windows. Models (``implicit``
-ALS through ``retrain("implicit")``, k=64, 15 iterations, reg 0.05, alpha 10):
+Protocol (issue 13; ``online_als.evaluation.window_protocol``): ratings >= 4 are positives,
+sorted by time; the last 20% of them are cut into 4 equal windows; for each window, the users
+with history and a new window item are asked for a top-10 with their history items excluded;
+NDCG@10 and Recall@10 are averaged over the window's users, then over windows.
 
-(a)  stale: fitted once on the first 80% of positives, never updated; users it does not
-     know get no list. Context only: (a0) unknown users get a zero vector, so all scores tie
-     and the first-seen items come out (an artefact, but closest to the reference figure);
-     (a') unknown users get the most popular training items.
-(b)  the stale model plus online updates from every positive before the window:
-     b1 fold-in kernel (``OnlineModel.implicit``, users and items, grams refreshed before
-     every micro-batch of ``--batch`` events); b2 b1 + exact re-solve (``resolve_users``) of
-     the users touched since the last window, from their history; b3 b1 + exact re-solve of
-     the touched items, then of the touched users (one partial ALS sweep).
-(c)  a full retrain on every positive before the window.
+(a)  stale: a plain ``implicit`` fit (k=64, 15 iterations, lambda 0.05, confidence 10 per
+     positive) on the positives before the first window, never updated.
+(w)  the worker's path, from ``worker.config.ModelSettings()`` defaults: the version the
+     worker's retrain would build from the positives before the first window (``implicit``
+     with ``model.alpha``, ``model.implicit_regularization``, ``retrain.iterations``; each
+     positive sent as event ``--event``, weighted by ``model.event_weights``), then every later
+     positive folded in by the worker's kernel (``OnlineModel`` with ``foldin_regularization``,
+     ``alpha``, ``update_items`` and the init scales: the same call as
+     ``worker.materialize``), with the Gram inverses refreshed the worker's way: at most every
+     ``model.gram_refresh_s`` seconds, between micro-batches. Events are replayed at their own
+     pace (their timestamps): a micro-batch is the events less than ``worker.batch_max_wait_ms``
+     apart (at most ``worker.batch_max_events``). (w-fast) the same replayed as fast as the
+     worker runs (batches of ``batch_max_events``, no Gram refresh inside a window: a backlog).
+(c)  a full retrain: a plain ``implicit`` fit, as (a), on every positive before the window.
 
-Goals: (b) >= 0.95 x (c) and (b) >= 1.10 x (a), NDCG@10. Each figure is the mean over
-``--seeds`` (the fits' random starts); windows hold few users, so seed-to-seed spread is shown.
+Goals: (w) >= 0.95 x (c) and >= 1.10 x (a), NDCG@10, on ML-100K and ml-latest-small. Windows
+hold few users, so the spread is reported: seeds (the fits' random starts) and a paired
+bootstrap over the evaluated users (resampled within each window) of the two ratios.
 
     python benchmarks/bench_implicit_windows.py
     python benchmarks/bench_implicit_windows.py --quick
@@ -26,9 +30,8 @@ Goals: (b) >= 0.95 x (c) and (b) >= 1.10 x (a), NDCG@10. Each figure is the mean
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import _common as C
@@ -41,196 +44,202 @@ from online_als.datasets import (
     load_ml_latest_small,
     load_movielens_100k,
 )
-from online_als.evaluation import WindowSplit, evaluate_windows
+from online_als.evaluation import WindowSplit, window_protocol
+from online_als.evaluation._arrays import lookup
+from online_als.evaluation.metrics import per_user_ranking_metrics
+from online_als.events import ImplicitEventMap
 from online_als.idmap import IdMap
-from online_als.kernels import gram, resolve_users
 from online_als.model import ModelState
 from online_als.online import ImplicitParams as FoldinParams
 from online_als.online import OnlineModel
 from online_als.retrain import ImplicitParams, build_matrix, retrain
 from online_als.serving import top_n_batch
+from worker.config import ModelSettings, RetrainSettings, WorkerSettings
 
-NDCG_REF = {"ML-100K": (0.073, 0.112), "ml-latest-small": (0.034, 0.077)}  # (a), (c)
-VARIANTS = ("a", "a0", "a'", "b1", "b2", "b3", "c")
+VARIANTS = ("a", "w", "w-fast", "c")
 LABELS = {
-    "a": "(a) stale",
-    "a0": "(a0) stale, unknown users scored with a zero vector",
-    "a'": "(a') stale + popular items for unknown users",
-    "b1": "(b1) stale + fold-in (users + items)",
-    "b2": "(b2) stale + fold-in + exact re-solve of touched users",
-    "b3": "(b3) stale + fold-in + re-solve touched items, then users",
-    "c": "(c) full retrain before each window",
+    "a": "(a) stale plain implicit fit",
+    "w": "(w) worker path, events at their own pace",
+    "w-fast": "(w-fast) worker path, replayed as a backlog",
+    "c": "(c) full retrain, plain implicit fit",
 }
-PRIMARY_B = "b2"
+Factors = tuple[np.ndarray, np.ndarray, IdMap, IdMap]
 
 
-class Recommender:
-    """Top-n from factors and id maps; unknown users get ``fallback``, a zero-vector top-n
-    (``zero_unknown``) or nothing."""
+def plain_implicit(history: Ratings, k: int, reg: float, conf: float, iters: int,
+                   seed: int) -> Factors:  # fmt: skip
+    """``implicit.cpu.als`` on the binary user x item matrix of positives (confidence
+    ``conf``), its own random start: the reference of the issue's protocol."""
+    import implicit.cpu.als
+    from threadpoolctl import threadpool_limits
 
-    def __init__(self) -> None:
-        self.user_f = np.zeros((0, 1), np.float32)
-        self.item_f = np.zeros((0, 1), np.float32)
-        self.users, self.items = IdMap(), IdMap()
-        self.fallback: np.ndarray | None = None  # item ids, most popular first
-        self.zero_unknown = False
-
-    def set(self, user_f: np.ndarray, item_f: np.ndarray, users: IdMap, items: IdMap) -> None:
-        self.user_f, self.item_f, self.users, self.items = user_f, item_f, users, items
-
-    def __call__(self, user_ids: np.ndarray, n: int, exclude: Sequence[np.ndarray]) -> np.ndarray:
-        rows = self.users.rows_for(user_ids, add=False)
-        known = np.flatnonzero((rows >= 0) | self.zero_unknown)
-        out = np.full((len(rows), n), "", dtype=object)
-        seen = [self.items.rows_for(exclude[j], add=False) for j in known]
-        vecs = np.where((rows[known] >= 0)[:, None], self.user_f[np.maximum(rows[known], 0)], 0)
-        top, _ = top_n_batch(vecs.astype(np.float32), self.item_f, n,
-                             exclude=[s[s >= 0] for s in seen])  # fmt: skip
-        ids = np.asarray(self.items.ids, dtype=object)
-        out[known] = np.where(top >= 0, ids[np.maximum(top, 0)], "")
-        if self.fallback is not None:
-            for j in np.flatnonzero(rows < 0):
-                pick = self.fallback[~np.isin(self.fallback, exclude[j])][:n]
-                out[j, : len(pick)] = pick
-        return out.astype(str)
-
-
-def fit(history: Ratings, params: ImplicitParams) -> tuple[ModelState, float]:
-    """``build_matrix`` (weights summed) + ``retrain("implicit")``; state and seconds."""
-    t0 = time.perf_counter()
-    m = build_matrix([(history.user_ids, history.item_ids, np.ones(len(history), np.float32))],
-                     "sum")  # fmt: skip
-    state = retrain("implicit", m, params).to_state(seed=params.seed)
-    state.user_init_scale, state.item_init_scale = 0.0, 0.01  # fold-in conventions
-    return state, time.perf_counter() - t0
-
-
-def _touched_csr(
-    rows: np.ndarray, cols: np.ndarray, select: np.ndarray, n_cols: int, alpha: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (one row per ``select`` entry, sorted) of its events: confidence alpha, pref 1."""
-    keep = np.isin(rows, select)
-    r = np.searchsorted(select, rows[keep])
-    m = sp.csr_matrix((np.ones(r.size, np.float32), (r, cols[keep])), shape=(len(select), n_cols))
+    users, items = IdMap(), IdMap()
+    u = users.rows_for(history.user_ids, add=True)
+    i = items.rows_for(history.item_ids, add=True)
+    m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(len(users), len(items)))
     m.sum_duplicates()
-    conf = (alpha * m.data).astype(np.float32)
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64), conf, np.ones_like(conf)
+    model = implicit.cpu.als.AlternatingLeastSquares(
+        factors=k, regularization=reg, alpha=conf, iterations=iters, random_state=seed
+    )
+    with threadpool_limits(1, "blas"):
+        model.fit(m, show_progress=False)
+    return model.user_factors, model.item_factors, users, items
 
 
-class OnlineVariant:
-    """(b): fold-in of the events since the last window, then optional exact re-solves."""
+def worker_start(history: Ratings, m: ModelSettings, iters: int, weight: float,
+                 seed: int) -> ModelState:  # fmt: skip
+    """What the worker's retrain job builds from the log (``retrain_job``'s parameters)."""
+    w = np.full(len(history), weight, np.float32)
+    matrix = build_matrix([(history.user_ids, history.item_ids, w)], "sum")
+    params = ImplicitParams(factors=m.rank, reg=m.implicit_regularization, alpha=m.alpha,
+                            iterations=iters, seed=seed)  # fmt: skip
+    state = retrain("implicit", matrix, params).to_state(seed=seed)
+    state.user_init_scale, state.item_init_scale = m.init_scales()
+    return state
 
-    def __init__(self, stale: ModelState, params: ImplicitParams, resolve: str, batch: int):
-        self.model = OnlineModel(stale.copy(), FoldinParams(params.reg, params.alpha, True))
-        self.reg, self.alpha, self.resolve, self.batch = params.reg, params.alpha, resolve, batch
-        self.seconds = 0.0
+
+def micro_batches(ts: np.ndarray, gap_s: float, max_events: int, paced: bool) -> list[int]:
+    """Start offsets of the worker's micro-batches (plus the end)."""
+    n = len(ts)
+    if not paced:
+        return list(range(0, n, max_events)) + [n]
+    cuts = np.flatnonzero(np.diff(ts) >= gap_s) + 1
+    starts = [0]
+    for c in [*cuts.tolist(), n]:
+        while c - starts[-1] > max_events:
+            starts.append(starts[-1] + max_events)
+        starts.append(c)
+    return starts
+
+
+class WorkerPath:
+    """(w): the worker's fold-in and Gram policy over the events since the last window."""
+
+    def __init__(self, start: ModelState, m: ModelSettings, w: WorkerSettings, weight: float,
+                 paced: bool) -> None:  # fmt: skip
+        self.model = OnlineModel(start, FoldinParams(m.foldin_regularization, m.alpha,
+                                                     m.update_items))  # fmt: skip
+        self.refresh_s, self.weight, self.paced = m.gram_refresh_s, weight, paced
+        self.gap_s, self.max_events = w.batch_max_wait_ms / 1000.0, w.batch_max_events
+        self.last_refresh: float | None = None
+        self.refreshes, self.seconds = 0, 0.0
 
     def update(self, split: WindowSplit) -> None:
-        if split.index == 0:  # its history is the stale model's training set
+        if split.index == 0:  # its history is what the start version was fitted on
             return
         t0 = time.perf_counter()
-        new, m = split.new_history, self.model
-        for start in range(0, len(new), self.batch):
-            b = new.slice(start, min(start + self.batch, len(new)))
-            m.refresh_grams()
-            m.learn_batch(b.user_ids, b.item_ids, np.ones(len(b), np.float32))
-        s = m.state
-        if self.resolve:
-            hu = s.users.rows_for(split.history.user_ids, add=False)
-            hi = s.items.rows_for(split.history.item_ids, add=False)
-            touched_u = np.unique(s.users.rows_for(new.user_ids, add=False))
-            touched_i = np.unique(s.items.rows_for(new.item_ids, add=False))
-            if "items" in self.resolve:
-                csr = _touched_csr(hi, hu, touched_i, s.n_users, self.alpha)
-                s.item_factors[touched_i] = resolve_users(
-                    s.user_factors, gram(s.user_factors, self.reg), *csr
-                )
-            csr = _touched_csr(hu, hi, touched_u, s.n_items, self.alpha)
-            s.user_factors[touched_u] = resolve_users(
-                s.item_factors, gram(s.item_factors, self.reg), *csr
-            )
-        m.refresh_grams()
+        new = split.new_history
+        ts = new.timestamps.astype(np.float64)
+        starts = micro_batches(ts, self.gap_s, self.max_events, self.paced)
+        if self.last_refresh is None:
+            self.last_refresh = float(ts[0]) if len(ts) else 0.0
+        for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+            now = float(ts[lo]) if self.paced else self.last_refresh
+            if self.refresh_s > 0 and now - self.last_refresh >= self.refresh_s:
+                self.model.refresh_grams()
+                self.last_refresh, self.refreshes = now, self.refreshes + 1
+            b = new.slice(lo, hi)
+            self.model.learn_batch(b.user_ids, b.item_ids, np.full(len(b), self.weight, np.float32))
         self.seconds += time.perf_counter() - t0
 
+    def factors(self) -> Factors:
+        s = self.model.state
+        return s.user_factors, s.item_factors, s.users, s.items
 
-def run_seed(data: Ratings, params: ImplicitParams, batch: int) -> dict[str, Any]:
-    """Every variant for one seed: per variant the WindowEvaluation and update seconds."""
-    out: dict[str, Any] = {}
-    holder: dict[str, Any] = {}
 
-    def stale_fit(split: WindowSplit) -> ModelState:
-        if "stale" not in holder:
-            holder["stale"], holder["fit_seconds"] = fit(split.history, params)
-            ids, counts = np.unique(split.history.item_ids, return_counts=True)
-            holder["popular"] = ids[np.argsort(-counts, kind="stable")][:500].astype(object)
-        state: ModelState = holder["stale"]
-        return state
-
-    def evaluate(key: str, before: Callable[[WindowSplit], None], rec: Recommender) -> None:
-        t0 = time.perf_counter()
-        out[key] = {"eval": evaluate_windows(data, rec, before_window=before)}
-        out[key]["wall"] = time.perf_counter() - t0
-
-    for key in ("a", "a0", "a'"):
-        rec = Recommender()
-
-        def before_stale(split: WindowSplit, rec: Recommender = rec, key: str = key) -> None:
-            s = stale_fit(split)
-            rec.set(s.user_factors, s.item_factors, s.users, s.items)
-            rec.fallback = holder["popular"] if key == "a'" else None
-            rec.zero_unknown = key == "a0"
-
-        evaluate(key, before_stale, rec)
-        out[key]["update_seconds"] = 0.0
-    for key, resolve in (("b1", ""), ("b2", "users"), ("b3", "items+users")):
-        rec = Recommender()
-        variant: dict[str, OnlineVariant] = {}
-
-        def before_online(split: WindowSplit, rec: Recommender = rec, resolve: str = resolve,
-                          variant: dict[str, OnlineVariant] = variant) -> None:  # fmt: skip
-            if not variant:
-                variant["v"] = OnlineVariant(stale_fit(split), params, resolve, batch)
-            v = variant["v"]
-            v.update(split)
-            s = v.model.state
-            rec.set(s.user_factors, s.item_factors, s.users, s.items)
-
-        evaluate(key, before_online, rec)
-        out[key]["update_seconds"] = variant["v"].seconds
-    rec = Recommender()
-    retrain_seconds = [0.0]
-
-    def before_full(split: WindowSplit) -> None:
-        if split.index == 0:  # same data and seed as the stale fit: reuse it
-            s = stale_fit(split)
-        else:
-            s, secs = fit(split.history, params)
-            retrain_seconds[0] += secs
-        rec.set(s.user_factors, s.item_factors, s.users, s.items)
-
-    evaluate("c", before_full, rec)
-    out["c"]["update_seconds"] = retrain_seconds[0]
+def recommend(f: Factors, split: WindowSplit, item_uniques: np.ndarray, k: int = 10) -> np.ndarray:
+    """Top-k rows (in ``item_uniques``) for the split's users, history excluded; users the
+    model does not know get no list."""
+    uf, itf, users, items = f
+    rows = users.rows_for(split.users, add=False)
+    out = np.full((len(rows), k), -1, np.int64)
+    known = np.flatnonzero(rows >= 0)
+    if not len(known):
+        return out
+    seen = [items.rows_for(split.seen[j], add=False) for j in known]
+    top, _ = top_n_batch(np.ascontiguousarray(uf[rows[known]], np.float32), itf, k,
+                         exclude=[s[s >= 0] for s in seen])  # fmt: skip
+    ids = np.asarray(items.ids, dtype=object)
+    names = np.where(top >= 0, ids[np.maximum(top, 0)], "").astype(np.str_)
+    out[known] = np.where(top >= 0, lookup(item_uniques, names.reshape(-1)).reshape(top.shape), -1)
     return out
+
+
+def run_seed(data: Ratings, a: Any, seed: int) -> dict[str, Any]:
+    """Per variant: per-window arrays of per-user NDCG/recall, and update seconds."""
+    m, w, r = ModelSettings(mode="implicit"), WorkerSettings(), RetrainSettings()
+    weight = ImplicitEventMap.from_string(m.event_weights).weights[a.event]
+    item_uniques = np.unique(data.item_ids[data.values >= 4]).astype(np.str_)
+    fit: Callable[[Ratings], Factors] = lambda h: plain_implicit(  # noqa: E731
+        h, a.k, a.reg, a.confidence, a.iterations, seed)
+    out: dict[str, Any] = {v: {"ndcg": [], "recall": [], "seconds": 0.0} for v in VARIANTS}
+    stale: Factors | None = None
+    paths: dict[str, WorkerPath] = {}
+    for split in window_protocol(data):
+        t0 = time.perf_counter()
+        full = fit(split.history)
+        out["c"]["seconds"] += time.perf_counter() - t0 if split.index else 0.0
+        if stale is None:
+            stale = full
+            start = worker_start(split.history, m, r.iterations, weight, seed)
+            paths = {"w": WorkerPath(start.copy(), m, w, weight, True),
+                     "w-fast": WorkerPath(start.copy(), m, w, weight, False)}  # fmt: skip
+        factors = {"a": stale, "c": full}
+        for key, path in paths.items():
+            path.update(split)
+            factors[key] = path.factors()
+            out[key]["seconds"], out[key]["refreshes"] = path.seconds, path.refreshes
+        relevant = [lookup(item_uniques, x.astype(np.str_)) for x in split.relevant]
+        for key in VARIANTS:
+            per = per_user_ranking_metrics(recommend(factors[key], split, item_uniques),
+                                           relevant, 10)  # fmt: skip
+            out[key]["ndcg"].append(per["ndcg"])
+            out[key]["recall"].append(per["recall"])
+    return out
+
+
+def window_mean(per_window: list[np.ndarray]) -> float:
+    vals = [float(np.nanmean(x)) for x in per_window if len(x)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def bootstrap_ratio(num: list[np.ndarray], den: list[np.ndarray], n_boot: int,
+                    seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """2.5% and 97.5% quantiles of mean-over-windows(num) / mean-over-windows(den), users
+    resampled with replacement inside each window (paired: the same users for both)."""
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(n_boot)
+    for b in range(n_boot):
+        picks = [rng.integers(0, len(x), len(x)) for x in num]
+        top = window_mean([x[p] for x, p in zip(num, picks, strict=True)])
+        bottom = window_mean([x[p] for x, p in zip(den, picks, strict=True)])
+        ratios[b] = top / bottom if bottom > 0 else np.nan
+    lo, hi = np.nanquantile(ratios, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = C.base_parser(__doc__)
     p.add_argument("--datasets", default="ML-100K,ml-latest-small")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--k", type=int, default=64, help="rank of the reference fits")
     p.add_argument("--iterations", type=int, default=15)
     p.add_argument("--reg", type=float, default=0.05)
-    p.add_argument("--alpha", type=float, default=10.0)
-    p.add_argument("--batch", type=int, default=1000, help="fold-in micro-batch (grams refreshed)")
+    p.add_argument("--confidence", type=float, default=10.0, help="per positive, (a) and (c)")
+    p.add_argument("--event", default="view", help="event type the worker gets per positive")
+    p.add_argument("--bootstrap", type=int, default=1000)
     a = p.parse_args(argv)
     if a.quick:
-        a.seeds, a.k, a.iterations = "0", 8, 2
-    info = C.header("bench_implicit_windows: stale vs online vs retrain (NDCG@10, Recall@10)", a)
+        a.seeds, a.k, a.iterations, a.bootstrap = "0", 8, 2, 50
+    info = C.header("bench_implicit_windows: stale vs worker path vs full retrain (NDCG@10)", a)
+    m = ModelSettings(mode="implicit")
+    print(f"reference: implicit k={a.k} iterations={a.iterations} reg={a.reg} confidence "
+          f"{a.confidence}; worker: ModelSettings() rank={m.rank} alpha={m.alpha} "
+          f"implicit_regularization={m.implicit_regularization} foldin_regularization="
+          f"{m.foldin_regularization} gram_refresh_s={m.gram_refresh_s} init scales "
+          f"{m.init_scales()} event {a.event!r}; seeds {a.seeds}")  # fmt: skip
     loaders = {"ML-100K": load_movielens_100k, "ml-latest-small": load_ml_latest_small}
     seeds = [int(s) for s in a.seeds.split(",")]
-    base = ImplicitParams(factors=a.k, reg=a.reg, alpha=a.alpha, iterations=a.iterations)
-    print(f"implicit ALS: k={a.k} iterations={a.iterations} reg={a.reg} alpha={a.alpha} "
-          f"(CG, {base.cg_steps} steps); seeds {seeds}; fold-in batches of {a.batch}")  # fmt: skip
     summary: dict[str, Any] = {}
     t_start = time.perf_counter()
     for name in a.datasets.split(","):
@@ -240,36 +249,34 @@ def main(argv: list[str] | None = None) -> None:
             C.exit_no_data(exc)
         if a.quick:
             data = data.slice(0, 20_000)
-        per_seed = [run_seed(data, dataclasses.replace(base, seed=s), a.batch)
-                    for s in C.progress(seeds, desc=name)]  # fmt: skip
-        n_users = per_seed[0]["c"]["eval"].n_users.tolist()
-        stats: dict[str, dict[str, float]] = {}
+        runs = [run_seed(data, a, s) for s in C.progress(seeds, desc=name)]
+        n_users = [len(x) for x in runs[0]["c"]["ndcg"]]
+        stats: dict[str, dict[str, Any]] = {}
         for key in VARIANTS:
-            nd = np.array([r[key]["eval"].mean_ndcg for r in per_seed])
-            rc = np.array([r[key]["eval"].mean_recall for r in per_seed])
-            secs = float(np.mean([r[key]["update_seconds"] for r in per_seed]))
+            nd = np.array([window_mean(r[key]["ndcg"]) for r in runs])
+            rc = np.array([window_mean(r[key]["recall"]) for r in runs])
             stats[key] = {"ndcg": float(nd.mean()), "ndcg_sd": float(nd.std()),
-                          "recall": float(rc.mean()), "recall_sd": float(rc.std()),
-                          "seconds": secs, "ndcg_per_seed": nd.tolist()}  # fmt: skip
-        ref_a, ref_c = NDCG_REF.get(name, (float("nan"), float("nan")))
+                          "recall": float(rc.mean()), "ndcg_per_seed": nd.tolist(),
+                          "seconds": float(np.mean([r[key]["seconds"] for r in runs])),
+                          "gram_refreshes": runs[0][key].get("refreshes")}  # fmt: skip
         rows = []
         for key in VARIANTS:
-            st = stats[key]
-            ref = {"a": ref_a, "c": ref_c}.get(key, float("nan"))
-            ratio_c = st["ndcg"] / stats["c"]["ndcg"]
-            ratio_a = st["ndcg"] / stats["a"]["ndcg"]
-            goal = ""
-            if key.startswith("b"):
-                goal = (f"{ratio_c:.2f}x (c) {C.goal_mark(ratio_c >= 0.95)}, "
-                        f"{ratio_a:.2f}x (a) {C.goal_mark(ratio_a >= 1.10)}")  # fmt: skip
-            rows.append([LABELS[key] + (" [primary b]" if key == PRIMARY_B else ""),
-                         f"{st['ndcg']:.4f} ± {st['ndcg_sd']:.4f}", C.fmt(ref),
-                         f"{st['recall']:.4f} ± {st['recall_sd']:.4f}", f"{st['seconds']:.2f}",
-                         goal])  # fmt: skip
-        C.table(["model", "NDCG@10 (mean ± sd over seeds)", "reference NDCG@10",
-                 "Recall@10", "update / retrain s (all windows)",
-                 "goal: >= 0.95x (c) and >= 1.10x (a)"], rows,
-                f"{name}: {len(data):,} ratings; users evaluated per window {n_users}")  # fmt: skip
+            st, goal = stats[key], ""
+            if key.startswith("w"):
+                rc_, ra_ = st["ndcg"] / stats["c"]["ndcg"], st["ndcg"] / stats["a"]["ndcg"]
+                ci_c = bootstrap_ratio(runs[0][key]["ndcg"], runs[0]["c"]["ndcg"], a.bootstrap)
+                ci_a = bootstrap_ratio(runs[0][key]["ndcg"], runs[0]["a"]["ndcg"], a.bootstrap)
+                st.update(ratio_c=rc_, ratio_a=ra_, ci_c=ci_c, ci_a=ci_a)
+                goal = (f"{rc_:.3f}x (c) [{ci_c[0]:.2f}, {ci_c[1]:.2f}] "
+                        f"{C.goal_mark(rc_ >= 0.95)}, {ra_:.3f}x (a) "
+                        f"[{ci_a[0]:.2f}, {ci_a[1]:.2f}] {C.goal_mark(ra_ >= 1.10)}")  # fmt: skip
+            per_seed = " ".join(f"{x:.4f}" for x in st["ndcg_per_seed"])
+            rows.append([LABELS[key], f"{st['ndcg']:.4f} ± {st['ndcg_sd']:.4f}", per_seed,
+                         f"{st['recall']:.4f}", f"{st['seconds']:.2f}", goal])  # fmt: skip
+        C.table(["model", "NDCG@10 (mean ± sd over seeds)", "per seed", "Recall@10",
+                 "update / retrain s", "goal: >= 0.95x (c), >= 1.10x (a) [95% user bootstrap]"],
+                rows, f"{name}: {len(data):,} ratings; users evaluated per window {n_users}; "
+                f"Gram refreshes (w) {stats['w']['gram_refreshes']}")  # fmt: skip
         summary[name] = {"users_per_window": n_users, "variants": stats}
     print(f"\nwall {time.perf_counter() - t_start:.0f} s; load average at the end: "
           f"{C.load_average()}")  # fmt: skip

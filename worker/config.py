@@ -215,7 +215,8 @@ class ModelSettings(_Section):
     global_mean: float = _D.GLOBAL_MEAN
     rating_min: float = 0.5
     rating_max: float = 5.0
-    alpha: float = Field(1.0, gt=0, description="implicit confidence scale, c = alpha * weight")
+    alpha: float = Field(_D.IMPLICIT_ALPHA, gt=0,
+                         description="implicit confidence scale, c = alpha * weight")
     implicit_regularization: float = Field(0.05, ge=0, description="lambda of the retrain fit")
     foldin_regularization: float = Field(
         20.0, gt=0, description="lambda in the online fold-in's (Y^T Y + lambda I): damps the "

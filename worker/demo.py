@@ -2,7 +2,8 @@
 
 Stack up -> topics and schema -> a worker -> replay 90% of MovieLens 100K in timestamp order
 -> a full retrain (ALS-WR) promoted after catching up -> recommendations and similar movies
-with titles -> a rollback and back -> a report with plots -> stack down (unless --keep-stack).
+with titles -> a rollback and back -> a short feedback-loop simulation (``online-als
+simulate``) -> a report with plots -> stack down (unless --keep-stack).
 """
 
 from __future__ import annotations

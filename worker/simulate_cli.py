@@ -44,7 +44,7 @@ def add_simulate_parser(sub: Any) -> None:
                     "answers go through Kafka to a worker; precision per round and a plot.")
     add_common(p)
     p.add_argument("--rounds", type=int, default=15, help="recommend -> answer -> learn rounds")
-    p.add_argument("--users", type=int, default=100, help="simulated users")
+    p.add_argument("--users", type=int, default=300, help="simulated users")
     p.add_argument("--items", type=int, default=400, help="catalogue size")
     p.add_argument("--n", type=int, default=10, help="recommendations per user and round")
     p.add_argument("--answer-weights", default="4:1:2", metavar="LIKE:DISLIKE:NEUTRAL",
