@@ -18,10 +18,21 @@ Per-iteration time: ``implicit``'s own callback for the bare fit; fit seconds / 
     python benchmarks/bench_retrain.py                         # 20M nnz, k=64, 3 + 1 iterations
     python benchmarks/bench_retrain.py --nnz 5000000 --als-iterations 2
     python benchmarks/bench_retrain.py --quick
+
+``--spark SHAPES`` (``ml-1m``, ``ml-20m``, comma separated) runs instead Spark MLlib ALS on
+``--spark-master`` (``local[2]``) beside ``implicit`` (CPU, all cores) and ALS-WR, on the same
+matrix built from ``producers.synthetic`` events of that shape (implicit events summed; the
+explicit ratings, last wins). ``--scale`` shrinks the event count (users and items kept), for
+boxes where the full ML-20M does not fit. Seconds per iteration = fit seconds / iterations
+(setup, Parquet staging and factor collection included for Spark; the SparkSession start is
+reported apart). Ratio = Spark / in-process.
+
+    python benchmarks/bench_retrain.py --spark ml-1m,ml-20m --scale 0.25 --iterations 5
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 from collections.abc import Iterator
@@ -79,7 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ids", choices=["ids", "rows"], default="ids",
                    help="ids: map integer ids through IdMap (as the retrain job); rows: skip it")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spark", default="", help="shapes for the Spark comparison: ml-1m,ml-20m")
+    p.add_argument("--spark-master", default="local[2]")
+    p.add_argument("--scale", type=float, default=1.0, help="event-count factor (--spark)")
     a = p.parse_args(argv)
+    if a.spark:
+        spark_vs_implicit(a)
+        return
     if a.quick:
         a.nnz, a.users, a.items, a.k, a.iterations, a.als_iterations = (
             200_000,
@@ -154,6 +171,65 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"\nload average at the end: {C.load_average()}")
     C.write_json(a.json, {"machine": info, "args": vars(a), "results": results})
+
+
+SHAPES = {"ml-1m": (1_000_209, 6_040, 3_706), "ml-20m": (20_000_263, 138_493, 26_744)}
+
+
+def spark_vs_implicit(a: argparse.Namespace) -> None:
+    """Spark ALS vs the in-process solvers at ML-1M / ML-20M shapes (module docstring)."""
+    from online_als.retrain.spark_als import SparkParams, fit_spark, session
+    from producers.synthetic import generate
+
+    info = C.header("bench_retrain --spark: Spark MLlib ALS vs implicit / ALS-WR", a)
+    with C.timed() as t_session:
+        spark = session(a.spark_master, {"spark.driver.memory": "6g"})
+    print(f"SparkSession {a.spark_master} started in {t_session.seconds:.1f} s; "
+          f"{spark.version}")
+    rows: list[list[str]] = []
+    results: dict[str, dict[str, float]] = {}
+    for shape in a.spark.split(","):
+        n_events, n_users, n_items = SHAPES[shape]
+        n_events = int(n_events * a.scale)
+        for mode in ("implicit", "explicit"):
+            data = list(generate(n_events, n_users, n_items, k=16, seed=a.seed, mode=mode))
+            dup = "sum" if mode == "implicit" else "last"
+            weights = {"view": 1.0, "like": 4.0, "dislike": -4.0}  # model.event_weights' defaults
+            matrix = build_matrix([(d.user_ids, d.item_ids, d.values if mode == "explicit" else
+                                    np.vectorize(weights.get, otypes=[np.float32])(d.events))
+                                   for d in data], dup)  # type: ignore[arg-type]
+            del data
+            gc.collect()
+            params: ImplicitParams | AlsWrParams
+            if mode == "implicit":
+                params = ImplicitParams(factors=a.k, reg=a.reg, alpha=a.alpha,
+                                        iterations=a.iterations, seed=a.seed, use_gpu=False)
+                sp = SparkParams(factors=a.k, reg=a.reg, alpha=a.alpha, iterations=a.iterations,
+                                 seed=a.seed, implicit=True)
+                name = "implicit (CPU)"
+            else:
+                params = AlsWrParams(factors=a.k, reg=a.reg, iterations=a.iterations,
+                                     seed=a.seed)
+                sp = SparkParams(factors=a.k, reg=a.reg, iterations=a.iterations, seed=a.seed)
+                name = "ALS-WR (numba)"
+            ours = retrain(mode, matrix, params).seconds["fit"]
+            gc.collect()
+            theirs = fit_spark(matrix, sp, spark).seconds["fit"]
+            gc.collect()
+            it = a.iterations
+            label = f"{shape}{'' if a.scale == 1 else f' x{a.scale:g}'}"
+            nnz = matrix.matrix.nnz
+            rows.append([label, mode, f"{nnz:,}", name, f"{ours / it:.2f}", f"{theirs / it:.2f}",
+                         f"{theirs / ours:.1f}x"])
+            results[f"{shape}/{mode}"] = {"nnz": nnz, "ours_fit_s": ours, "spark_fit_s": theirs}
+            print(rows[-1], f"load {C.load_average()}", flush=True)
+    C.table(["shape", "mode", "nnz", "in-process", "s/it in-process", f"s/it Spark {a.spark_master}",
+             "Spark / in-process"], rows,
+            f"Retrain fit, k={a.k}, {a.iterations} iterations, reg={a.reg}, alpha={a.alpha}")
+    print(f"\nload average at the end: {C.load_average()}")
+    spark.stop()
+    C.write_json(a.json, {"machine": info, "args": vars(a), "results": results,
+                          "spark_session_s": t_session.seconds})
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument("--user", default="1", help="the sample user (a MovieLens user id)")
     p.add_argument("--holdout", type=float, default=0.1,
                    help="fraction of the stream (by time) kept back to compare the models")
+    p.add_argument("--backend", choices=("auto", "spark"), default="auto",
+                   help="retrain engine (retrain.backend): auto = ALS-WR in process; spark = "
+                        "Spark MLlib ALS on retrain.spark_master (needs pyspark)")
     p.set_defaults(func=run_demo)
 
 
@@ -53,6 +56,7 @@ def demo_settings(args: argparse.Namespace, run_id: str) -> Settings:
         "archive.snapshot_interval_s": "5", "retrain.iterations": "15", "retrain.gate_margin": "0.5",
         # bias shrinkage for ranking: at the RMSE-optimal 0.05 ALS-WR ranks rare items first
         "retrain.explicit_reg_bias": "1.0",
+        "retrain.backend": getattr(args, "backend", "auto"),
     }
     return load_config(args.config, {**overrides, **parse_set_flags(args.set)})
 

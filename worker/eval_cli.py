@@ -115,9 +115,17 @@ def add_tune_parser(sub: Any) -> None:
                                    "explicit model for every combination of the grid.")
     add_common(p)
     p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--grid", default="k=32,64;lr=0.05,0.1;reg=0.0,0.02",
+    p.add_argument("--grid", default=None,
                    help="'name=v1,v2;name=...' over k, lr, reg, reg_bias, init_scale (and, for the "
-                        "adaptive learner, lr_bias, acc_init, session_lr, session_reg, ...)")
+                        "adaptive learner, lr_bias, acc_init, session_lr, session_reg, ...); "
+                        "default k=32,64;lr=0.05,0.1;reg=0.0,0.02. With --backend spark: k, reg, "
+                        "iterations, alpha (default k=10,50;reg=0.05,0.12)")
+    p.add_argument("--backend", choices=("online", "spark"), default="online",
+                   help="online: the online learner, prequential (default); spark: Spark ALS "
+                        "through ParamGridBuilder + TrainValidationSplit (or CrossValidator "
+                        "with --folds), RMSE")
+    p.add_argument("--log", action="store_true",
+                   help="--backend spark: tune on the Cassandra ratings log instead of --dataset")
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation instead")
     p.add_argument("--split", choices=("time", "random"), default="time",
                    help="folds of --folds: time = forward chaining, each fold trained only on "
@@ -139,8 +147,10 @@ def _tune(args: argparse.Namespace) -> int:
     from online_als.evaluation import cross_validate, grid_search, temporal_split
 
     settings = settings_from(args)
+    if args.backend == "spark":
+        return _tune_spark(args, settings)
     data = _dataset(args.dataset).sort_by_time()
-    grid = _parse_grid(args.grid)
+    grid = _parse_grid(args.grid or "k=32,64;lr=0.05,0.1;reg=0.0,0.02")
     grid_lists = {k: [int(v) if k == "k" else v for v in vs] for k, vs in grid.items()}
 
     def fit(train: Any, params: dict[str, Any]) -> Any:
@@ -167,4 +177,46 @@ def _tune(args: argparse.Namespace) -> int:
         [f"{'rmse':>8}  params"] + [f"{r['rmse']:>8.4f}  {r['params']}" for r in d["rows"]]
         + [f"best: {d['best']['params']} rmse={d['best']['rmse']:.4f} "
            f"({d['learner']}, validation: {d['validation']})"]))
+    return EXIT_OK
+
+
+def _tune_spark(args: argparse.Namespace, settings: Any) -> int:
+    """``tune --backend spark`` (worker/spark_tune.py)."""
+    from worker import spark_tune
+    from worker.retrain_backend import spark_session
+
+    if settings.model.mode != "explicit":
+        raise UsageError("tune --backend spark scores RMSE: it needs model.mode=explicit")
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise UsageError("--backend spark needs pyspark: pip install 'online-als[spark]'") from None
+    try:
+        grid = _parse_grid(args.grid or spark_tune.DEFAULT_GRID)
+    except ValueError:
+        raise UsageError(f"--grid {args.grid!r}: expected 'name=v1,v2;name=...'") from None
+    if args.log:
+        users, items, values = spark_tune.log_ratings(settings)
+        source = f"Cassandra log {settings.cassandra.keyspace}/{settings.kafka.topic}"
+    else:
+        data = _dataset(args.dataset)
+        users, items, values = data.user_ids, data.item_ids, data.values
+        source = args.dataset
+    if len(users) == 0:
+        raise UsageError(f"no ratings in {source}")
+    spark = spark_session(settings)
+    try:
+        out = spark_tune.tune(users, items, values, grid, folds=args.folds,
+                              iterations=settings.retrain.iterations, seed=settings.model.seed,
+                              spark=spark)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        spark.stop()
+    out.update({"learner": "spark-als", "source": source})
+    emit(args, out, lambda d: "\n".join(
+        [f"{'rmse':>8}  params"] + [f"{r['rmse']:>8.4f}  {r['params']}" for r in d["rows"]]
+        + [f"best: {d['best']['params']} rmse={d['best']['rmse']:.4f} "
+           f"({d['learner']} on {d['source']}, {d['ratings']:,} ratings, validation: "
+           f"{d['validation']})"]))
     return EXIT_OK

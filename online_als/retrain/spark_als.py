@@ -25,6 +25,7 @@ reachable by the executors when the master is not ``local``. ``pyspark`` is impo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -73,6 +74,7 @@ def session(master: str = "local[2]", conf: dict[str, str] | None = None,
                 **(conf or {})}
     for key, value in settings.items():
         builder = builder.config(key, str(value))
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
@@ -122,6 +124,8 @@ def fit_spark(matrix: RatingMatrix, params: SparkParams, spark: Any = None, *,
     seconds = {"build_matrix": matrix.seconds}
     t0 = time.perf_counter()
     coo = matrix.matrix.tocoo()
+    if coo.nnz == 0:
+        raise ValueError("no ratings to fit")
     values = coo.data.astype(np.float64)
     mu, bu, bi = 0.0, np.zeros(n_users), np.zeros(n_items)
     if not params.implicit:
