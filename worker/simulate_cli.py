@@ -100,7 +100,7 @@ def simulate_settings(args: argparse.Namespace, run_id: str) -> Settings:
         "kafka.group_id": f"sim-{run_id}", "kafka.partitions": "1",
         "redis.key_prefix": f"sim{run_id}", "cassandra.enabled": "false",
         "worker.batch_max_wait_ms": "20",
-        # a round takes ~0.3 s here, not the minutes real users take to answer: refresh the
+        # a round takes 0.2-1 s here, not the minutes real users take to answer: refresh the
         # fold-in's Grams as often, relative to a round, as model.gram_refresh_s does live
         "model.gram_refresh_s": "0.2",
     }
