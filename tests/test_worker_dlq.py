@@ -18,6 +18,7 @@ from tests.streaming import produce, synthetic_events
 from worker.events import REASONS, decode_batch
 from worker.loop import Worker, decode_config
 from worker.metrics import ALL_METRIC_NAMES, WorkerMetrics, start_http_server
+from worker.redis_store import RedisStore
 
 pytestmark = pytest.mark.stack
 
@@ -122,3 +123,42 @@ def test_malformed_corpus_lands_in_the_dlq_with_reasons(stack: StackInfo,
     assert float(applied[0].split()[1]) == len(good)
     rmse = [ln for ln in body.splitlines() if ln.startswith("online_als_prequential_rmse ")]
     assert math.isfinite(float(rmse[0].split()[1]))
+
+
+def test_a_message_that_fails_unexpectedly_is_dead_lettered_as_internal(
+        stack: StackInfo, isolated: Isolated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the kernel step raises for one item id; the worker finds that message,
+    dead-letters it with reason `internal` and applies everything else (no crash loop)."""
+    from worker.applier import BatchApplier
+
+    settings = make_settings(stack, isolated, **{"model.rank": 8, "worker.batch_max_events": 50})
+    events = synthetic_events(200, 30, 20, seed=5)
+    events[77] = {**events[77], "item_id": "poison"}
+    produce(settings, events)
+    real = BatchApplier.prepare
+
+    def prepare(self: BatchApplier, state, batch, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "poison" in set(batch.item_ids.tolist()):
+            raise ValueError("injected fault")
+        return real(self, state, batch, *args, **kwargs)
+
+    monkeypatch.setattr(BatchApplier, "prepare", prepare)
+    metrics = WorkerMetrics()
+    worker = Worker(settings, metrics)
+    worker.run(idle_exit_s=3)
+    assert worker.applied_total == 199 and worker.dead_lettered_total == 1
+    assert metrics.events_dead_lettered.labels("internal")._value.get() == 1
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": isolated.group + "-dlq", "auto.offset.reset": "earliest"})
+    consumer.subscribe([settings.kafka.dead_letter_topic])
+    deadline, got = time.monotonic() + 30, []
+    while not got and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is not None and msg.error() is None:
+            got.append(msg)
+    consumer.close()
+    headers = dict(got[0].headers() or [])
+    assert headers.get("dlq.reason") == b"internal" and orjson.loads(got[0].value())["item_id"] == "poison"
+    store = RedisStore.from_settings(settings.redis)
+    version = store.current_version()
+    assert store.read_checkpoints(version, settings.kafka.topic, [0])[0].offset == 200

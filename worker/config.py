@@ -128,6 +128,9 @@ class RedisSettings(_Section):
     key_prefix: str = "oals"
     cluster: bool = False
     socket_timeout_s: float = Field(5.0, gt=0)
+    max_keys_per_script: int = Field(
+        128, ge=1, le=10000, description="vector keys one worker script call touches: Redis "
+        "serves nothing else while a script runs, so this bounds the pause serving apps see")
 
     @model_validator(mode="after")
     def _consistent_security(self) -> RedisSettings:

@@ -21,7 +21,10 @@ from redis.crc import key_slot
 from worker.config import RedisSettings
 from worker.keys import FORMAT_VERSION, GRAM_DTYPE, VECTOR_DTYPE, RedisKeys
 
-MAX_KEYS_PER_CALL = 2000  # bounds how long one script blocks Redis
+MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
+#: Redis runs a client's buffered commands back to back; sending a long pipeline in rounds of
+#: this many scripts lets it serve other clients (the serving apps) in between.
+SCRIPTS_PER_ROUND_TRIP = 2
 
 
 _CAS_CURRENT = """
@@ -99,12 +102,15 @@ class RedisStore:
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> RedisStore:
         """The store for ``settings`` (client, key prefix and cluster mode all from there)."""
-        return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster)
+        return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster,
+                   max_keys_per_call=settings.max_keys_per_script)
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False,
+                 max_keys_per_call: int = MAX_KEYS_PER_CALL) -> None:
         self.client = client
         self.keys = keys
         self.cluster = cluster
+        self.max_keys = max_keys_per_call
         self._read = client.register_script(_script("read_vectors.lua"))
         self._write = client.register_script(_script("write_vectors.lua"))
         self._cas = client.register_script(_CAS_CURRENT)
@@ -201,15 +207,14 @@ class RedisStore:
         return [build(version, i) for i in ids]
 
     def _groups(self, keys: list[str]) -> list[np.ndarray]:
-        """Index groups of at most MAX_KEYS_PER_CALL keys, one hash slot each on a cluster."""
-        n = len(keys)
+        """Index groups of at most ``max_keys`` keys, one hash slot each on a cluster."""
+        n, m = len(keys), self.max_keys
         if not self.cluster:
-            return [np.arange(s, min(s + MAX_KEYS_PER_CALL, n)) for s in range(0, n, MAX_KEYS_PER_CALL)]
+            return [np.arange(s, min(s + m, n)) for s in range(0, n, m)]
         slots = np.fromiter((key_slot(k.encode()) for k in keys), dtype=np.int64, count=n)
         order = np.argsort(slots, kind="stable")
         bounds = np.flatnonzero(np.diff(slots[order])) + 1
-        return [g[s:s + MAX_KEYS_PER_CALL] for g in np.split(order, bounds)
-                for s in range(0, len(g), MAX_KEYS_PER_CALL)]
+        return [g[s:s + m] for g in np.split(order, bounds) for s in range(0, len(g), m)]
 
     def read_vectors(self, keys: list[str], rank: int, recovery: str = "") -> VectorBlock:
         n = len(keys)
@@ -275,23 +280,28 @@ class RedisStore:
         else:
             for call_keys, call_args in calls:
                 self._write(keys=call_keys, args=call_args, client=pipe)
+                if len(pipe) >= SCRIPTS_PER_ROUND_TRIP:
+                    pipe.execute()  # in order; lets Redis serve other clients in between
         return pipe.execute() if own else pipe
 
     def _run_scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run script calls: pipelined on a standalone Redis, concurrently per slot on a cluster."""
         if not self.cluster:
+            out: list[Any] = []
             pipe = self.client.pipeline(transaction=False)
             for call_keys, call_args in calls:
                 script(keys=call_keys, args=call_args, client=pipe)
-            return list(pipe.execute())
+                if len(pipe) >= SCRIPTS_PER_ROUND_TRIP:
+                    out.extend(pipe.execute())
+            return out + list(pipe.execute())
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
         return list(self._pool.map(lambda c: script(keys=c[0], args=c[1]), calls))
 
     def add_to_index(self, version: int, kind: str, ids: list[str], pipe: Any) -> None:
-        if ids:
-            key = self.keys.user_index(version) if kind == "u" else self.keys.item_index(version)
-            pipe.sadd(key, *ids)
+        key = self.keys.user_index(version) if kind == "u" else self.keys.item_index(version)
+        for start in range(0, len(ids), self.max_keys):  # bounded, like the scripts
+            pipe.sadd(key, *ids[start:start + self.max_keys])
 
     # -- checkpoints ---------------------------------------------------------------------
     def read_checkpoints(self, version: int, topic: str, partitions: list[int]) -> dict[int, Checkpoint]:
