@@ -226,3 +226,36 @@ def test_catch_up_never_applies_past_the_serving_version(persisted: Settings) ->
     run_worker(persisted, idle_exit_s=3)
     assert store.read_checkpoints(version, persisted.kafka.topic, [0])[0].offset == 2500
     assert item_counts(persisted, version) == Counter(str(e["item_id"]) for e in events)
+
+
+def test_the_gate_rejects_a_candidate_worse_than_the_serving_model_on_the_same_holdout(
+        stack: StackInfo, isolated: Isolated) -> None:
+    from producers.synthetic import generate
+
+    settings = make_settings(stack, isolated, **{
+        "cassandra.enabled": True, "model.rank": 8, "archive.snapshot_interval_s": 0,
+        "retrain.iterations": 2, "retrain.gate_margin": 0.0, "retrain.holdout_fraction": 0.1,
+        "retrain.explicit_reg": 1e6, "retrain.explicit_reg_bias": 1e6})  # a useless candidate
+    with CassandraStore(settings.cassandra) as cass:
+        cass.migrate()
+    try:
+        chunk = next(generate(n_events=8000, n_users=300, n_items=100, k=4, seed=3,
+                              chunk_rows=8000))
+        events = [{"user_id": str(u), "item_id": str(i), "rating": float(v), "ts": 1.7e9 + j}
+                  for j, (u, i, v) in enumerate(zip(chunk.user_ids.tolist(),
+                                                    chunk.item_ids.tolist(),
+                                                    chunk.values.tolist(), strict=True))]
+        produce(settings, events)
+        run_worker(settings, idle_exit_s=3)
+        archive(settings)
+        store = store_for(settings)
+        serving = store.current_version()
+        with CassandraStore(settings.cassandra) as cass:
+            report = run_retrain(settings, cass, store, force=True)
+            assert report.outcome == "rejected", report
+            assert report.metrics["rmse"] > report.metrics["serving_rmse"]
+            assert "rmse" in report.reason and store.current_version() == serving
+            assert cass.get_version(int(report.version)).status == "rejected"  # type: ignore[arg-type]
+    finally:
+        with CassandraStore(settings.cassandra) as cass:
+            cass.drop_keyspace()

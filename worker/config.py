@@ -131,6 +131,9 @@ class RedisSettings(_Section):
     max_keys_per_script: int = Field(
         128, ge=1, le=10000, description="vector keys one worker script call touches: Redis "
         "serves nothing else while a script runs, so this bounds the pause serving apps see")
+    scripts_per_round_trip: int = Field(
+        8, ge=1, le=10000, description="script calls sent per pipeline round trip: Redis runs "
+        "a client's buffered commands back to back, so fewer lets it serve others in between")
 
     @model_validator(mode="after")
     def _consistent_security(self) -> RedisSettings:

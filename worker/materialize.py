@@ -72,8 +72,10 @@ def online_model(settings: Settings, mode: str, rank: int, global_mean: float,
     return OnlineModel(state, params)
 
 
-def load_base(cass: Any, settings: Settings, version: int) -> Materialized:
-    """The newest committed stream snapshot of ``version``, else its base snapshot."""
+def load_base(cass: Any, settings: Settings, version: int,
+              not_after: dict[int, int] | None = None) -> Materialized:
+    """The newest committed stream snapshot of ``version`` (with ``not_after``: the newest
+    whose offsets are all at or before it), else its base snapshot."""
     from worker.cassandra_store import FactorsNotFound
 
     meta = cass.get_version(version)
@@ -81,6 +83,11 @@ def load_base(cass: Any, settings: Settings, version: int) -> Materialized:
         raise LookupError(f"Cassandra has no model version {version}")
     global_mean = float(meta.params.get("global_mean", settings.model.global_mean))
     snaps = cass.archive.snapshots(version)
+    if not_after is not None:
+        snaps = [sn for sn in snaps
+                 if all(o <= not_after.get(p, 0) for p, o in sn.offsets.items())]
+        if any(o > not_after.get(p, 0) for p, o in meta.cutoff.items()):
+            raise LookupError(f"version {version} starts after {not_after}")
     if snaps:
         snap = snaps[0]
         uids, uf, ub = cass.archive.read_snapshot(snap, "u")
@@ -128,6 +135,15 @@ def advance(cass: Any, settings: Settings, mat: Materialized, upto: dict[int, in
 def _archive_starts(cass: Any, settings: Settings, starts: dict[int, int]) -> dict[int, int]:
     ranges = cass.archive_ranges(settings.kafka.topic)
     return {p: max(s, ranges[p].start if p in ranges else 0) for p, s in starts.items()}
+
+
+def materialize_at(cass: Any, settings: Settings, version: int,
+                   upto: dict[int, int]) -> Materialized:
+    """``version`` exactly as of ``upto`` (e.g. a retrain's holdout boundary), from the newest
+    snapshot at or before it; raises LookupError when the version starts after ``upto``."""
+    mat = load_base(cass, settings, version, not_after=upto)
+    advance(cass, settings, mat, upto)
+    return mat
 
 
 def materialize(cass: Any, settings: Settings, version: int,

@@ -24,7 +24,7 @@ from worker.keys import FORMAT_VERSION, GRAM_DTYPE, VECTOR_DTYPE, RedisKeys
 MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
 #: Redis runs a client's buffered commands back to back; sending a long pipeline in rounds of
 #: this many scripts lets it serve other clients (the serving apps) in between.
-SCRIPTS_PER_ROUND_TRIP = 2
+SCRIPTS_PER_ROUND_TRIP = 8
 
 
 _CAS_CURRENT = """
@@ -103,14 +103,17 @@ class RedisStore:
     def from_settings(cls, settings: RedisSettings) -> RedisStore:
         """The store for ``settings`` (client, key prefix and cluster mode all from there)."""
         return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster,
-                   max_keys_per_call=settings.max_keys_per_script)
+                   max_keys_per_call=settings.max_keys_per_script,
+                   scripts_per_round_trip=settings.scripts_per_round_trip)
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False,
-                 max_keys_per_call: int = MAX_KEYS_PER_CALL) -> None:
+                 max_keys_per_call: int = MAX_KEYS_PER_CALL,
+                 scripts_per_round_trip: int = SCRIPTS_PER_ROUND_TRIP) -> None:
         self.client = client
         self.keys = keys
         self.cluster = cluster
         self.max_keys = max_keys_per_call
+        self.per_round = scripts_per_round_trip
         self._read = client.register_script(_script("read_vectors.lua"))
         self._write = client.register_script(_script("write_vectors.lua"))
         self._cas = client.register_script(_CAS_CURRENT)
@@ -280,7 +283,7 @@ class RedisStore:
         else:
             for call_keys, call_args in calls:
                 self._write(keys=call_keys, args=call_args, client=pipe)
-                if len(pipe) >= SCRIPTS_PER_ROUND_TRIP:
+                if len(pipe) >= self.per_round:
                     pipe.execute()  # in order; lets Redis serve other clients in between
         return pipe.execute() if own else pipe
 
@@ -291,7 +294,7 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for call_keys, call_args in calls:
                 script(keys=call_keys, args=call_args, client=pipe)
-                if len(pipe) >= SCRIPTS_PER_ROUND_TRIP:
+                if len(pipe) >= self.per_round:
                     out.extend(pipe.execute())
             return out + list(pipe.execute())
         if self._pool is None:

@@ -132,6 +132,27 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
     return {"ndcg_at_10": float(m["ndcg"]), "recall_at_10": float(m["recall"])}
 
 
+def _serving_at(settings: Settings, cass: Any, current: int | None,
+                boundary: dict[int, int]) -> tuple[Any, Any]:
+    """The serving version as it was at the holdout boundary (its online updates included),
+    as the gate's :class:`GateModel`, and the online learner's params; (None, None) when it
+    cannot be rebuilt (then the gate falls back to the stored metric and says so)."""
+    if current is None:
+        return None, None
+    from online_als.evaluation.gate import GateModel
+    from worker.materialize import materialize_at
+
+    try:
+        mat = materialize_at(cass, settings, current, boundary)
+    except LookupError as exc:
+        log.warning("gate: the serving version cannot be rebuilt at the boundary (%s)", exc)
+        return None, None
+    a = mat.arrays()
+    serving = GateModel(a.user_ids, a.user_factors, a.user_bias, a.item_ids, a.item_factors,
+                        a.item_bias, a.global_mean)
+    return serving, mat.model.params
+
+
 def _score_both(mode: str, result: Any, serving: Any, users: np.ndarray, items: np.ndarray,
                 values: np.ndarray, train_csr: Any, replay_params: Any) -> dict[str, float]:
     """Candidate and serving model on the same holdout (online_als.evaluation.gate)."""
@@ -301,7 +322,8 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
     result = fit_model(settings, matrix, params, start)
     phases.done("fit")
     csr = matrix.matrix.tocsr()
-    report.metrics = _evaluate(m.mode, result, holdout, csr)
+    serving, replay = _serving_at(settings, cass, current, boundary)
+    report.metrics = _evaluate(m.mode, result, holdout, csr, serving, replay)
     report.baseline = dict(cur_meta.metrics) if cur_meta else {}
     rejected = _gate(m.mode, report.metrics, report.baseline, r.gate_margin)
     phases.done("evaluate")
