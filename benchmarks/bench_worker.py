@@ -203,7 +203,12 @@ def latency_run(rate: float, seconds: float, partitions: int, rank: int) -> dict
                 with lock:
                     sent[msg.partition()].append((msg.offset(), now))  # type: ignore[attr-defined]
 
-        producer.produce(s.kafka.topic, value=value, key=users[j].encode(), on_delivery=cb)
+        while True:
+            try:
+                producer.produce(s.kafka.topic, value=value, key=users[j].encode(), on_delivery=cb)
+                break
+            except BufferError:  # the local queue is full: let librdkafka deliver some first
+                producer.poll(0.01)
     producer.flush(60)
     offered = n / (time.perf_counter() - t0)
     time.sleep(2)
