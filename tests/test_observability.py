@@ -50,7 +50,12 @@ DATASOURCE = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "pro
 WORKER_JOB = "online-als-worker"
 #: Series Prometheus makes itself (the scrape health and the alert state).
 PROMETHEUS_BUILTINS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
-EXPORTED = frozenset(ALL_METRIC_NAMES) | frozenset(RETRAIN_METRIC_NAMES) | PROMETHEUS_BUILTINS
+from worker.archive import ARCHIVE_METRIC_NAMES, ArchiveMetrics  # noqa: E402
+
+ARCHIVER_JOB = "online-als-archiver"
+
+EXPORTED = (frozenset(ALL_METRIC_NAMES) | frozenset(RETRAIN_METRIC_NAMES)
+            | frozenset(ARCHIVE_METRIC_NAMES) | PROMETHEUS_BUILTINS)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -387,12 +392,14 @@ def test_alert_rules_use_only_exported_metrics_and_the_real_job_name() -> None:
         unknown = promql_metric_names(rule["expr"]) - EXPORTED
         assert not unknown, f"{rule['alert']}: {unknown} not exported by the code"
         for job in re.findall(r'job="([^"]+)"', rule["expr"]):
-            assert job == WORKER_JOB
-    # every scrape config names the worker job as the rules expect
+            assert job in (WORKER_JOB, ARCHIVER_JOB)
+    # every scrape config names the worker job as the rules expect (and the archiver's where
+    # an archiver runs: compose and Kubernetes)
     for cfg in ("prometheus.yml", "prometheus-k8s.yml", "local.yml"):
         text = re.sub(r"@\{\w+\}", "x", (PROM_DIR / cfg).read_text())
         jobs = [c["job_name"] for c in yaml.safe_load(text)["scrape_configs"]]
         assert WORKER_JOB in jobs and "pushgateway" in jobs, cfg
+        assert cfg == "local.yml" or ARCHIVER_JOB in jobs, cfg
         pg = next(c for c in yaml.safe_load(text)["scrape_configs"] if c["job_name"] == "pushgateway")
         assert pg.get("honor_labels") is True, cfg
 
@@ -580,3 +587,9 @@ def test_outcomes_match_docs() -> None:
     doc = (ROOT / "docs" / "operations.md").read_text()
     for outcome in OUTCOMES:
         assert f"`{outcome}`" in doc
+
+
+def test_the_archiver_exports_exactly_its_listed_metrics() -> None:
+    names = {f.name + ("_total" if f.type == "counter" else "")
+             for f in ArchiveMetrics().registry.collect()}
+    assert names == set(ARCHIVE_METRIC_NAMES)

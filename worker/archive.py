@@ -35,6 +35,19 @@ from worker.config import Settings
 log = logging.getLogger("online_als.archive")
 
 
+#: Every series the archiver exports (checked against alerts and dashboards by the tests).
+ARCHIVE_METRIC_NAMES = (
+    "online_als_archive_events_total",
+    "online_als_archive_offsets_total",
+    "online_als_archive_checkpoint_offset",
+    "online_als_archive_lag_messages",
+    "online_als_archive_retries_total",
+    "online_als_archive_conflicts_total",
+    "online_als_archive_snapshots_total",
+    "online_als_archive_snapshot_events",
+)
+
+
 class Stopped(Exception):
     """Asked to stop while waiting for Cassandra: nothing more was checkpointed."""
 
