@@ -142,7 +142,7 @@ def report(s: dict[str, Any], out: dict[str, Any], a: dict[str, float]) -> str:
         ("Cassandra disk (RF x compressed)", f"{out['cassandra_tib'] * 1024:,.0f} GiB"),
         ("Cassandra nodes", f"{out['cassandra_nodes']}"),
         ("retrain matrix in memory (CSR + transpose, 16 B/rating)",
-         f"{out['retrain_matrix_gib']:,.0f} GiB"),
+         f"{out['retrain_matrix_gib']:,.1f} GiB"),
         (f"retrain s/iteration, implicit CPU, one {a['node_cores']:.0f}-core node",
          f"{out['retrain_it_s_cpu_node']:,.1f}"),
         ("retrain s/iteration, implicit GPU (assumed speed-up)", f"{out['retrain_it_s_gpu']:,.1f}"),
