@@ -23,6 +23,9 @@ and SSTable overhead is not measured: the local stack has no nodetool to flush w
 On 2 cores the total can't grow much with workers; the cost per event is what
 ``benchmarks/capacity.py`` needs.
 
+``--single-redis-baseline`` adds one worker on the local stack's single Redis in the same run
+(that Redis is shared with other jobs: its CPU figure is an upper bound).
+
     python benchmarks/bench_scaleout.py                     # 600k events, workers 1,2,3
     python benchmarks/bench_scaleout.py --events 100000 --quick
 """
