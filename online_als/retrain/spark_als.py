@@ -56,7 +56,7 @@ class SparkParams:
     bias_sweeps: int = 10
     seed: int = 0  # seed
     num_blocks: int = 0  # numUserBlocks = numItemBlocks (0 = Spark's default, 10)
-    checkpoint_interval: int = 10  # checkpointInterval (needs a checkpoint dir to matter)
+    checkpoint_interval: int = 5  # checkpointInterval: cuts the lineage (session() sets the dir)
     extra: dict[str, Any] = field(default_factory=dict)  # any other ALS param by name
 
 
@@ -69,14 +69,21 @@ def session(master: str = "local[2]", conf: dict[str, str] | None = None,
         raise ImportError("retrain.backend=spark needs pyspark: pip install 'online-als[spark]'"
                           f" ({exc})") from None
     builder = SparkSession.builder.master(master).appName(app_name)
+    # ALS's lineage grows with every iteration; serialising a long one overflows the default
+    # thread stack ("Task serialization failed: StackOverflowError"), so give the JVM a larger
+    # one and a checkpoint directory, which checkpointInterval needs to cut the lineage.
     settings = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8",
                 "spark.driver.memory": "2g", "spark.ui.showConsoleProgress": "false",
-                **(conf or {})}
+                "spark.driver.extraJavaOptions": "-Xss16m", **(conf or {})}
     for key, value in settings.items():
         builder = builder.config(key, str(value))
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if spark.sparkContext.getCheckpointDir() is None:
+        import tempfile
+
+        spark.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="online-als-spark-ckpt-"))
     return spark
 
 
