@@ -165,3 +165,21 @@ def test_cli_retrain_with_spark_backend_on_the_stack(stack: StackInfo, isolated:
     finally:
         with CassandraStore(settings.cassandra) as cass:
             cass.drop_keyspace()
+
+
+def test_backend_must_match_the_mode_and_spark_conf_is_parsed() -> None:
+    from worker.config import ConfigError, load_config
+    from worker.retrain_backend import fit_model
+
+    s = load_config(overrides={"model.mode": "implicit", "retrain.backend": "als_wr",
+                               "retrain.spark_conf": "spark.executor.memory=8g, a.b=c"},
+                    environ={})
+    assert s.retrain.spark_conf_dict() == {"spark.executor.memory": "8g", "a.b": "c"}
+    m = build_matrix([(["a", "b"], ["x", "y"], [1.0, 1.0])], "sum")
+    with pytest.raises(ValueError, match="cannot fit model.mode=implicit"):
+        fit_model(s, m, ImplicitParams(factors=2, iterations=1), None)
+    auto = load_config(overrides={"model.mode": "implicit"}, environ={})
+    res = fit_model(auto, m, ImplicitParams(factors=2, iterations=1, use_gpu=False), None)
+    assert res.user_factors.shape == (2, 2)  # auto = the mode's own solver, as before
+    with pytest.raises(ConfigError, match="retrain.spark_conf"):
+        load_config(overrides={"retrain.spark_conf": "novalue"}, environ={})
