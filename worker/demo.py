@@ -137,7 +137,8 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
           f"prequential RMSE (last {settings.worker.prequential_window:,}) "
           f"{metrics.prequential.rmse():.4f}")
 
-    _say("5/7 full retrain (ALS-WR) from the Cassandra ratings log")
+    engine = "Spark MLlib ALS" if settings.retrain.backend == "spark" else "ALS-WR"
+    _say(f"5/7 full retrain ({engine}) from the Cassandra ratings log")
     archive_thread.join(600)
     print(f"   archiver wrote {archiver.archived_total:,} events to the Cassandra log")
     with CassandraStore(settings.cassandra) as cass:
