@@ -76,8 +76,33 @@ def run_demo(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     finally:
         if not args.keep_stack:
+            close_kafka_producers()
             _say("stopping the local stack (pass --keep-stack to keep it)")
             stack.down()
+
+
+def close_kafka_producers(timeout_s: float = 5.0) -> int:
+    """Flush and close every Kafka producer still open in this process; returns how many.
+
+    The demo's producers (the replay's, each worker's dead-letter producer, the simulation's)
+    outlive their work, some held only by reference cycles; left open while the servers
+    stop, their librdkafka threads print connection errors on the terminal.
+    """
+    import gc
+
+    from confluent_kafka import Producer
+
+    gc.collect()  # frees the ones only cycles held (their destructor closes them)
+    closed = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Producer):
+            try:
+                obj.flush(timeout_s)
+            except RuntimeError:  # already closed
+                continue
+            obj.close()
+            closed += 1
+    return closed
 
 
 def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
@@ -125,8 +150,9 @@ def _demo(args: argparse.Namespace, run_id: str, started: float) -> int:
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    with tqdm(total=n_stream, unit="ratings", desc="produce") as bar:
+    with tqdm(total=n_stream, unit="ratings", desc="produce") as bar, producer:
         stats = replay(producer, stream.iter_batches(5000), on_progress=bar.update)
+    del producer  # the last reference: librdkafka's threads stop now, not at stack down
     produce_s = time.perf_counter() - t0
     thread.join(600)
     store = RedisStore.from_settings(settings.redis)

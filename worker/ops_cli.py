@@ -195,13 +195,24 @@ def _snapshots(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cutoff_summary(cutoff: Any) -> str:
+    """``{partition: offset}`` as "N partitions, M offsets"; anything else whole, never cut
+    mid-object (``snapshots show N --json`` has the full cutoff)."""
+    if not cutoff:
+        return "-"
+    if isinstance(cutoff, dict) and all(isinstance(v, int) for v in cutoff.values()):
+        n = len(cutoff)
+        return f"{n} partition{'s' if n != 1 else ''}, {sum(cutoff.values()):,} offsets"
+    return json.dumps(cutoff, separators=(",", ":"))
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'ver':>4} {'status':<11} {'created (UTC)':<19}  {'cutoff':<24} metrics"]
+    out = [f"{'ver':>4} {'status':<11} {'created (UTC)':<19}  {'cutoff':<28} metrics"]
     for r in rows:
         mark = "*" if r["current"] else " "
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
         out.append(f"{r['version']:>3}{mark} {r['status']:<11} {r['created']:<19}  "
-                   f"{json.dumps(r['cutoff'])[:24]:<24} {metrics}")
+                   f"{_cutoff_summary(r['cutoff']):<28} {metrics}")
     return "\n".join(out + ["(* = serving now)"])
 
 

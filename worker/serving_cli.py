@@ -8,6 +8,9 @@ ServingClient` (the same code a Python serving app uses) and write nothing. Exit
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
+import io
 import logging
 import math
 import sys
@@ -102,15 +105,28 @@ def parse_new_user(spec: str) -> dict[str, float | str]:
     return out
 
 
+def _titles_from_file(p: Path) -> dict[str, str]:
+    """``{item_id: title}`` of one file: ``movies.csv`` style (CSV with a header row) when
+    the name holds ``.csv``, else ``u.item`` style (``id|title|...``, latin-1); gzip is fine."""
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if ".csv" in p.name:
+        rows = csv.reader(io.StringIO(raw.decode("utf-8")))
+        next(rows, None)
+        return {r[0]: r[1] for r in rows if len(r) >= 2}
+    return {parts[0]: parts[1] for line in raw.decode("latin-1").splitlines()
+            if len(parts := line.split("|")) >= 2}
+
+
 def load_titles(path: str) -> dict[str, str]:
     """``{item_id: title}`` from a MovieLens ``u.item[.gz]``/``movies.csv`` or data folder."""
     from online_als.datasets import load_movielens_items
 
     p = Path(path)
     dataset: Literal["ml-100k", "ml-latest-small"]
-    if p.is_file():
-        dataset = "ml-latest-small" if p.name.startswith("movies.csv") else "ml-100k"
-        root = p.parent.parent  # <root>/ml-100k/u.item.gz
+    if p.is_file():  # any existing file: read it as it is, wherever it lies
+        return _titles_from_file(p)
     else:
         is_dataset_dir = any((p / n).exists() for n in ("u.item", "u.item.gz"))
         csv_dir = any((p / n).exists() for n in ("movies.csv", "movies.csv.gz"))
@@ -130,10 +146,20 @@ def _client(args: argparse.Namespace) -> ServingClient:
 
 
 def _payload(recs: Recommendations, cache_mode: str, titles: dict[str, str] | None,
-             **about: Any) -> dict[str, Any]:
+             clip: tuple[float, float] | None = None, **about: Any) -> dict[str, Any]:
+    """``clip``: the rating range; explicit model scores (predicted ratings) are shown
+    clipped to it, in the order the model ranked them. Popular-fallback scores are event
+    counts, shown as integers."""
     rows = []
     for item_id, score in recs:
-        row: dict[str, Any] = {"id": item_id, "score": round(score, 6)}
+        value: float | int
+        if recs.source == "popular":
+            value = int(round(score))
+        elif clip is not None and cache_mode == "explicit":
+            value = round(min(max(score, clip[0]), clip[1]), 6)
+        else:
+            value = round(score, 6)
+        row: dict[str, Any] = {"id": item_id, "score": value}
         if titles is not None:
             row["title"] = titles.get(item_id)
         rows.append(row)
@@ -149,12 +175,14 @@ def _table(payload: dict[str, Any]) -> str:
             f"{len(payload['results'])} results ({payload['source']})")
     lines = [head]
     if payload["results"]:
+        popular = payload["source"] == "popular"  # scores are event counts
         width = max(len(str(r["id"])) for r in payload["results"])
-        lines.append(f"{'#':>3}  {'id':<{width}}  {'score':>9}" +
+        lines.append(f"{'#':>3}  {'id':<{width}}  {'events' if popular else 'score':>9}" +
                      ("  title" if "title" in payload["results"][0] else ""))
         for j, r in enumerate(payload["results"], start=1):
             title = f"  {r['title'] or '?'}" if "title" in r else ""
-            lines.append(f"{j:>3}  {r['id']:<{width}}  {r['score']:>9.4f}{title}")
+            score = f"{int(r['score']):>9d}" if popular else f"{r['score']:>9.4f}"
+            lines.append(f"{j:>3}  {r['id']:<{width}}  {score}{title}")
     if "because" in payload:
         lines.append(f"{payload['because_item']} is recommended because of:")
         for r in payload["because"]:
@@ -203,13 +231,16 @@ def _run_recommend(args: argparse.Namespace) -> int:
         print("online-als: --because needs --user", file=sys.stderr)
         return EXIT_USAGE
 
+    m = settings_from(args).model
+    clip = (m.rating_min, m.rating_max)
+
     def query(client: ServingClient, titles: dict[str, str] | None) -> dict[str, Any]:
         if args.new_user is not None:
             ratings = parse_new_user(args.new_user)
             recs = client.recommend_for_new_user(ratings, args.n)
-            return _payload(recs, client.cache().mode, titles, new_user=args.new_user)
+            return _payload(recs, client.cache().mode, titles, clip, new_user=args.new_user)
         recs = client.recommend(args.user, args.n, exclude_seen=not args.include_seen)
-        payload = _payload(recs, client.cache().mode, titles, user=args.user)
+        payload = _payload(recs, client.cache().mode, titles, clip, user=args.user)
         if args.because:
             payload["because_item"] = args.because
             payload["because"] = [

@@ -565,7 +565,7 @@ class ServingClient:
 
         Implicit: the exact split of the fold-in score over the history (``implicit``'s
         explain). Explicit: ``(rating - mu) * cos(y_item, y_seen)``. Only positive
-        contributions are returned, best first.
+        contributions are returned, best first; ``item_id`` itself never explains itself.
         """
         cache = self.cache()
         target = cache.rows.get(item_id)
@@ -577,9 +577,10 @@ class ServingClient:
         vals = np.array([user.seen[i] for i in ids], dtype=np.float64)
         vec = user.vector if user.vector is not None else np.zeros(cache.rank, np.float32)
         if cache.explicit:
-            ex = because(vec, rows, cache.item_f, target, n,
+            ex = because(vec, rows, cache.item_f, target, n + 1,
                          history_values=vals - cache.global_mean)
         else:
-            ex = because(vec, rows, cache.item_f, target, n, history_values=vals,
+            ex = because(vec, rows, cache.item_f, target, n + 1, history_values=vals,
                          gram_reg=cache.gram_reg, alpha=cache.params.alpha)
-        return [(i, c) for i, c in cache.pairs(ex.rows, ex.contributions) if c > 0]
+        return [(i, c) for i, c in cache.pairs(ex.rows, ex.contributions)
+                if c > 0 and i != item_id][:max(n, 0)]
