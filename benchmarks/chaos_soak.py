@@ -109,13 +109,10 @@ def produce_at_rate(settings: Settings, n: int, rate: float, seed: int, done: li
 
 
 def reference(settings: Settings, n: int, seed: int) -> Any:
-    from online_als.online import OnlineModel
+    from worker.materialize import online_model
 
     m = settings.model
-    model = OnlineModel.explicit(k=m.rank, lr=m.learning_rate, reg=m.regularization,
-                                 reg_bias=m.bias_regularization, clip=m.gradient_clip,
-                                 global_mean=m.global_mean, track_mean=False, seed=m.seed,
-                                 init_scale=m.init_scale)
+    model = online_model(settings, "explicit", m.rank, m.global_mean)  # the worker's learner
     for chunk in generate(n_events=n, n_users=20_000, n_items=5_000, k=8, seed=seed,
                           chunk_rows=100_000):
         model.learn_batch(chunk.user_ids.astype(str), chunk.item_ids.astype(str), chunk.values)

@@ -73,9 +73,9 @@ class CommitProtocol:
     # -- 1. fence ------------------------------------------------------------------------
     def assign(self, version: int, partitions: list[int]) -> dict[int, int | None]:
         """Take ``partitions`` of ``version``: returns each one's start (None: never applied)."""
+        # one token per assignment, so a zombie of ours is fenced too
         tokens = {p: f"{self.owner}:{uuid.uuid4().hex[:8]}" for p in partitions}
-        for p, token in tokens.items():  # one token per assignment, so a zombie of ours fails too
-            self.store.checkpoint_step(version, self.topic, "own", token, {p: []})
+        self.store.checkpoint_step(version, self.topic, "own", tokens, {p: [] for p in partitions})
         self.tokens.update(tokens)
         cps = self.store.read_checkpoints(version, self.topic, partitions)
         out: dict[int, int | None] = {}
@@ -119,7 +119,8 @@ class CommitProtocol:
         if reached != set(group):  # not all of it has arrived yet: keep it and poll more
             self.carry = fresh
             return None
-        self.carry = [m for m in fresh if m not in inside]
+        taken = {(m.partition(), m.offset()) for m in inside}
+        self.carry = [m for m in fresh if (m.partition(), m.offset()) not in taken]
         log.info("recovering pending batch %s on partitions %s", batch_id, sorted(group))
         return Selection(inside, batch_id, True)
 
@@ -160,13 +161,8 @@ class CommitProtocol:
         return prepared.result if prepared is not None else None
 
     def _fenced_step(self, version: int, step: str, args: dict[int, list[Any]]) -> None:
-        by_token: dict[str, dict[int, list[Any]]] = {}
-        for p, a in args.items():
-            by_token.setdefault(self.tokens.get(p, ""), {})[p] = a
-        refused = []
-        for token, part_args in by_token.items():
-            results = self.store.checkpoint_step(version, self.topic, step, token, part_args)
-            refused += [p for p, r in results.items() if r == REFUSED]
+        results = self.store.checkpoint_step(version, self.topic, step, self.tokens, args)
+        refused = [p for p, r in results.items() if r == REFUSED]
         if refused:
             self.fenced_total += 1
             self.revoke(refused)

@@ -320,13 +320,15 @@ class RedisStore:
             )
         return out
 
-    def checkpoint_step(self, version: int, topic: str, step: str, token: str,
+    def checkpoint_step(self, version: int, topic: str, step: str, token: str | dict[int, str],
                         args: dict[int, list[Any]]) -> dict[int, int]:
         """Run one fenced step of ``worker/lua/checkpoint.lua`` ('own' | 'intent' | 'commit')
-        on each partition's checkpoint; returns partition -> 1 done, 0 refused (another owner),
+        on each partition's checkpoint, all in one pipeline; ``token`` is the caller's owner
+        token, or one per partition. Returns partition -> 1 done, 0 refused (another owner),
         2 already there. Only :class:`worker.commit.CommitProtocol` calls this."""
         parts = sorted(args)
-        calls = [([self.keys.checkpoint(version, topic, p)], [step, token, *args[p]])
+        tokens = token if isinstance(token, dict) else dict.fromkeys(parts, token)
+        calls = [([self.keys.checkpoint(version, topic, p)], [step, tokens.get(p, ""), *args[p]])
                  for p in parts]
         return {p: int(r) for p, r in zip(parts, self._run_scripts(self._ckpt, calls), strict=True)}
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from worker.cassandra import codec
 from worker.cassandra.session import Db
+from worker.cassandra.snapshots import unpack_vector_blocks, vector_blocks
 
 ROWS_PER_BLOCK = 4096
 KEEP_SNAPSHOTS = 2  # per version: the newest committed one and its predecessor
@@ -121,12 +121,7 @@ class ArchiveState:
                                 ("i", item_ids, item_factors, item_bias)):
             f32 = np.ascontiguousarray(f, dtype=codec.F32).reshape(len(ids), rank)
             b32 = np.ascontiguousarray(b, dtype=codec.F32)
-            params: list[tuple[Any, ...]] = []
-            for block, s in enumerate(range(0, len(ids), ROWS_PER_BLOCK)):
-                e = min(s + ROWS_PER_BLOCK, len(ids))
-                params.append((version, seq, kind, block, e - s, rank,
-                               codec.pack_ids(list(ids[s:e])), f32[s:e].tobytes(),
-                               b32[s:e].tobytes()))
+            params = vector_blocks((version, seq, kind), ids, f32, b32, ROWS_PER_BLOCK)
             self.db.write_many(_INSERT_SNAP_BLOCK, params)
             counts[kind] = len(params)
         now = time.time()
@@ -151,23 +146,10 @@ class ArchiveState:
                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
         blocks = snap.blocks_u if kind == "u" else snap.blocks_i
         n = snap.users if kind == "u" else snap.items
-        ids: list[str] = []
-        factors = np.empty((n, snap.rank), dtype=np.float32)
-        biases = np.empty(n, dtype=np.float32)
         results = self.db.read_many(_READ_SNAP_BLOCK,
                                     [(snap.version, snap.seq, kind, j) for j in range(blocks)])
-        for j, rows in enumerate(results):
-            if not rows:
-                raise codec.BlockFormatError(
-                    f"block {j} of stream snapshot {snap.seq} of version {snap.version} is missing")
-            m, k, id_blob, f_blob, b_blob = rows[0]
-            s = len(ids)
-            ids.extend(codec.unpack_ids(id_blob, m))
-            factors[s:s + m] = codec.unpack_array(f_blob, codec.F32, m, k)
-            biases[s:s + m] = codec.unpack_array(b_blob, codec.F32, m)
-        if len(ids) != n:
-            raise codec.BlockFormatError(f"stream snapshot holds {len(ids)} {kind} vectors, not {n}")
-        return ids, factors, biases
+        return unpack_vector_blocks(results, n, snap.rank,
+                                    f"stream snapshot {snap.seq} of version {snap.version} {kind!r}")
 
     def delete_version(self, version: int) -> None:
         for snap in self.snapshots(version):

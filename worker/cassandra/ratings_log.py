@@ -222,7 +222,8 @@ class RatingsLog:
         pending = _Columns()
         current, high = -1, -1  # high: last offset yielded in `current` (dedupes overlaps)
         covered = -1  # with starts: every offset <= covered is accounted for
-        ranges = self._ranges(topic, cutoffs, starts)
+        buckets = self.buckets(topic)
+        ranges = self._ranges(buckets, topic, cutoffs, starts)
         for partition, cutoff, rows in itertools.chain(self._fetch(ranges), [(-2, 0, [])]):
             if partition != current:
                 if starts is not None and current >= 0 and covered + 1 < cutoffs[current]:  # type: ignore[index]
@@ -242,20 +243,19 @@ class RatingsLog:
                 while pending.rows >= chunk_rows:
                     yield pending.take(chunk_rows)
         if starts is not None:
-            for p in sorted(set(cutoffs) - self._partitions_seen):  # type: ignore[arg-type]
+            for p in sorted(set(cutoffs) - set(buckets)):  # type: ignore[arg-type]
                 if starts.get(p, 0) < cutoffs[p]:  # type: ignore[index]
                     raise LogHoleError(topic, p, starts.get(p, 0), cutoffs[p] - 1)  # type: ignore[index]
         if pending.rows:
             yield pending.take(pending.rows)
 
-    def _ranges(self, topic: str, cutoffs: dict[int, int] | None,
+    @staticmethod
+    def _ranges(all_buckets: dict[int, list[int]], topic: str, cutoffs: dict[int, int] | None,
                 starts: dict[int, int] | None = None) -> Iterator[_Range]:
         """Offset ranges to query, in read order; independent, so several can be in flight."""
-        self._partitions_seen: set[int] = set()
-        for partition, buckets in self.buckets(topic).items():
+        for partition, buckets in all_buckets.items():
             if cutoffs is not None and partition not in cutoffs:
                 continue
-            self._partitions_seen.add(partition)
             cutoff = _NO_CUTOFF if cutoffs is None else int(cutoffs[partition])
             # a block may start before `start` and still cover it: look one block span back
             start = 0 if starts is None else max(0, starts.get(partition, 0) - MAX_BLOCK_SPAN)

@@ -77,6 +77,36 @@ def _as_factors(ids: Sequence[str], factors: npt.ArrayLike, biases: npt.ArrayLik
     return f, b
 
 
+def vector_blocks(key: tuple[Any, ...], ids: Sequence[str], f: np.ndarray, b: np.ndarray,
+                  rows_per_block: int) -> list[tuple[Any, ...]]:
+    """Rows ``(*key, block, n, rank, ids, factors, biases)`` of ``rows_per_block`` vectors each
+    (the layout of ``factor_blocks`` and ``stream_snapshot_blocks``)."""
+    n, rank = f.shape
+    return [(*key, block, min(s + rows_per_block, n) - s, rank,
+             codec.pack_ids(list(ids[s:s + rows_per_block])),
+             f[s:s + rows_per_block].tobytes(), b[s:s + rows_per_block].tobytes())
+            for block, s in enumerate(range(0, n, rows_per_block))]
+
+
+def unpack_vector_blocks(results: Sequence[Sequence[tuple[Any, ...]]], n: int, rank: int,
+                         what: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, factors (n, rank), biases) from the rows of each block, in block order."""
+    factors = np.empty((n, rank), dtype=np.float32)
+    biases = np.empty(n, dtype=np.float32)
+    ids: list[str] = []
+    for j, rows in enumerate(results):
+        if not rows:
+            raise FactorsNotFound(f"block {j} of {what} is missing")
+        m, k, id_blob, f_blob, b_blob = rows[0]
+        s = len(ids)
+        ids.extend(codec.unpack_ids(id_blob, m))
+        factors[s:s + m] = codec.unpack_array(f_blob, codec.F32, m, k)
+        biases[s:s + m] = codec.unpack_array(b_blob, codec.F32, m)
+    if len(ids) != n:
+        raise codec.BlockFormatError(f"the blocks of {what} hold {len(ids)} vectors, not {n}")
+    return ids, factors, biases
+
+
 class Snapshots:
     """Factor blocks, manifests and deltas of one keyspace."""
 
@@ -97,12 +127,8 @@ class Snapshots:
         now = int(time.time() * 1000)
         self.db.execute(_INSERT_MANIFEST, (version, kind, blocks, reserved, n, rank,
                                            rows_per_block, now))
-        params: list[tuple[Any, ...]] = []
-        for block, s in enumerate(range(0, n, rows_per_block)):
-            e = min(s + rows_per_block, n)
-            params.append((version, kind, block, e - s, rank, codec.pack_ids(ids[s:e]),
-                           f[s:e].tobytes(), b[s:e].tobytes()))
-        self.db.write_many(_INSERT_BLOCK, params)
+        self.db.write_many(_INSERT_BLOCK, vector_blocks((version, kind), ids, f, b,
+                                                        rows_per_block))
         self.db.execute(_COMPLETE_MANIFEST, (int(time.time() * 1000), version, kind))
         return blocks
 
@@ -120,21 +146,8 @@ class Snapshots:
         if manifest is None:
             raise FactorsNotFound(f"no complete {kind!r} snapshot of version {version}")
         blocks, n, rank = manifest
-        factors = np.empty((n, rank), dtype=np.float32)
-        biases = np.empty(n, dtype=np.float32)
-        ids: list[str] = []
         results = self.db.read_many(_READ_BLOCK, [(version, kind, j) for j in range(blocks)])
-        for j, rows in enumerate(results):
-            if not rows:
-                raise FactorsNotFound(f"block {j} of version {version} {kind!r} is missing")
-            m, k, id_blob, f_blob, b_blob = rows[0]
-            s = len(ids)
-            ids.extend(codec.unpack_ids(id_blob, m))
-            factors[s:s + m] = codec.unpack_array(f_blob, codec.F32, m, k)
-            biases[s:s + m] = codec.unpack_array(b_blob, codec.F32, m)
-        if len(ids) != n:
-            raise codec.BlockFormatError(f"blocks hold {len(ids)} vectors, manifest says {n}")
-        return ids, factors, biases
+        return unpack_vector_blocks(results, n, rank, f"version {version} {kind!r}")
 
     def delete(self, version: int) -> None:
         """Remove every block, manifest and delta of ``version``; manifests go first."""
