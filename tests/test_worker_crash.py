@@ -83,3 +83,23 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(
     assert subprocess.run(cmd, env=env, timeout=300).returncode == 0
     assert checkpoint() == (len(events), False)
     assert_redis_equals(settings, reference_model(settings, events))
+
+
+def test_redis_retries_are_bounded_by_the_budget(stack: StackInfo, isolated: Isolated) -> None:
+    """docs/exactly-once.md: a worker waiting for Redis gives up after redis_retry_budget_s,
+    inside max.poll.interval.ms, instead of lingering as a zombie owner."""
+    import socket
+
+    from worker.loop import Worker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])
+    settings = make_settings(stack, isolated, **{
+        "redis.port": closed, "redis.socket_timeout_s": 0.5,
+        "worker.redis_retry_budget_s": 1.0, "worker.reconnect_backoff_max_s": 0.2})
+    worker = Worker(settings)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="unavailable for 1s"):
+        worker._with_redis_retry(worker.store.client.ping)
+    assert time.monotonic() - t0 < 10
