@@ -46,6 +46,7 @@ from online_als.serving import (
     regularized_gram,
     top_n,
 )
+from online_als.serving.prefilter import QuantizedItems
 from online_als.serving.topn import Allow
 from worker.config import ModelSettings, Settings
 from worker.keys import FIELD_BIAS, FIELD_FACTORS, VECTOR_DTYPE, RedisKeys
@@ -206,6 +207,11 @@ class VersionCache:
     @property
     def explicit(self) -> bool:
         return self.mode == "explicit"
+
+    @cached_property
+    def quantized(self) -> QuantizedItems:
+        """int8 twin of the items: exact top-N scoring only a few candidates in float32."""
+        return QuantizedItems(self.item_f, self.item_b if self.explicit else None)
 
     @cached_property
     def similarity(self) -> SimilarityIndex:
@@ -438,9 +444,10 @@ class ServingClient:
         if cache.explicit:
             rows, scores = top_n(user.vector, cache.item_f, n, exclude=exclude, allow=allow,
                                  item_bias=cache.item_b, user_bias=user.bias,
-                                 global_mean=cache.global_mean)
+                                 global_mean=cache.global_mean, index=cache.quantized)
         else:
-            rows, scores = top_n(user.vector, cache.item_f, n, exclude=exclude, allow=allow)
+            rows, scores = top_n(user.vector, cache.item_f, n, exclude=exclude, allow=allow,
+                                 index=cache.quantized)
         return Recommendations(cache.pairs(rows, scores), version=cache.version, source="model")
 
     def recommend_batch(self, user_ids: Sequence[str], n: int = 10, exclude_seen: bool = True,

@@ -34,6 +34,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from online_als.serving._kernels import dense_scores, top_k_rows
+from online_als.serving.prefilter import QuantizedItems
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -135,12 +136,20 @@ def top_n(
     item_bias: F32 | None = None,
     user_bias: float = 0.0,
     global_mean: float = 0.0,
+    index: QuantizedItems | None = None,
 ) -> tuple[I64, F32]:
     """Top ``n`` item rows and scores for one user vector.
 
     Pass ``item_bias`` (and ``user_bias``/``global_mean``) for explicit models so the
-    scores are predicted ratings; implicit models leave them out.
+    scores are predicted ratings; implicit models leave them out. ``index``: the
+    :class:`QuantizedItems` of these same ``item_f``/``item_bias``, which gives the same
+    result while scoring only a few candidates exactly.
     """
+    if index is not None and (allow is None or not callable(allow)):
+        got = index.top_n(user_vec, n, user_bias=user_bias, global_mean=global_mean,
+                          exclude=exclude, allow=allow)
+        if got is not None:
+            return got
     x = np.ascontiguousarray(user_vec, dtype=np.float32).reshape(-1)
     if x.shape[0] != item_f.shape[1]:
         raise ValueError(f"user_vec has {x.shape[0]} factors, item_f {item_f.shape[1]}")
