@@ -7,11 +7,14 @@ predictions clipped to the rating range. The online learner is the shipped defau
 
 - **online only**: the adaptive learner, never retrained.
 - **online + retrain**: every ``--every`` events, ALS-WR (k = the online rank) is fitted on
-  every rating before a boundary ``--holdout`` events back. The gate replays those last
-  ``--holdout`` events, predict then learn, through (a) a copy of the online model as it was at
-  the boundary and (b) the candidate rebased on the retrain (AdaGrad sums kept, see
-  ``AdaptiveModel.rebased``), and promotes (b) only when its RMSE is not worse than (a)'s by more
-  than ``--margin``. A promoted candidate has replayed the holdout, so it is caught up.
+  every rating before a boundary H events back. By default H and the margin follow the product's
+  shipped rule (``worker.config.RetrainSettings``: ``holdout_fraction`` of the events seen, at
+  least ``holdout_min_events``, never more than half; ``gate_margin``; the same
+  ``online_als.evaluation.gate.holdout_sizes`` the retrain job uses), rounded up to whole
+  batches; ``--holdout N`` fixes H instead. The gate replays those last H events, predict then
+  learn, through (a) a copy of the online model as it was at the boundary and (b) the candidate
+  rebased on the retrain (AdaGrad sums kept, see ``AdaptiveModel.rebased``), and promotes (b)
+  only when its RMSE is not worse than (a)'s by more than ``--margin``. A promoted candidate has replayed the holdout, so it is caught up.
   With ``--shadow N`` a candidate that passed is not switched to at once: for the next N events
   it is replayed in shadow beside the serving model (both learn them, the serving model answers)
   and the switch happens only if it is not worse there either
@@ -21,7 +24,8 @@ predictions clipped to the rating range. The online learner is the shipped defau
 
 Writes ``benchmarks/plots/rebase_prequential_rmse.png``.
 
-    python benchmarks/bench_rebase.py
+    python benchmarks/bench_rebase.py                 # the product's shipped gate rule
+    python benchmarks/bench_rebase.py --holdout 2000  # a fixed 2,000-event holdout
     python benchmarks/bench_rebase.py --quick
 """
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import _common as C
@@ -44,9 +49,10 @@ from online_als.datasets import (
     load_movielens_100k,
 )
 from online_als.evaluation import PrequentialResult, prequential
-from online_als.evaluation.gate import staged_reason
+from online_als.evaluation.gate import holdout_sizes, staged_reason
 from online_als.model import ModelState
 from online_als.retrain import AlsWrParams, build_matrix, retrain
+from worker.config import RetrainSettings
 
 
 def fit_als(seen: list[Ratings], params: AlsWrParams) -> ModelState:
@@ -67,10 +73,12 @@ class GatedRetrain:
 
     wants_timestamps = True
 
-    def __init__(self, als: AlsWrParams, every: int, holdout: int, margin: float,
-                 rng: tuple[float, float], shadow: int = 0) -> None:  # fmt: skip
+    def __init__(self, als: AlsWrParams, every: int, holdout: Callable[[int], int],
+                 margin: float, rng: tuple[float, float], shadow: int = 0) -> None:  # fmt: skip
         self.model = AdaptiveModel()
-        self.als, self.every, self.holdout, self.margin, self.rng = als, every, holdout, margin, rng
+        self.als, self.every, self.margin, self.rng = als, every, margin, rng
+        self.holdout_for = holdout  # events seen at the retrain -> events held out
+        self.holdout = 0
         self.shadow_events = shadow
         self.shadow: AdaptiveModel | None = None  # a candidate replayed beside the serving one
         self.shadow_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -84,7 +92,7 @@ class GatedRetrain:
     def learn_batch(self, users: np.ndarray, items: np.ndarray, values: np.ndarray,
                     timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         next_retrain = (self.n_seen // self.every + 1) * self.every
-        if self.n_seen == next_retrain - self.holdout:  # main() aligns batches with it
+        if self.n_seen == next_retrain - self.holdout_for(next_retrain):  # main() aligns batches with it
             self.snapshot = copy.deepcopy(self.model)
         out = self.model.learn_batch(users, items, values, timestamps)
         if self.shadow is not None:
@@ -102,6 +110,7 @@ class GatedRetrain:
         t0 = time.perf_counter()
         assert self.snapshot is not None
         stream = concat(self.seen)
+        self.holdout = self.holdout_for(len(stream))
         cut = len(stream) - self.holdout
         hold = stream.slice(cut, len(stream))
         cand = self.snapshot.rebased(fit_als([stream.slice(0, cut)], self.als))
@@ -114,7 +123,8 @@ class GatedRetrain:
         promote = not staged_reason("explicit", holdout, None, self.margin)
         self.snapshot = None
         self.retrain_seconds += time.perf_counter() - t0
-        self.log.append({"at": self.n_seen, **scores, "promoted": promote and not self.shadow_events})
+        self.log.append({"at": self.n_seen, "holdout": self.holdout, **scores,
+                         "promoted": promote and not self.shadow_events})  # fmt: skip
         if promote and self.shadow_events:  # replay it beside the serving model first
             self.shadow, self.shadow_log, self.holdout_scores = cand, [], holdout
         elif promote:
@@ -190,8 +200,14 @@ def plot(curves: dict[str, list[tuple[str, PrequentialResult]]], path: Any) -> N
 def main(argv: list[str] | None = None) -> None:
     p = C.base_parser(__doc__)
     p.add_argument("--every", type=int, default=10_000, help="events between retrains")
-    p.add_argument("--holdout", type=int, default=2_000, help="events the gate replays")
-    p.add_argument("--margin", type=float, default=0.0, help="relative worsening allowed")
+    shipped = RetrainSettings()
+    p.add_argument("--holdout", type=int, default=None,
+                   help="a fixed number of events the gate replays (default: the product's rule, "
+                        "--holdout-fraction of the events seen, at least --holdout-min)")
+    p.add_argument("--holdout-fraction", type=float, default=shipped.holdout_fraction)
+    p.add_argument("--holdout-min", type=int, default=shipped.holdout_min_events)
+    p.add_argument("--margin", type=float, default=shipped.gate_margin,
+                   help="relative worsening allowed (default: retrain.gate_margin)")
     p.add_argument("--shadow", type=int, default=0,
                    help="events a passing candidate is replayed beside the serving model before "
                         "the switch (0: switch at once)")
@@ -208,16 +224,29 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         sets = [(n, d.slice(0, 6000), r) for n, d, r in sets]
         a.every, a.holdout, a.iterations = 2000, 1000, 2
-    if a.every % a.batch or a.holdout % a.batch or not 0 < a.holdout < a.every:
-        p.error("--every and --holdout must be multiples of --batch, with 0 < holdout < every")
-    if a.shadow % a.batch or not 0 <= a.shadow <= a.every - a.holdout:
+
+    def holdout_for(n_seen: int) -> int:
+        if a.holdout is not None:
+            return int(a.holdout)
+        h = holdout_sizes({0: n_seen}, a.holdout_fraction, a.holdout_min)[0]
+        return -(-h // a.batch) * a.batch  # whole batches: the snapshot falls between two
+
+    n_max = max(len(d) for _, d, _ in sets)
+    sizes = {holdout_for(n) for n in range(a.every, n_max + 1, a.every)}
+    if a.every % a.batch or any(h % a.batch or not 0 < h < a.every for h in sizes):
+        p.error(f"--every and the holdout ({sorted(sizes)}) must be multiples of --batch, with "
+                "0 < holdout < every")
+    if a.shadow % a.batch or not 0 <= a.shadow <= a.every - max(sizes):
         p.error("--shadow must be a multiple of --batch in [0, every - holdout]")
+    rule = (f"{a.holdout:,}" if a.holdout is not None else
+            f"max({a.holdout_fraction:g} x seen, min({a.holdout_min:,}, seen / 2)) = "
+            f"{'/'.join(f'{h:,}' for h in sorted(sizes))}")
     als = AlsWrParams(factors=D.RANK, reg=0.12, reg_bias=0.05, iterations=a.iterations, seed=0)
     rows, curves, logs = [], {}, {}
     for name, data, rng in sets:
         t0 = time.perf_counter()
         online = prequential(AdaptiveModel(), data, a.batch, rating_range=rng)
-        gated_learner = GatedRetrain(als, a.every, a.holdout, a.margin, rng, a.shadow)
+        gated_learner = GatedRetrain(als, a.every, holdout_for, a.margin, rng, a.shadow)
         gated = prequential(cast(Any, gated_learner), data, a.batch, rating_range=rng)
         only = prequential(RetrainOnly(als, a.every), data, a.batch, rating_range=rng)
         promoted = sum(e["promoted"] for e in gated_learner.log)
@@ -228,16 +257,16 @@ def main(argv: list[str] | None = None) -> None:
         curves[name] = [("online only", online), ("online + gated retrain", gated),
                         ("retrain only", only)]  # fmt: skip
         logs[name] = gated_learner.log
-        C.table(["after event", "serving RMSE on holdout", "candidate RMSE",
+        C.table(["after event", "holdout", "serving RMSE on holdout", "candidate RMSE",
                  "serving / candidate in shadow", "promoted"],
-                [[e["at"], e["serving"], e["candidate"],
+                [[e["at"], e["holdout"], e["serving"], e["candidate"],
                   f"{C.fmt(e.get('shadow_serving', 'n/a'))} / {C.fmt(e.get('shadow_candidate', 'n/a'))}",
                   "yes" if e["promoted"] else "no"]
                  for e in gated_learner.log], f"{name}: the gate at each retrain")  # fmt: skip
     C.table(["data set", "online only", "online + gated retrain", "retrain only",
              "promoted / retrains", "goal: online + retrain <= online only", "seconds"], rows,
             f"Prequential RMSE, time order, retrain every {a.every:,} events, gate replays "
-            f"{a.holdout:,}, shadow replay {a.shadow:,}, margin {a.margin:.1%}, ALS-WR k={als.factors} reg={als.reg} "
+            f"{rule}, shadow replay {a.shadow:,}, margin {a.margin:.1%}, ALS-WR k={als.factors} reg={als.reg} "
             f"reg_bias={als.reg_bias} {als.iterations} it")  # fmt: skip
     plot(curves, a.plot)
     print(f"load average at the end: {C.load_average()}")

@@ -259,3 +259,50 @@ def test_the_gate_rejects_a_candidate_worse_than_the_serving_model_on_the_same_h
     finally:
         with CassandraStore(settings.cassandra) as cass:
             cass.drop_keyspace()
+
+
+def test_the_shipped_gate_rule_rejects_a_worse_candidate_and_records_why(
+        stack: StackInfo, isolated: Isolated) -> None:
+    """No gate setting given: the shipped rule (holdout of at least ``holdout_min_events``,
+    never more than half the log; margin 0) keeps the serving version and says why."""
+    from producers.synthetic import generate
+    from worker.config import RetrainSettings
+
+    settings = make_settings(stack, isolated, **{
+        "cassandra.enabled": True, "model.rank": 8, "archive.snapshot_interval_s": 0,
+        "retrain.iterations": 2, "retrain.explicit_reg": 1e6,
+        "retrain.explicit_reg_bias": 1e6})  # a useless candidate
+    shipped = RetrainSettings()
+    r = settings.retrain
+    assert (r.holdout_fraction, r.holdout_min_events, r.gate_margin) == (
+        shipped.holdout_fraction, shipped.holdout_min_events, shipped.gate_margin)
+    with CassandraStore(settings.cassandra) as cass:
+        cass.migrate()
+    try:
+        n = 8000
+        chunk = next(generate(n_events=n, n_users=300, n_items=100, k=4, seed=5, chunk_rows=n))
+        events = [{"user_id": str(u), "item_id": str(i), "rating": float(v), "ts": 1.7e9 + j}
+                  for j, (u, i, v) in enumerate(zip(chunk.user_ids.tolist(),
+                                                    chunk.item_ids.tolist(),
+                                                    chunk.values.tolist(), strict=True))]
+        produce(settings, events)
+        run_worker(settings, idle_exit_s=3)
+        archive(settings)
+        store = store_for(settings)
+        serving = store.current_version()
+        with CassandraStore(settings.cassandra) as cass:
+            report = run_retrain(settings, cass, store, force=True)
+            # 2% of 8,000 is 160; the minimum (5,000) is capped at half the log
+            assert report.holdout_ratings == min(r.holdout_min_events, n // 2)
+            assert report.boundary == {0: n - report.holdout_ratings}
+            assert report.outcome == "rejected", report
+            assert report.metrics["rmse"] > report.metrics["serving_rmse"]
+            assert report.reason.startswith("rmse ") and "same holdout" in report.reason
+            assert store.current_version() == serving
+            recorded = cass.get_version(int(report.version))  # type: ignore[arg-type]
+            assert recorded is not None and recorded.status == "rejected"
+            assert recorded.reason == report.reason
+            assert recorded.metrics["serving_rmse"] == pytest.approx(report.metrics["serving_rmse"])
+    finally:
+        with CassandraStore(settings.cassandra) as cass:
+            cass.drop_keyspace()

@@ -285,7 +285,13 @@ class RetrainSettings(_Section):
     holdout_fraction: float = Field(
         0.02, ge=0, lt=1, description="last part of each partition's log held out for the gate "
         "(then replayed through the online kernels before the switch)")
-    gate_margin: float = Field(0.02, ge=0, description="relative worsening allowed")
+    holdout_min_events: int = Field(
+        5000, ge=0, le=10_000_000, description="the holdout is at least this many events in all "
+        "(each partition its share), never more than half the log; a 2,000-event holdout "
+        "promoted candidates that then hurt (benchmarks/RESULTS.md, issue 13 rebase)")
+    gate_margin: float = Field(
+        0.0, ge=0, description="relative worsening allowed: 0 = the candidate must not be "
+        "worse than the serving model on the same holdout")
     keep_last: int = Field(5, ge=1)
     keep_promoted_days: float = Field(30, ge=0)
     chunk_rows: int = Field(1_000_000, ge=1000)

@@ -2,7 +2,8 @@
 
 The log is read only up to each partition's *contiguous* archived end (``archive_checkpoints``;
 a hole below it is an error naming the partition and offsets, never a skip). Each partition's
-log is split at an offset *boundary* (the last ``holdout_fraction`` of it is the holdout). The
+log is split at an offset *boundary* (the last ``holdout_fraction`` of it, and at least its share
+of ``holdout_min_events``, is the holdout). The
 model is fitted on everything before the boundary; the new Redis version's checkpoints are the
 boundary, and the events from there on (holdout included) are replayed through the same online
 kernels from Kafka, never past the serving version's checkpoints, before the pointer switches.
@@ -75,8 +76,13 @@ class _Phases:
             os._exit(137)
 
 
-def _boundaries(cutoff: dict[int, int], holdout_fraction: float) -> dict[int, int]:
-    return {p: int(c - np.ceil(c * holdout_fraction)) for p, c in cutoff.items()}
+def _boundaries(cutoff: dict[int, int], holdout_fraction: float,
+                holdout_min_events: int = 0) -> dict[int, int]:
+    """Per partition, the first offset held out (``gate.holdout_sizes``: the product's rule)."""
+    from online_als.evaluation.gate import holdout_sizes
+
+    sizes = holdout_sizes(cutoff, holdout_fraction, holdout_min_events)
+    return {p: int(c - sizes[p]) for p, c in cutoff.items()}
 
 
 def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int, int],
@@ -296,7 +302,7 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
     if not cutoff or (not force and new_ratings < r.min_new_ratings):
         report.reason = f"only {new_ratings} new ratings (< {r.min_new_ratings})"
         return report
-    boundary = _boundaries(cutoff, r.holdout_fraction)
+    boundary = _boundaries(cutoff, r.holdout_fraction, r.holdout_min_events)
     report.boundary = boundary
     holdout: list[tuple[np.ndarray, ...]] = []
     dup: Literal["sum", "last"] = "last" if m.mode == "explicit" else "sum"

@@ -11,6 +11,8 @@ holds). Scoring never mutates them.
 - Implicit feedback: :func:`score_ranking`, NDCG@k / recall@k of each model's top-k for the
   same sample of holdout users, excluding the items each user had before the holdout.
 - :func:`gate_reason` compares two score dicts; :func:`compare_on_holdout` does it all.
+- :func:`holdout_sizes`: how many of each partition's last events the gate holds out (the
+  product's rule and ``bench_rebase.py``'s default).
 - :func:`staged_reason`: a two-stage gate. A candidate that passed the holdout is replayed in
   shadow beside the serving model on the events that follow (both learning them, only the
   serving model answering) and switched to only if it is not worse there either.
@@ -25,7 +27,7 @@ holds). Scoring never mutates them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,8 +38,8 @@ from online_als.evaluation._arrays import split_by_group
 from online_als.evaluation.metrics import ranking_metrics_at_k
 from online_als.evaluation.prequential import prequential
 
-__all__ = ["GateModel", "GateResult", "compare_on_holdout", "gate_reason", "score_explicit",
-           "score_ranking", "staged_reason"]  # fmt: skip
+__all__ = ["GateModel", "GateResult", "compare_on_holdout", "gate_reason", "holdout_sizes",
+           "score_explicit", "score_ranking", "staged_reason"]  # fmt: skip
 
 #: Metric the gate compares, and whether lower is better, per mode.
 GATE_METRIC = {"explicit": ("rmse", True), "implicit": ("ndcg_at_10", False)}
@@ -191,6 +193,26 @@ def gate_reason(mode: str, serving: dict[str, float], candidate: dict[str, float
         return (f"{key} {new:.4f} is {worse:.1%} worse than the serving model's {base:.4f} "
                 f"on the same holdout (margin {margin:.1%})")  # fmt: skip
     return ""
+
+
+def holdout_sizes(counts: Mapping[int, int], fraction: float, min_events: int) -> dict[int, int]:
+    """Events held out at the end of each partition (``counts``: events per partition).
+
+    Each partition gives the larger of ``fraction`` of its events and its share (by size) of
+    ``min_events`` in all, the minimum never taking more than half the log, so the fit keeps at
+    least as much as it is judged on. The minimum exists because a holdout of ~2,000 events
+    let through candidates that hurt afterwards on ml-latest-small, where 5,000 did not
+    (benchmarks/RESULTS.md, issue 13 rebase). ``min_events=0``: the fraction alone.
+
+    >>> holdout_sizes({0: 100_000}, 0.02, 5000), holdout_sizes({0: 6000, 1: 2000}, 0.02, 5000)
+    ({0: 5000}, {0: 3000, 1: 1000})
+    >>> holdout_sizes({0: 20_000_000}, 0.02, 5000)
+    {0: 400000}
+    """
+    total = sum(counts.values())
+    floor = min(min_events, total // 2)
+    return {p: int(max(np.ceil(c * fraction), np.ceil(c * floor / total) if total else 0))
+            for p, c in counts.items()}  # fmt: skip
 
 
 def staged_reason(
