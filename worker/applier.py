@@ -19,7 +19,7 @@ from online_als.init import ITEM_SALT, USER_SALT, init_vectors
 from online_als.kernels.explicit_sgd import sgd_update_batch
 from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
 from worker.config import ModelSettings
-from worker.redis_store import RedisStore, SeenUpdates, VersionMeta
+from worker.redis_store import PartitionTags, RedisStore, SeenUpdates, VersionMeta
 
 
 @dataclass
@@ -166,10 +166,10 @@ class BatchApplier:
         spec = ",".join(f"{p}={e}" for p, e in sorted(ends.items()))
         writes = [
             VectorWrites(ukeys, exp_uf, ub.factors, exp_ub, ub.biases,
-                         touching_partitions(u_rows, batch.partitions, len(user_list)),
+                         PartitionTags.of(u_rows, batch.partitions, len(user_list)),
                          None, seen),
             VectorWrites(ikeys, exp_if, ib.factors, exp_ib, ib.biases,
-                         touching_partitions(i_rows, batch.partitions, len(item_list)),
+                         PartitionTags.of(i_rows, batch.partitions, len(item_list)),
                          counts, None),
         ]
         # keys a crashed attempt created may have missed its SADD: index them again (idempotent)
@@ -198,7 +198,7 @@ class VectorWrites:
     new_f: np.ndarray
     expected_b: np.ndarray
     new_b: np.ndarray
-    tags: list[str]  # per key, the partitions whose events touched it: "p" or "p|q"
+    tags: PartitionTags  # per key, the partitions whose events touched it
     counts: np.ndarray | None
     seen: SeenUpdates | None
 
@@ -213,19 +213,6 @@ class PreparedBatch:
     writes: list[VectorWrites]
     index: dict[str, list[str]]
     result: ApplyResult
-
-
-def touching_partitions(rows: np.ndarray, partitions: np.ndarray, n: int) -> list[str]:
-    """For each of ``n`` keys, the partitions of the events touching it, joined by '|'."""
-    pairs = np.unique(rows.astype(np.int64) * 65536 + partitions.astype(np.int64))
-    key, part = pairs // 65536, (pairs % 65536).astype(str)
-    if len(pairs) == n:  # the usual case: one partition per key
-        return part.tolist()
-    out = [""] * n
-    bounds = np.flatnonzero(np.diff(key)) + 1
-    for k_rows, p_rows in zip(np.split(key, bounds), np.split(part, bounds), strict=True):
-        out[int(k_rows[0])] = "|".join(p_rows.tolist())
-    return out
 
 
 def _partition_ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:

@@ -125,12 +125,17 @@ def make_producer(settings: KafkaSettings, **extra: Any) -> Producer:
 
 
 def high_watermarks(consumer: Consumer, topic: str, partitions: list[int],
-                    timeout_s: float = 2.0) -> dict[int, int]:
+                    timeout_s: float = 2.0, cached: bool = False) -> dict[int, int]:
+    """Each partition's end offset; ``cached`` takes the one the last fetch response carried
+    (no broker round trip: what a lag metric on the hot path wants), leaving out partitions
+    that have none yet."""
     out: dict[int, int] = {}
     for p in partitions:
         try:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            out[p] = high
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s,
+                                                     cached=cached)
         except KafkaException:
             continue
+        if high >= 0:
+            out[p] = high
     return out

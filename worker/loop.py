@@ -74,6 +74,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._dlq: Any = None
         self._last_lag_probe = 0.0
+        self._lag_probes = 0
         self._last_heartbeat = 0.0
         self._last_kafka_log = 0.0
         self._paused = False
@@ -398,11 +399,16 @@ class Worker:
         if now - self._last_lag_probe >= 5.0 and self._consumer is not None:
             self._with_redis_retry(self._count_known)
             self._last_lag_probe = now
-            highs = kafka_io.high_watermarks(self._consumer, self.topic, list(self.commit.positions))
+            # the lag from the last fetch response costs no round trip; every 30 s a real
+            # broker round trip also proves Kafka is reachable (kafka_up)
+            self._lag_probes += 1
+            cached = self._lag_probes % 6 != 1
+            highs = kafka_io.high_watermarks(self._consumer, self.topic,
+                                             list(self.commit.positions), cached=cached)
             for p, high in highs.items():
                 lag = max(0, high - self.commit.positions.get(p, high))
                 self.metrics.set_consumer_lag(self.topic, p, lag)
-            if highs:
+            if highs and not cached:
                 self.metrics.set_server_up("kafka", True)
 
     def _maybe_refresh_grams(self) -> None:

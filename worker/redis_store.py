@@ -10,16 +10,24 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import msgpack
 import numpy as np
 import redis
 from redis.crc import key_slot
 
 from worker.config import RedisSettings
-from worker.keys import FORMAT_VERSION, GRAM_DTYPE, VECTOR_DTYPE, RedisKeys
+from worker.keys import (
+    FIELD_BIAS,
+    FIELD_FACTORS,
+    FORMAT_VERSION,
+    GRAM_DTYPE,
+    VECTOR_DTYPE,
+    RedisKeys,
+)
 
 MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
 #: Redis runs a client's buffered commands back to back; sending a long pipeline in rounds of
@@ -72,6 +80,7 @@ class VectorBlock:
     biases: np.ndarray  # float32 (n,)
     present: np.ndarray  # bool (n,)
     from_before_image: np.ndarray  # bool (n,)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # further state fields (n, w)
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
@@ -219,21 +228,25 @@ class RedisStore:
         bounds = np.flatnonzero(np.diff(slots[order])) + 1
         return [g[s:s + m] for g in np.split(order, bounds) for s in range(0, len(g), m)]
 
-    def read_vectors(self, keys: list[str], rank: int, recovery: str = "") -> VectorBlock:
+    def read_vectors(self, keys: list[str], rank: int, recovery: str = "",
+                     extra: dict[str, int] | None = None) -> VectorBlock:
+        """The factors and biases of ``keys`` (zeros where missing) in bounded script calls;
+        ``extra`` names further float32 state fields and their widths in floats. With
+        ``recovery`` (a batch id) keys that batch wrote are read from their before-images."""
         n = len(keys)
-        factors = np.zeros((n, rank), dtype=np.float32)
-        biases = np.zeros(n, dtype=np.float32)
+        fields = [(FIELD_FACTORS, rank), (FIELD_BIAS, 1), *(extra or {}).items()]
+        arrays = [np.zeros((n, w), dtype=np.float32) for _, w in fields]
         flags = np.zeros(n, dtype=np.uint8)
-        if n == 0:
-            return VectorBlock(factors, biases, flags.astype(bool), flags.astype(bool))
-        groups = self._groups(keys)
-        calls = [([keys[i] for i in g], [4 * rank, recovery]) for g in groups]
-        for g, (fb, bb, fl) in zip(groups, self._run_scripts(self._read, calls), strict=True):
-            factors[g] = np.frombuffer(fb, dtype=VECTOR_DTYPE).reshape(len(g), rank)
-            biases[g] = np.frombuffer(bb, dtype=VECTOR_DTYPE)
-            flags[g] = np.frombuffer(fl, dtype=np.uint8)
-        present = flags != ord("0")
-        return VectorBlock(factors, biases, present, flags == ord("r"))
+        if n:
+            spec = [x for name, w in fields for x in (name, 4 * w)]
+            groups = self._groups(keys)
+            calls = [([keys[i] for i in g], [recovery, *spec]) for g in groups]
+            for g, res in zip(groups, self._run_scripts(self._read, calls), strict=True):
+                for a, blob, (_, w) in zip(arrays, res, fields, strict=False):
+                    a[g] = np.frombuffer(blob, dtype=VECTOR_DTYPE).reshape(len(g), w)
+                flags[g] = np.frombuffer(res[-1], dtype=np.uint8)
+        return VectorBlock(arrays[0], arrays[1][:, 0].copy(), flags != ord("0"), flags == ord("r"),
+                           {name: a for (name, _), a in zip(fields[2:], arrays[2:], strict=True)})
 
     def write_vectors(
         self,
@@ -243,41 +256,48 @@ class RedisStore:
         new_f: np.ndarray,
         expected_b: np.ndarray,
         new_b: np.ndarray,
-        tags: list[str] | None = None,
+        tags: PartitionTags | None = None,
         counts: np.ndarray | None = None,
         seen: SeenUpdates | None = None,
         pipe: Any = None,
         batch_id: str = "",
+        extra: list[tuple[str, np.ndarray, np.ndarray]] | None = None,
     ) -> Any:
         """Queue the idempotent write of a batch's vectors on ``pipe`` (or execute now).
 
-        ``tags[j]`` lists the partitions whose events touched key j in the batch ("p|q"): the
-        key records the batch's end offset for each of them (``o:<p>``), so a batch recovered
+        ``tags`` lists, per key, the partitions whose events touched it in the batch: the key
+        records the batch's end offset for each of them (``o:<p>``), so a batch recovered
         partition by partition is applied once per (key, partition); one before-image per key
-        (``bf``/``bb``, of batch ``bid``) serves the recovery read.
+        and field (``bf``/``bb``/..., of batch ``bid``) serves the recovery read. ``extra``
+        adds state fields as (name, expected (n, w), new (n, w)) float32 arrays.
         """
         own = pipe is None
         pipe = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        rank = new_f.shape[1] if new_f.ndim == 2 else 0
-        exp_f = np.ascontiguousarray(expected_f, dtype=VECTOR_DTYPE)
-        nf = np.ascontiguousarray(new_f, dtype=VECTOR_DTYPE)
-        exp_b = np.ascontiguousarray(expected_b, dtype=VECTOR_DTYPE)
-        nb = np.ascontiguousarray(new_b, dtype=VECTOR_DTYPE)
-        cnt = counts if counts is not None else np.zeros(len(keys), dtype=np.int64)
-        tags = tags if tags is not None else [""] * len(keys)
+        n = len(keys)
+        states = [(FIELD_FACTORS, expected_f, new_f),
+                  (FIELD_BIAS, np.reshape(expected_b, (n, 1)), np.reshape(new_b, (n, 1))),
+                  *(extra or [])]
+        names = [name for name, _, _ in states]
+        blobs = [(np.ascontiguousarray(e, dtype=VECTOR_DTYPE).reshape(n, -1),
+                  np.ascontiguousarray(v, dtype=VECTOR_DTYPE).reshape(n, -1)) for _, e, v in states]
+        widths = [4 * e.shape[1] for e, _ in blobs]
+        ends_flat = [int(x) for pair in _parse_spec(parts_spec) for x in pair]
+        cnt = counts if counts is not None else np.zeros(n, dtype=np.int64)
+        tags = tags if tags is not None else PartitionTags.none(n)
         calls: list[tuple[list[str], list[Any]]] = []
         for g in self._groups(keys):
-            gkeys = [keys[i] for i in g]
-            seen_keys, seen_args = (seen.for_group(g) if seen is not None else ([], ["set", "0"]))
-            args: list[Any] = [
-                len(g), 4 * rank, parts_spec,
-                exp_f[g].tobytes(), nf[g].tobytes(), exp_b[g].tobytes(), nb[g].tobytes(),
-                ",".join(map(str, cnt[g].tolist())),
-                ",".join(tags[i] or "-" for i in g.tolist()),
-                *seen_args,
-                batch_id,
-            ]
-            calls.append((gkeys + seen_keys, args))
+            seen_keys, seen_index, seen_pairs = (seen.for_group(g) if seen is not None
+                                                 else ([], [], []))
+            tag_flat, tag_starts = tags.for_group(g)
+            header = msgpack.packb([
+                len(g), names, widths, ends_flat, tag_flat, tag_starts,
+                cnt[g].tolist() if counts is not None else [],
+                seen.mode if seen is not None else "set", seen_index, seen_pairs, batch_id,
+            ])
+            args: list[Any] = [header]
+            for e, v in blobs:
+                args += [e[g].tobytes(), v[g].tobytes()]
+            calls.append(([keys[i] for i in g] + seen_keys, args))
         if self.cluster:  # a cluster pipeline refuses scripts: one call per slot, concurrently
             self._run_scripts(self._write, calls)
         else:
@@ -354,31 +374,70 @@ class SeenUpdates:
     def __init__(self, seen_keys: list[str], user_rows: np.ndarray, item_ids: np.ndarray,
                  values: np.ndarray, mode: str) -> None:
         order = np.argsort(user_rows, kind="stable")
-        self.rows = user_rows[order]
+        rows = np.asarray(user_rows)[order]
         self.items = np.asarray(item_ids, dtype=object)[order]
-        self.values = np.char.mod("%.9g", values[order].astype(np.float64)).astype(object)
+        self.values = np.char.mod("%.9g", np.asarray(values)[order].astype(np.float64)).astype(object)
         self.seen_keys = seen_keys
         self.mode = mode
-        self.starts = np.searchsorted(self.rows, np.arange(len(seen_keys) + 1))
+        self.starts = np.searchsorted(rows, np.arange(len(seen_keys) + 1))
 
-    def for_group(self, group: np.ndarray) -> tuple[list[str], list[Any]]:
-        keys: list[str] = []
-        parts: list[Any] = [self.mode, 0]
-        chunks: list[np.ndarray] = []
-        for local_j, row in enumerate(group.tolist(), start=1):
-            s, e = int(self.starts[row]), int(self.starts[row + 1])
-            if e == s:
-                continue
-            keys.append(self.seen_keys[row])
-            pairs = np.empty(2 * (e - s) + 2, dtype=object)
-            pairs[0], pairs[1] = local_j, e - s
-            pairs[2::2] = self.items[s:e]
-            pairs[3::2] = self.values[s:e]
-            chunks.append(pairs)
-        parts[1] = len(keys)
-        if chunks:
-            parts.extend(np.concatenate(chunks).tolist())
-        return keys, parts
+    def for_group(self, group: np.ndarray) -> tuple[list[str], list[int], list[Any]]:
+        """(seen keys, flat (local key index, pair count), flat (item, value)) of ``group``."""
+        counts = self.starts[group + 1] - self.starts[group]
+        has = np.flatnonzero(counts)
+        if len(has) == 0:
+            return [], [], []
+        rows, cnt = group[has], counts[has]
+        pos = _ranges(self.starts[rows], cnt)
+        pairs = np.empty(2 * len(pos), dtype=object)
+        pairs[0::2], pairs[1::2] = self.items[pos], self.values[pos]
+        index = np.column_stack((has + 1, cnt)).ravel()
+        return [self.seen_keys[r] for r in rows.tolist()], index.tolist(), pairs.tolist()
+
+
+@dataclass(frozen=True)
+class PartitionTags:
+    """Per key, the partitions whose events touched it in a batch, as a flat array and
+    starts (key j's are ``flat[starts[j]:starts[j + 1]]``)."""
+
+    flat: np.ndarray  # int64
+    starts: np.ndarray  # int64, n + 1
+
+    @classmethod
+    def none(cls, n: int) -> PartitionTags:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(n + 1, dtype=np.int64))
+
+    @classmethod
+    def of(cls, rows: np.ndarray, partitions: np.ndarray, n: int) -> PartitionTags:
+        """Tags of ``n`` keys from each event's key row and partition."""
+        pairs = np.unique(rows.astype(np.int64) * 65536 + partitions.astype(np.int64))
+        key = pairs // 65536
+        starts = np.searchsorted(key, np.arange(n + 1))
+        return cls(pairs % 65536, starts)
+
+    def for_key(self, j: int) -> list[int]:
+        return self.flat[self.starts[j]:self.starts[j + 1]].tolist()
+
+    def for_group(self, group: np.ndarray) -> tuple[list[int], list[int]]:
+        """The group's tags and 1-based starts, as write_vectors.lua reads them."""
+        lens = self.starts[group + 1] - self.starts[group]
+        flat = self.flat[_ranges(self.starts[group], lens)]
+        starts = np.concatenate(([1], 1 + np.cumsum(lens)))
+        return flat.tolist(), starts.tolist()
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``range(s, s + n)`` for each (s, n), without a Python loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return offsets + np.arange(total)
+
+
+def _parse_spec(spec: str) -> list[tuple[int, int]]:
+    """``"p=e,q=f"`` -> [(p, e), (q, f)]."""
+    return [(int(p), int(e)) for p, e in (x.split("=") for x in spec.split(",") if x)]
 
 
 def dump_vectors(store: RedisStore, version: int, kind: str, rank: int

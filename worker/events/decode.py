@@ -12,6 +12,7 @@ import numpy.typing as npt
 import orjson
 
 from worker.events.binary import MAGIC, decode_binary
+from worker.events.binary_batch import fast_binary
 from worker.events.schema import (
     MILLIS_THRESHOLD,
     MISSING_FIELD,
@@ -140,6 +141,9 @@ def decode_batch(
     Raises ValueError only if ``kafka_ts_ms`` does not match ``values`` in length.
     """
     kafka_s = _kafka_seconds(kafka_ts_ms, len(values))
+    fast = fast_binary(values, config)
+    taken = np.zeros(len(values), dtype=bool)
+    taken[fast.positions] = True
     users: list[str] = []
     items: list[str] = []
     vals: list[float] = []
@@ -150,7 +154,8 @@ def decode_batch(
     rejects: list[RejectRow] = []
     from_json = _from_json
     from_binary = decode_binary
-    for pos, raw in enumerate(values):
+    for pos in np.flatnonzero(~taken).tolist():  # JSON, and binary the fast path left
+        raw = values[pos]
         try:
             if raw[:1] == MAGIC:  # type: ignore[index]
                 u, i, v, et, t = from_binary(raw, config)  # type: ignore[arg-type]
@@ -170,14 +175,27 @@ def decode_batch(
         tss.append(t)
         index.append(pos)
         eids.append(eid)
-    idx = np.array(index, dtype=np.int64)
-    ts = np.array(tss, dtype=np.float64)
+    idx = np.concatenate((fast.positions, np.array(index, dtype=np.int64)))
+    ts = np.concatenate((fast.ts, np.array(tss, dtype=np.float64)))
+    value = np.concatenate((fast.values, np.array(vals, dtype=np.float64))).astype(np.float32)
+    user_ids, item_ids = fast.user_ids + users, fast.item_ids + items
+    etypes = [""] * len(fast.positions) + etypes
+    no_ids: list[str | None] = [None] * len(fast.positions)
+    eids = no_ids + eids
+    if index and len(fast.positions):  # both paths took some: back to input order
+        order = np.argsort(idx, kind="stable")
+        idx, ts, value = idx[order], ts[order], value[order]
+        ol = order.tolist()
+        user_ids = [user_ids[j] for j in ol]
+        item_ids = [item_ids[j] for j in ol]
+        etypes = [etypes[j] for j in ol]
+        eids = [eids[j] for j in ol]
     absent = np.isnan(ts)
     ts[absent] = kafka_s[idx[absent]]
     return DecodedBatch(
-        user_ids=users,
-        item_ids=items,
-        values=np.array(vals, dtype=np.float32),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        values=value,
         event_types=etypes,
         ts=ts,
         index=idx,

@@ -1,29 +1,41 @@
--- Apply one batch's new vectors, idempotently and without losing concurrent updates.
+-- Apply one batch's new vector states, idempotently and without losing concurrent updates.
 -- KEYS[1..N]: vector keys; KEYS[N+1..N+M]: seen-hash keys (same hash slot as their user key).
--- ARGV[1]=N  ARGV[2]=bytes per vector  ARGV[3]="p1=e1,p2=e2" partitions/end offsets of the batch
--- ARGV[4]=expected factors blob (what the batch was computed from)  ARGV[5]=new factors blob
--- ARGV[6]=expected biases blob  ARGV[7]=new biases blob  ARGV[8]=count increments "c1,c2,..."
--- ARGV[9]=per key, the partitions whose events touched it in this batch "p1|p2,p3,..."
--- ARGV[10]=seen mode 'set'|'incr'  ARGV[11]=M, then per seen key: vector index j, count n,
--- then n (item id, value) pairs.  ARGV[last]=batch id.
+-- ARGV[1]: a msgpack array (decoded in C by cmsgpack, so a batch costs a few arguments, not
+-- one per event):
+--   1 N             number of vector keys
+--   2 names         state fields, e.g. {'f', 'b'}: each a float32 blob of a fixed width
+--   3 widths        bytes per key of each field
+--   4 ends          flat {p1, e1, p2, e2, ...}: partitions of the batch and their end offsets
+--   5 tags          flat partitions whose events touched the keys ...
+--   6 tag_starts    ... key j's are tags[tag_starts[j] .. tag_starts[j+1]-1] (N+1 entries)
+--   7 counts        per key event-count increment for field 'n' ({} for none)
+--   8 seen_mode     'set' | 'incr'
+--   9 seen_index    flat {j1, c1, j2, c2, ...}: seen key s belongs to vector key j_s, c_s pairs
+--  10 seen_pairs    flat {item, value, item, value, ...}
+--  11 batch id
+-- ARGV[2f], ARGV[2f+1]: field f's expected blob (what the batch was computed from), new blob.
 -- Per key: the batch is already applied if o:<p> >= e for its partitions (all of them are set
--- together, so the first decides). Otherwise, if the stored factors still equal the expected
--- ones, store the new ones exactly; if another worker changed the key meanwhile, add our delta
--- (new - expected) to what is stored, so neither update is lost. One before-image (bf/bb, with
--- the batch id in bid) is kept per key for crash recovery, whatever the partition count.
+-- together, so the first decides). Otherwise, for each field: if the stored value still equals
+-- the expected one, store the new one exactly; if another worker changed the key meanwhile, add
+-- our delta (new - expected) to what is stored, so neither update is lost. One before-image
+-- per field ('b' .. name, with the batch id in bid) is kept per key for crash recovery.
 -- Returns the number of keys written.
-local n = tonumber(ARGV[1])
-local vb = tonumber(ARGV[2])
-local k = vb / 4
-local ends = {}
-for p, e in string.gmatch(ARGV[3], '([^=,]+)=([^=,]+)') do
-  ends[p] = tonumber(e)
+local h = cmsgpack.unpack(ARGV[1])
+local n, names, widths, ends_flat = h[1], h[2], h[3], h[4]
+local tags, tstart, counts, smode = h[5], h[6], h[7], h[8]
+local sidx, spairs, batch = h[9], h[10], h[11]
+local nf = #names
+
+local ends, okey = {}, {}
+for t = 1, #ends_flat, 2 do
+  ends[ends_flat[t]] = ends_flat[t + 1]
+  okey[ends_flat[t]] = 'o:' .. ends_flat[t]
 end
-local tags = {}
-for t in string.gmatch(ARGV[9], '([^,]+)') do tags[#tags + 1] = t end
-local counts = {}
-for c in string.gmatch(ARGV[8], '([^,]+)') do counts[#counts + 1] = tonumber(c) end
-local batch = ARGV[#ARGV]
+local before = {}
+for f = 1, nf do before[f] = 'b' .. names[f] end
+-- HMGET o:<first partition>, field 1, field 2, ...
+local hm = {'o:-'}
+for f = 1, nf do hm[f + 1] = names[f] end
 
 local function add_delta(cur, new, exp, m)
   local out = {}
@@ -40,55 +52,68 @@ local written = {}
 local nwritten = 0
 for j = 1, n do
   local key = KEYS[j]
-  local parts = {}
-  for p in string.gmatch(tags[j] or '', '([^|]+)') do
-    if ends[p] then parts[#parts + 1] = p end
+  local t0, t1 = tstart[j], tstart[j + 1] - 1
+  local first = nil
+  for t = t0, t1 do  -- the first tag that is a partition of this batch
+    if ends[tags[t]] then first = tags[t]; break end
   end
-  local done = false
-  if #parts > 0 then
-    local o = redis.call('HGET', key, 'o:' .. parts[1])
-    done = o and tonumber(o) >= ends[parts[1]]
-  end
+  hm[1] = first and okey[first] or 'o:-'
+  local cur = redis.call('HMGET', key, unpack(hm))
+  local done = first ~= nil and cur[1] and tonumber(cur[1]) >= ends[first]
   if not done then
-    local exp_f = string.sub(ARGV[4], (j - 1) * vb + 1, j * vb)
-    local new_f = string.sub(ARGV[5], (j - 1) * vb + 1, j * vb)
-    local exp_b = string.sub(ARGV[6], (j - 1) * 4 + 1, j * 4)
-    local new_b = string.sub(ARGV[7], (j - 1) * 4 + 1, j * 4)
-    local cur = redis.call('HMGET', key, 'f', 'b')
-    local out_f, out_b = new_f, new_b
-    if cur[1] and cur[1] ~= exp_f and string.len(cur[1]) == vb then
-      out_f = add_delta(cur[1], new_f, exp_f, k)
-    end
-    if cur[2] and cur[2] ~= exp_b and string.len(cur[2]) == 4 then
-      out_b = add_delta(cur[2], new_b, exp_b, 1)
-    end
-    if #parts > 0 then
-      local fields = {'f', out_f, 'b', out_b, 'bf', exp_f, 'bb', exp_b, 'bid', batch}
-      for _, p in ipairs(parts) do
-        fields[#fields + 1] = 'o:' .. p
-        fields[#fields + 1] = ends[p]
+    local fields = {}
+    for f = 1, nf do
+      local w = widths[f]
+      local exp = string.sub(ARGV[2 * f], (j - 1) * w + 1, j * w)
+      local out = string.sub(ARGV[2 * f + 1], (j - 1) * w + 1, j * w)
+      local c = cur[f + 1]
+      if c and c ~= exp and string.len(c) == w then out = add_delta(c, out, exp, w / 4) end
+      fields[#fields + 1] = names[f]
+      fields[#fields + 1] = out
+      if first then
+        fields[#fields + 1] = before[f]
+        fields[#fields + 1] = exp
       end
-      redis.call('HSET', key, unpack(fields))
-    else
-      redis.call('HSET', key, 'f', out_f, 'b', out_b)
     end
-    if counts[j] and counts[j] ~= 0 then redis.call('HINCRBY', key, 'n', counts[j]) end
+    if first then
+      fields[#fields + 1] = 'bid'
+      fields[#fields + 1] = batch
+      for t = t0, t1 do
+        local p = tags[t]
+        if ends[p] then
+          fields[#fields + 1] = okey[p]
+          fields[#fields + 1] = ends[p]
+        end
+      end
+    end
+    redis.call('HSET', key, unpack(fields))
+    local c = counts[j]
+    if c and c ~= 0 then redis.call('HINCRBY', key, 'n', c) end
     written[j] = true
     nwritten = nwritten + 1
   end
 end
 
-local mode = ARGV[10]
-local m = tonumber(ARGV[11])
-local pos = 12
-for s = 1, m do
-  local j = tonumber(ARGV[pos]); local cnt = tonumber(ARGV[pos + 1]); pos = pos + 2
+local pos = 1
+for s = 1, #sidx / 2 do
+  local j, cnt = sidx[2 * s - 1], sidx[2 * s]
   if written[j] then
     local skey = KEYS[n + s]
-    for t = 0, cnt - 1 do
-      local item, val = ARGV[pos + 2 * t], ARGV[pos + 2 * t + 1]
-      if mode == 'incr' then redis.call('HINCRBYFLOAT', skey, item, val)
-      else redis.call('HSET', skey, item, val) end
+    if smode == 'incr' then
+      for t = 0, cnt - 1 do
+        redis.call('HINCRBYFLOAT', skey, spairs[pos + 2 * t], spairs[pos + 2 * t + 1])
+      end
+    elseif cnt == 1 then
+      redis.call('HSET', skey, spairs[pos], spairs[pos + 1])
+    else
+      for c0 = 0, cnt - 1, 1000 do  -- unpack() is bounded by the Lua C stack
+        local slice = {}
+        for t = c0, math.min(cnt, c0 + 1000) - 1 do
+          slice[#slice + 1] = spairs[pos + 2 * t]
+          slice[#slice + 1] = spairs[pos + 2 * t + 1]
+        end
+        redis.call('HSET', skey, unpack(slice))
+      end
     end
   end
   pos = pos + 2 * cnt
