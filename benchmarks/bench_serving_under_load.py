@@ -17,6 +17,7 @@ Goal: serving p99 <= 5 ms and <= 2x the idle p99 of the same run; no worker comm
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import threading
@@ -47,13 +48,17 @@ def produce(s: Settings, n: int, seed: int) -> None:
     producer.flush(120)
 
 
-def run_worker_until(s: Settings, target: int, max_keys: int) -> float:
-    """Start a worker process, wait until it applied ``target`` events; returns applied/s."""
+def run_worker_until(s: Settings, target: int, max_keys: int, nice: int = 0) -> float:
+    """Start a worker process, wait until it applied ``target`` events; returns applied/s.
+
+    ``nice`` lowers the worker's CPU priority: on this one box the worker, Redis and the
+    serving thread share two cores, where in production the worker runs on its own hosts."""
     env = {**environ_for(s), "ONLINE_ALS_REDIS__MAX_KEYS_PER_SCRIPT": str(max_keys)}
     store = RedisStore.from_settings(s.redis)
     start = applied_offsets(store, s)
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server",
-                             "--log-level", "WARNING", "--idle-exit", "3"], env=env)
+                             "--log-level", "WARNING", "--idle-exit", "3"], env=env,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
     t0 = None
     while applied_offsets(store, s) < target and proc.poll() is None:
         if t0 is None and applied_offsets(store, s) > start:
@@ -97,11 +102,14 @@ def main() -> None:
     ap.add_argument("--max-keys", default="2000,128")
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--worker-nice", type=int, default=0,
+                    help="run the worker at this nice level (it shares the cores with Redis "
+                         "and the serving thread here; in production it has its own hosts)")
     a = ap.parse_args()
     tag = uuid.uuid4().hex[:8]
     s = settings_for(tag, a.partitions, a.rank, persist=False)
     print(f"# serving under load: recommend(user, 10) at {a.rate:.0f}/s, backlog {a.backlog:,} "
-          f"events, k={a.rank}, {a.partitions} partitions; load {load_average()}", flush=True)
+          f"events, k={a.rank}, {a.partitions} partitions, worker nice {a.worker_nice}; load {load_average()}", flush=True)
     try:
         produce(s, a.warmup, seed=1)
         run_worker_until(s, a.warmup, 128)
@@ -129,7 +137,7 @@ def main() -> None:
             stop = threading.Event()
             th = threading.Thread(target=serve, args=(client, users, a.rate, stop, lat))
             th.start()
-            applied_rate = run_worker_until(s, target, max_keys)
+            applied_rate = run_worker_until(s, target, max_keys, a.worker_nice)
             stop.set()
             th.join()
             slow = [e for e in store.client.slowlog_get(1024)

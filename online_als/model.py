@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,7 +26,7 @@ from online_als.init import ITEM_SALT, USER_SALT, init_vectors
 FORMAT_NAME = "online-als-model"
 FORMAT_VERSION = 1
 Mode = Literal["explicit", "implicit"]
-MODES: tuple[str, ...] = ("explicit", "implicit")
+MODES: tuple[str, ...] = get_args(Mode)  # the one definition of the modes
 _ARRAYS = ("user_factors", "item_factors", "user_bias", "item_bias")
 _KEYS = frozenset(_ARRAYS) | {
     "user_ids_utf8", "user_ids_offsets", "item_ids_utf8", "item_ids_offsets", "meta",

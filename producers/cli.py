@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from tqdm import tqdm
 
 from online_als.datasets import Ratings
+from online_als.model import MODES
 from producers import synthetic
 from producers.producer import Mode, RatingProducer, replay
 from producers.sources import file_chunks, implicit_from_ratings, limit_rows
@@ -50,7 +51,7 @@ def add_produce_parser(sub: Any) -> None:
     out = p.add_argument_group("events")
     out.add_argument("--topic", help="target topic (default: kafka.topic from the settings)")
     out.add_argument("--format", choices=("json", "binary"), default="json", dest="wire")
-    out.add_argument("--mode", choices=("explicit", "implicit"),
+    out.add_argument("--mode", choices=MODES,
                      help="explicit ratings or implicit events (default: model.mode)")
     out.add_argument("--implicit-from-ratings", action="store_true",
                      help="map ratings to events (implies --mode implicit): >= --like-min like, "
@@ -137,7 +138,7 @@ def _source(args: argparse.Namespace, mode: Mode) -> tuple[str, Iterator[Ratings
 
 def _mode(args: argparse.Namespace, default: str) -> Mode:
     mode = "implicit" if args.implicit_from_ratings else str(args.mode or default)
-    if mode not in ("explicit", "implicit"):
+    if mode not in MODES:
         raise ValueError(f"mode must be explicit or implicit, got {mode!r}")
     return cast(Mode, mode)
 

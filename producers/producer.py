@@ -20,6 +20,7 @@ import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, Producer
 
 from online_als.datasets import Ratings
+from online_als.model import MODES, Mode
 from worker.config import KafkaSettings
 from worker.events import encode_binary, encode_json
 from worker.kafka_io import producer_config
@@ -27,7 +28,6 @@ from worker.kafka_io import producer_config
 __all__ = ["ProducerStats", "RatingProducer", "TokenBucket", "replay"]
 
 WireFormat = Literal["json", "binary"]
-Mode = Literal["explicit", "implicit"]
 BatchLike = Ratings | Sequence[npt.ArrayLike]
 
 _FULL_WAIT_S = 0.05
@@ -92,7 +92,7 @@ class RatingProducer:
     ) -> None:
         if fmt not in ("json", "binary"):
             raise ValueError(f"fmt must be 'json' or 'binary', got {fmt!r}")
-        if mode not in ("explicit", "implicit"):
+        if mode not in MODES:
             raise ValueError(f"mode must be 'explicit' or 'implicit', got {mode!r}")
         if event_id_prefix is not None and fmt == "binary":
             raise ValueError("the binary format has no event_id; use fmt='json'")

@@ -25,16 +25,16 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from online_als.datasets import Ratings, rechunk
+from online_als.model import MODES, Mode
 
 __all__ = ["ML20M", "Planted", "SyntheticConfig", "generate", "iter_blocks", "plant"]
 
-Mode = Literal["explicit", "implicit"]
 
 #: MovieLens 20M: 20,000,263 ratings by 138,493 users of 26,744 movies.
 ML20M: Final = {"n_events": 20_000_263, "n_users": 138_493, "n_items": 26_744}
@@ -72,7 +72,7 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if min(self.n_events, self.n_users, self.n_items, self.k) < 1:
             raise ValueError("n_events, n_users, n_items and k must be >= 1")
-        if self.mode not in ("explicit", "implicit"):
+        if self.mode not in MODES:
             raise ValueError(f"mode must be 'explicit' or 'implicit', got {self.mode!r}")
         if not 0 < self.initial_fraction <= 1 or not 0 < self.debut_span <= 1:
             raise ValueError("initial_fraction and debut_span must be in (0, 1]")

@@ -21,12 +21,14 @@ FORMAT_VERSION = 1
 VECTOR_DTYPE = "<f4"  # float32 little-endian, readable from any language
 GRAM_DTYPE = "<f8"
 
-# Fields of a vector hash (user or item).
-FIELD_FACTORS = "f"
-FIELD_BIAS = "b"
+# Fields of a vector hash (user or item). The Lua scripts receive these names from
+# worker/redis_store.py, so this is the one place they are written.
+FIELD_FACTORS = "f"  # float32 * k
+FIELD_BIAS = "b"  # float32
+FIELD_COUNT = "n"  # items: events applied (popularity); integer text
 FIELD_OFFSET_PREFIX = "o:"  # o:<partition> -> last batch end offset applied to this key
-FIELD_PREV_PREFIX = "p:"  # p:<partition> -> factors before that batch (for crash recovery)
-FIELD_PREV_BIAS_PREFIX = "pb:"
+FIELD_BEFORE_PREFIX = "b"  # b<field> (bf, bb, ...): that field before batch `bid` wrote it
+FIELD_BATCH = "bid"  # the batch whose before-images are stored
 
 
 def key_id(id_: str) -> str:
@@ -121,15 +123,3 @@ class RedisKeys:
     def retrain_lock(self) -> str:
         """STRING with TTL: held by the one running retrain (renewed while it runs)."""
         return f"{self.prefix}:lock:retrain"
-
-
-def offset_field(partition: int) -> str:
-    return f"{FIELD_OFFSET_PREFIX}{partition}"
-
-
-def prev_field(partition: int) -> str:
-    return f"{FIELD_PREV_PREFIX}{partition}"
-
-
-def prev_bias_field(partition: int) -> str:
-    return f"{FIELD_PREV_BIAS_PREFIX}{partition}"

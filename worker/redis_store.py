@@ -21,14 +21,19 @@ from redis.crc import key_slot
 
 from worker.config import RedisSettings
 from worker.keys import (
+    FIELD_BATCH,
+    FIELD_BEFORE_PREFIX,
     FIELD_BIAS,
+    FIELD_COUNT,
     FIELD_FACTORS,
+    FIELD_OFFSET_PREFIX,
     FORMAT_VERSION,
     GRAM_DTYPE,
     VECTOR_DTYPE,
     RedisKeys,
 )
 
+_FIELD_NAMES = [FIELD_OFFSET_PREFIX, FIELD_BEFORE_PREFIX, FIELD_BATCH, FIELD_COUNT]
 MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
 #: Redis runs a client's buffered commands back to back; sending a long pipeline in rounds of
 #: this many scripts lets it serve other clients (the serving apps) in between.
@@ -240,7 +245,8 @@ class RedisStore:
         if n:
             spec = [x for name, w in fields for x in (name, 4 * w)]
             groups = self._groups(keys)
-            calls = [([keys[i] for i in g], [recovery, *spec]) for g in groups]
+            head = [recovery, FIELD_BATCH, FIELD_BEFORE_PREFIX]
+            calls = [([keys[i] for i in g], [*head, *spec]) for g in groups]
             for g, res in zip(groups, self._run_scripts(self._read, calls), strict=True):
                 for a, blob, (_, w) in zip(arrays, res, fields, strict=False):
                     a[g] = np.frombuffer(blob, dtype=VECTOR_DTYPE).reshape(len(g), w)
@@ -293,6 +299,7 @@ class RedisStore:
                 len(g), names, widths, ends_flat, tag_flat, tag_starts,
                 cnt[g].tolist() if counts is not None else [],
                 seen.mode if seen is not None else "set", seen_index, seen_pairs, batch_id,
+                _FIELD_NAMES,
             ])
             args: list[Any] = [header]
             for e, v in blobs:

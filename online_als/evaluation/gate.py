@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,6 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 from online_als.evaluation._arrays import split_by_group
 from online_als.evaluation.metrics import ranking_metrics_at_k
 from online_als.evaluation.prequential import prequential
+from online_als.model import Mode
 
 __all__ = ["GateModel", "GateResult", "compare_on_holdout", "gate_reason", "holdout_sizes",
            "score_explicit", "score_ranking", "staged_reason"]  # fmt: skip
@@ -57,7 +58,7 @@ class GateModel:
     item_bias: NDArray[Any]
     global_mean: float = 0.0
 
-    def state(self, mode: Literal["explicit", "implicit"]) -> Any:
+    def state(self, mode: Mode) -> Any:
         from online_als.model import ModelState
 
         return ModelState.from_arrays(

@@ -24,20 +24,19 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from online_als.idmap import IdMap
 from online_als.init import ITEM_SALT, USER_SALT, init_vectors
-from online_als.model import ModelState
+from online_als.model import MODES, Mode, ModelState
 from online_als.retrain.als_wr import AlsWrFactors, AlsWrParams, fit_als_wr
 from online_als.retrain.implicit_fit import ImplicitParams, fit_implicit
 from online_als.retrain.matrix import MatrixBuilder, RatingMatrix, build_matrix
 
 F32 = npt.NDArray[np.float32]
-Mode = Literal["explicit", "implicit"]
 
 __all__ = [
     "AlsWrFactors",
@@ -175,7 +174,7 @@ def retrain(
         raise TypeError("explicit mode takes AlsWrParams")
     if mode == "implicit" and not isinstance(params, ImplicitParams):
         raise TypeError("implicit mode takes ImplicitParams")
-    if mode not in ("explicit", "implicit"):
+    if mode not in MODES:
         raise ValueError(f"mode must be 'explicit' or 'implicit', got {mode!r}")
     seconds = {"build_matrix": matrix.seconds}
     n_users, n_items = matrix.shape

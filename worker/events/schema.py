@@ -10,9 +10,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
-Mode = Literal["explicit", "implicit"]
+from online_als.events import DEFAULT_WEIGHTS
+from online_als.model import MODES, Mode
 
 UNDECODABLE: Final = "undecodable"
 NOT_AN_OBJECT: Final = "not_an_object"
@@ -47,10 +48,9 @@ DLQ_REASONS: Final[tuple[str, ...]] = (*REASONS, INTERNAL)
 #: ``ts`` values above this are epoch milliseconds (1e11 s is year 5138; 1e11 ms is 1973).
 MILLIS_THRESHOLD: Final = 1e11
 
-DEFAULT_EVENT_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
-    # Same as ModelSettings.event_weights' default; the worker passes its configured map.
-    {"view": 1.0, "click": 1.0, "like": 4.0, "dislike": -4.0, "neutral": 0.5, "purchase": 8.0}
-)
+#: The one default event-weight table (:data:`online_als.events.DEFAULT_WEIGHTS`); the
+#: worker passes its configured map (``model.event_weights``).
+DEFAULT_EVENT_WEIGHTS: Final[Mapping[str, float]] = DEFAULT_WEIGHTS
 
 _DETAIL_MAX: Final = 200
 
@@ -87,7 +87,7 @@ class DecodeConfig:
     _short_id_chars: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("explicit", "implicit"):
+        if self.mode not in MODES:
             raise ValueError(f"mode must be 'explicit' or 'implicit', got {self.mode!r}")
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)):
             raise ValueError("rating range must be finite")

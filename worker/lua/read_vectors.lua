@@ -1,15 +1,16 @@
 -- Read many vector hashes in one call (keys may span slots only on a standalone Redis; the
 -- client groups keys by hash slot on a cluster).
 -- KEYS: vector keys. ARGV[1]: "" or the id of a pending batch being recovered: for a key that
--- batch already wrote (bid == id) return its before-images ('b' .. name), so the batch is
--- recomputed from the same state it was first computed from.
--- ARGV[2k], ARGV[2k+1]: state field name and its width in bytes, e.g. 'f', '256', 'b', '4'.
+-- batch already wrote (batch field == id) return its before-images (prefix .. name), so the
+-- batch is recomputed from the same state it was first computed from.
+-- ARGV[2], ARGV[3]: the batch field ('bid') and the before-image prefix ('b') (worker/keys.py).
+-- ARGV[2k+2], ARGV[2k+3]: state field name and its width in bytes, e.g. 'f', '256', 'b', '4'.
 -- Returns {blob of field 1, blob of field 2, ..., flags} with flags[j] = '1' present,
 -- '0' missing (its blobs are zeros), 'r' present and returned from the before-image. A key
 -- is present when its first field has the right width; a missing later field reads as zeros.
-local recovering = ARGV[1]
+local recovering, BATCH, BEFORE = ARGV[1], ARGV[2], ARGV[3]
 local names, widths, zeros, out = {}, {}, {}, {}
-for t = 2, #ARGV, 2 do
+for t = 4, #ARGV, 2 do
   local f = #names + 1
   names[f] = ARGV[t]
   widths[f] = tonumber(ARGV[t + 1])
@@ -19,8 +20,8 @@ end
 local nf = #names
 local hm = {}
 if recovering ~= '' then
-  hm[1] = 'bid'
-  for f = 1, nf do hm[1 + f] = 'b' .. names[f]; hm[1 + nf + f] = names[f] end
+  hm[1] = BATCH
+  for f = 1, nf do hm[1 + f] = BEFORE .. names[f]; hm[1 + nf + f] = names[f] end
 else
   for f = 1, nf do hm[f] = names[f] end
 end

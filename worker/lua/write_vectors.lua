@@ -8,33 +8,38 @@
 --   4 ends          flat {p1, e1, p2, e2, ...}: partitions of the batch and their end offsets
 --   5 tags          flat partitions whose events touched the keys ...
 --   6 tag_starts    ... key j's are tags[tag_starts[j] .. tag_starts[j+1]-1] (N+1 entries)
---   7 counts        per key event-count increment for field 'n' ({} for none)
+--   7 counts        per key event-count increment of the count field ({} for none)
 --   8 seen_mode     'set' | 'incr'
 --   9 seen_index    flat {j1, c1, j2, c2, ...}: seen key s belongs to vector key j_s, c_s pairs
 --  10 seen_pairs    flat {item, value, item, value, ...}
 --  11 batch id
+--  12 field names {offset prefix 'o:', before-image prefix 'b', batch field 'bid', count
+--     field 'n'} (worker/keys.py is their one home)
 -- ARGV[2f], ARGV[2f+1]: field f's expected blob (what the batch was computed from), new blob.
 -- Per key: the batch is already applied if o:<p> >= e for its partitions (all of them are set
 -- together, so the first decides). Otherwise, for each field: if the stored value still equals
 -- the expected one, store the new one exactly; if another worker changed the key meanwhile, add
 -- our delta (new - expected) to what is stored, so neither update is lost. One before-image
--- per field ('b' .. name, with the batch id in bid) is kept per key for crash recovery.
+-- per field (bf, bb, ...: the before-image prefix and the name, with the batch id in bid)
+-- is kept per key for crash recovery.
 -- Returns the number of keys written.
 local h = cmsgpack.unpack(ARGV[1])
 local n, names, widths, ends_flat = h[1], h[2], h[3], h[4]
 local tags, tstart, counts, smode = h[5], h[6], h[7], h[8]
 local sidx, spairs, batch = h[9], h[10], h[11]
+local OFFSET, BEFORE, BATCH, COUNT = h[12][1], h[12][2], h[12][3], h[12][4]
 local nf = #names
 
 local ends, okey = {}, {}
 for t = 1, #ends_flat, 2 do
   ends[ends_flat[t]] = ends_flat[t + 1]
-  okey[ends_flat[t]] = 'o:' .. ends_flat[t]
+  okey[ends_flat[t]] = OFFSET .. ends_flat[t]
 end
 local before = {}
-for f = 1, nf do before[f] = 'b' .. names[f] end
+for f = 1, nf do before[f] = BEFORE .. names[f] end
 -- HMGET o:<first partition>, field 1, field 2, ...
-local hm = {'o:-'}
+local none = OFFSET .. '-'  -- a field that never exists
+local hm = {none}
 for f = 1, nf do hm[f + 1] = names[f] end
 
 local function add_delta(cur, new, exp, m)
@@ -57,7 +62,7 @@ for j = 1, n do
   for t = t0, t1 do  -- the first tag that is a partition of this batch
     if ends[tags[t]] then first = tags[t]; break end
   end
-  hm[1] = first and okey[first] or 'o:-'
+  hm[1] = first and okey[first] or none
   local cur = redis.call('HMGET', key, unpack(hm))
   local done = first ~= nil and cur[1] and tonumber(cur[1]) >= ends[first]
   if not done then
@@ -76,7 +81,7 @@ for j = 1, n do
       end
     end
     if first then
-      fields[#fields + 1] = 'bid'
+      fields[#fields + 1] = BATCH
       fields[#fields + 1] = batch
       for t = t0, t1 do
         local p = tags[t]
@@ -88,7 +93,7 @@ for j = 1, n do
     end
     redis.call('HSET', key, unpack(fields))
     local c = counts[j]
-    if c and c ~= 0 then redis.call('HINCRBY', key, 'n', c) end
+    if c and c ~= 0 then redis.call('HINCRBY', key, COUNT, c) end
     written[j] = true
     nwritten = nwritten + 1
   end
