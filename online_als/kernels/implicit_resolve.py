@@ -19,36 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from online_als.kernels.guard import GUARD_BOUND, in_bound
-
-
-@njit(cache=True, nogil=True)
-def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> bool:
-    """Solve a x = b in place (a <- L, b <- x) for SPD a; False if a is not PD."""
-    k = a.shape[0]
-    for j in range(k):
-        s = a[j, j]
-        for m in range(j):
-            s -= a[j, m] * a[j, m]
-        if not (s > 0.0 and in_bound(s)):
-            return False
-        d = np.sqrt(s)
-        a[j, j] = d
-        for i in range(j + 1, k):
-            t = a[i, j]
-            for m in range(j):
-                t -= a[i, m] * a[j, m]
-            a[i, j] = t / d
-    for i in range(k):  # forward: L z = b
-        t = b[i]
-        for m in range(i):
-            t -= a[i, m] * b[m]
-        b[i] = t / a[i, i]
-    for i in range(k - 1, -1, -1):  # backward: L^T x = z
-        t = b[i]
-        for m in range(i + 1, k):
-            t -= a[m, i] * b[m]
-        b[i] = t / a[i, i]
-    return True
+from online_als.kernels.linalg import cholesky_solve
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -72,7 +43,7 @@ def _resolve_kernel(item_f, gram_reg, indptr, indices, confidence, preference, o
                 for m in range(r + 1):
                     row[m] += wr * np.float64(y[m])
                 b[r] += cp * np.float64(y[r])
-        ok = _cholesky_solve(a, b)
+        ok = cholesky_solve(a, b, k)
         for r in range(k):
             ok = ok and in_bound(b[r])
         ok_out[u] = 1 if ok else 0

@@ -30,7 +30,6 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 from numba import njit, prange
+
+from online_als.kernels.linalg import cholesky_solve
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -111,35 +112,6 @@ class AlsWrFactors:
 # --------------------------------------------------------------------------- numba kernels
 
 
-@njit(cache=True, inline="always")
-def _cholesky_solve(a: F64, b: F64, n: int) -> bool:  # pragma: no cover - jitted
-    """Solve ``a z = b`` in place (z in ``b``) using the lower triangle of SPD ``a``."""
-    for j in range(n):
-        s = a[j, j]
-        for p in range(j):
-            s -= a[j, p] * a[j, p]
-        if s <= 0.0:
-            return False
-        d = math.sqrt(s)
-        a[j, j] = d
-        for i in range(j + 1, n):
-            t = a[i, j]
-            for p in range(j):
-                t -= a[i, p] * a[j, p]
-            a[i, j] = t / d
-    for i in range(n):  # forward: L y = b
-        t = b[i]
-        for p in range(i):
-            t -= a[i, p] * b[p]
-        b[i] = t / a[i, i]
-    for i in range(n - 1, -1, -1):  # backward: L^T z = y
-        t = b[i]
-        for p in range(i + 1, n):
-            t -= a[p, i] * b[p]
-        b[i] = t / a[i, i]
-    return True
-
-
 @njit(cache=True, parallel=True)
 def _half_step_kernel(
     indptr: I64,
@@ -184,7 +156,7 @@ def _half_step_kernel(
             a[k, k] += reg_bias * n
         else:
             a[k, k] = 1.0
-        if _cholesky_solve(a, b, k1):
+        if cholesky_solve(a, b, k1):
             for f in range(k):
                 out_f[r, f] = b[f]
             out_b[r] = b[k]
