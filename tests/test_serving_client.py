@@ -150,6 +150,32 @@ def test_recommend_excludes_seen_and_equals_reference_top_n(trained: Trained) ->
         assert_scores(got, [ref[i] for i in recs.item_ids])
 
 
+def test_user_read_on_own_connection_equals_pipeline_and_survives_a_kill(
+        explicit_model: Trained) -> None:
+    """recommend's user read (HMGET + HKEYS written straight to the thread's own connection)
+    gives what the pipelined HMGET + HGETALL gives; when Redis drops that connection the call
+    is answered through the client's pipeline and the next call reconnects."""
+    client = explicit_model.client
+    cache = client.cache()
+    for user in explicit_model.users_by_activity()[:20] + ["nobody-1"]:
+        fast, rows = client.read_user_seen_rows(cache, user)
+        slow = client.read_user(cache, user)
+        assert (fast.vector is None) == (slow.vector is None) and fast.bias == slow.bias
+        if fast.vector is not None:
+            assert fast.vector.tobytes() == slow.vector.tobytes()  # type: ignore[union-attr]
+        assert sorted(rows.tolist()) == sorted(cache.seen_rows(slow).tolist())
+    user = explicit_model.users_by_activity()[0]
+    want = client.recommend(user, n=10)
+    conn = client._own_connection()
+    assert conn is not None
+    conn.send_command("CLIENT", "ID")
+    conn_id = int(conn.read_response())
+    assert client.client.client_kill_filter(_id=str(conn_id)) == 1
+    assert client.recommend(user, n=10) == want  # through the pipeline
+    assert client.recommend(user, n=10) == want  # own connection again, reconnected
+    conn.send_command("CLIENT", "ID")
+    assert int(conn.read_response()) != conn_id
+
 def test_recommend_including_seen_and_batch_equal_single(trained: Trained) -> None:
     users = trained.users_by_activity()[:30] + ["nobody-1"]
     seen = trained.seen()

@@ -218,3 +218,67 @@ def test_dense_scores_of_gathered_rows_are_the_same_bits() -> None:
     part = np.empty(40, np.float32)
     dense_scores(item_f[rows], x, part)
     np.testing.assert_array_equal(part.view(np.int32), full[rows].view(np.int32))
+
+
+@pytest.mark.parametrize("k", [30, 64])  # 30: the features left over by the 4-wide passes
+def test_fused_prefilter_kernel_matches_its_twin_and_the_full_pass(k: int) -> None:
+    from online_als.serving.prefilter import (
+        QuantizedItems,
+        prefilter_top,
+        prefilter_top_reference,
+    )
+
+    item_f, item_b = _prefilter_case(3000, k, 8)
+    rng = np.random.default_rng(9)
+    for explicit in (True, False):
+        index = QuantizedItems(item_f, item_b if explicit else None)
+        for t in range(40):
+            x = (rng.standard_normal(k) / 6).astype(np.float32)
+            c32 = np.float32(3.5 + rng.standard_normal()) if explicit else np.float32(0.0)
+            seen = rng.integers(0, 3000, 60)
+            # -1 (an unknown id) and rows past the catalogue are ignored, not wrapped
+            exclude = np.concatenate([seen, [-1, 3000, 10**6]]).astype(np.int64)
+            allow = rng.random(3000) > 0.2 if t % 2 else np.empty(0, np.bool_)
+            args = (index.q, x, index.scale, index.slack, index.bias, c32, 1e-4, index.ymax,
+                    index.bmax, exclude, allow, 3000, 10, index.item_f, index.item_b,
+                    explicit, 3000 // 8)
+            rows, scores, ok = prefilter_top(*args)
+            r_rows, r_scores, r_ok = prefilter_top_reference(*args)
+            assert ok and r_ok
+            np.testing.assert_allclose(scores, r_scores, rtol=1e-5, atol=1e-5)
+            assert len(set(rows) ^ set(r_rows)) <= 2  # float32 vs float64 only at the cut-off
+            bias = {"item_bias": item_b, "user_bias": float(c32) - 3.5,
+                    "global_mean": 3.5} if explicit else {}
+            full = top_n(x, item_f, 10, exclude=seen, allow=allow if t % 2 else None,
+                         **bias)  # type: ignore[arg-type]
+            _same(full, (rows, scores))
+            got = index.top_rows(x, 10, c32, exclude, allow)
+            assert got is not None
+            _same(full, got)
+        # non-finite user vector, too many candidates: the caller runs the full pass
+        bad = np.full(k, np.nan, np.float32)
+        assert index.top_rows(bad, 10, np.float32(0), np.empty(0, np.int64)) is None
+        assert prefilter_top(index.q, x, index.scale, index.slack, index.bias, np.float32(0),
+                             1e-4, index.ymax, index.bmax, np.empty(0, np.int64),
+                             np.empty(0, np.bool_), 3000, 10, index.item_f, index.item_b,
+                             explicit, 0)[2] is False
+
+
+def test_prefilter_top_n_keeps_the_full_pass_argument_rules() -> None:
+    from online_als.serving.prefilter import QuantizedItems
+
+    item_f, item_b = _prefilter_case(2000, 16, 10)
+    index = QuantizedItems(item_f, item_b)
+    x = item_f[3] * 4
+    # negative rows wrap as in NumPy indexing; a boolean exclude mask works as rows
+    for ex in ([-1, -2, 5], np.arange(2000) % 7 == 0):
+        full = top_n(x, item_f, 10, exclude=ex, item_bias=item_b)
+        got = index.top_n(x, 10, exclude=ex)
+        assert got is not None
+        _same(full, got)
+    # arguments the full pass rejects are left to it (it raises)
+    assert index.top_n(x, 10, exclude=[2000]) is None
+    assert index.top_n(x, 10, allow=np.ones(5, bool)) is None
+    assert index.top_n(x[:8], 10) is None
+    with pytest.raises(ValueError):
+        top_n(x[:8], item_f, 10, index=index)

@@ -3,8 +3,10 @@
 This is the reader side of ``docs/redis-keys.md`` ("Reading a model version consistently"):
 ``GET <P>:current`` -> ``V``; the item matrix of ``V`` (ids, factors, biases, event counts) is
 loaded once with batched reads and cached under ``V``; each request reads the one user it is
-about (``HMGET f b`` + ``HGETALL`` of the seen hash, pipelined: one round trip). The maths lives
-in :mod:`online_als.serving`; this module only does I/O and id <-> row mapping.
+about in one round trip: ``HMGET f b`` + ``HKEYS`` of the seen hash for :meth:`recommend` (on a
+connection of the calling thread's own, written and read directly: a redis-py pipeline cost
+~100 µs of Python per call), ``HMGET`` + ``HGETALL`` pipelined where the seen values matter. The
+maths lives in :mod:`online_als.serving`; this module only does I/O and id <-> row mapping.
 
 Every call takes the version once, at its start, and uses only that version's cache and keys, so
 a result never mixes two versions even while the pointer switches under it.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,6 +55,15 @@ from worker.config import ModelSettings, Settings
 from worker.keys import FIELD_BIAS, FIELD_FACTORS, VECTOR_DTYPE, RedisKeys
 from worker.redis_store import RedisStore, connect
 
+_Pack: TypeAlias = Callable[[tuple[str, ...]], bytes]
+_pack_command: _Pack | None
+try:  # redis[hiredis] is a dependency; without it redis-py packs the commands
+    import hiredis
+
+    _pack_command = hiredis.pack_command  # type: ignore[assignment]  # its stub takes 1-tuples
+except ImportError:  # pragma: no cover - hiredis missing
+    _pack_command = None
+
 __all__ = [
     "FoldInParams",
     "ItemFilter",
@@ -79,6 +91,18 @@ local out = {}
 for j = 1, #KEYS do out[j] = redis.call('HGET', KEYS[j], ARGV[1]) or '0' end
 return table.concat(out, ',')
 """
+
+
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_ALLOW = np.empty(0, dtype=np.bool_)
+
+
+class _Rows(dict[bytes, int]):
+    """Item id bytes -> row; -1 for an id the version does not know. ``map(rows.__getitem__,
+    ids)`` then runs in C for every hit (``dict.get`` with a default needs a Python frame)."""
+
+    def __missing__(self, key: bytes) -> int:
+        return -1
 
 
 class NoModelError(LookupError):
@@ -192,8 +216,9 @@ class VersionCache:
         self.global_mean = global_mean
         self.params = params
         self.item_ids = np.asarray(item_ids, dtype=object)
+        self.id_list: list[str] = list(item_ids)
         self.rows: dict[str, int] = {iid: j for j, iid in enumerate(item_ids)}
-        self.rows_b: dict[bytes, int] = {iid.encode(): j for j, iid in enumerate(item_ids)}
+        self.rows_b = _Rows((iid.encode(), j) for j, iid in enumerate(item_ids))
         self.item_f = np.ascontiguousarray(item_f, dtype=np.float32)
         self.item_b = np.ascontiguousarray(item_b, dtype=np.float32)
         self.counts = counts
@@ -234,9 +259,12 @@ class VersionCache:
 
     def seen_rows(self, user: UserRecord) -> I64:
         """Rows of the user's seen items that this version knows."""
-        get = self.rows_b.get
-        rows = np.fromiter((get(i, -1) for i in user.seen_raw), dtype=np.int64,
-                           count=len(user.seen_raw))
+        return self.rows_of(user.seen_raw)
+
+    def rows_of(self, raw_ids: Iterable[bytes]) -> I64:
+        """Rows of the known ids among ``raw_ids`` (the bytes Redis returned), in their order."""
+        ids = raw_ids if isinstance(raw_ids, list) else list(raw_ids)
+        rows = np.fromiter(map(self.rows_b.__getitem__, ids), dtype=np.int64, count=len(ids))
         return rows[rows >= 0]
 
     def allow(self, flt: ItemFilter) -> Allow:
@@ -259,8 +287,8 @@ class VersionCache:
 
     def pairs(self, rows: I64, scores: npt.ArrayLike) -> list[tuple[str, float]]:
         s = np.asarray(scores, dtype=np.float64).tolist()
-        return [(str(self.item_ids[r]), v) for r, v in zip(rows.tolist(), s, strict=True)
-                if r >= 0]
+        ids = self.id_list
+        return [(ids[r], v) for r, v in zip(rows.tolist(), s, strict=True) if r >= 0]
 
 
 class ServingClient:
@@ -300,6 +328,7 @@ class ServingClient:
         self._cache: VersionCache | None = None
         self._checked_at = -math.inf
         self._lock = threading.Lock()
+        self._local = threading.local()  # each thread's own connection for the user read
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ServingClient:
@@ -422,6 +451,46 @@ class ServingClient:
     def read_user(self, cache: VersionCache, user_id: str, with_seen: bool = True) -> UserRecord:
         return self.read_users(cache, [user_id], with_seen)[0]
 
+    def _own_connection(self) -> redis.Connection | None:
+        """This thread's connection for the user read (same settings as the client's pool), or
+        None for a cluster or a client without a plain connection pool (then: pipelines)."""
+        conn: redis.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        pool = getattr(self.client, "connection_pool", None)
+        if self.store.cluster or not isinstance(pool, redis.ConnectionPool):
+            return None
+        # not taken from the pool: get/release cost ~30 µs per call (a poll, bookkeeping)
+        conn = pool.connection_class(**pool.connection_kwargs)
+        self._local.conn, self._local.pid = conn, os.getpid()  # a forked child makes its own
+        return conn
+
+    def read_user_seen_rows(self, cache: VersionCache, user_id: str) -> tuple[UserRecord, I64]:
+        """The user's vector and bias, and the rows of their seen items, in one round trip
+        (``HMGET f b`` + ``HKEYS``: only the ids are needed to exclude them)."""
+        conn = self._own_connection()
+        if conn is not None:
+            v = cache.version
+            cmds = (("HMGET", self.keys.user(v, user_id), FIELD_FACTORS, FIELD_BIAS),
+                    ("HKEYS", self.keys.seen(v, user_id)))
+            try:
+                pack = _pack_command
+                conn.send_packed_command(
+                    [pack(cmds[0]) + pack(cmds[1])] if pack is not None
+                    else conn.pack_commands(cmds), check_health=False)
+                fb = conn.read_response(disable_decoding=True)
+                ids = conn.read_response(disable_decoding=True)
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()  # reconnects on next use; this call goes through the client's
+                # own pipeline, with its retry policy
+            except BaseException:
+                conn.disconnect()  # a reply may be left unread: never reuse the socket as is
+                raise
+            else:
+                return self._decode_user(cache, fb, None), cache.rows_of(ids)
+        user = self.read_user(cache, user_id, with_seen=True)
+        return user, cache.seen_rows(user)
+
     # -- recommendations -----------------------------------------------------------------
     def recommend(self, user_id: str, n: int = 10, exclude_seen: bool = True,
                   filter: ItemFilter = None) -> Recommendations:
@@ -431,8 +500,10 @@ class ServingClient:
         allowed ids. Explicit scores are predicted ratings, implicit ones ``x_u · y_i``.
         """
         cache = self.cache()
-        user = self.read_user(cache, user_id, with_seen=exclude_seen)
-        exclude = cache.seen_rows(user) if exclude_seen else None
+        if exclude_seen:
+            user, exclude = self.read_user_seen_rows(cache, user_id)
+        else:
+            user, exclude = self.read_user(cache, user_id, with_seen=False), None
         return self._top(cache, user, n, exclude, cache.allow(filter))
 
     def _top(self, cache: VersionCache, user: UserRecord, n: int, exclude: I64 | None,
@@ -441,6 +512,13 @@ class ServingClient:
             rows, scores = popular_items(cache.counts, n, exclude=exclude, allow=allow)
             return Recommendations(cache.pairs(rows, scores), version=cache.version,
                                    source="popular")
+        if allow is None or not callable(allow):  # the int8 prefilter, straight to its kernel
+            c32 = np.float32(user.bias + cache.global_mean if cache.explicit else 0.0)
+            got = cache.quantized.top_rows(user.vector, n, c32,
+                                           _NO_ROWS if exclude is None else exclude,
+                                           _NO_ALLOW if allow is None else allow)
+            if got is not None:
+                return Recommendations(cache.pairs(*got), version=cache.version, source="model")
         if cache.explicit:
             rows, scores = top_n(user.vector, cache.item_f, n, exclude=exclude, allow=allow,
                                  item_bias=cache.item_b, user_bias=user.bias,

@@ -21,6 +21,8 @@ Each term is taken twice over (slack for the float64 arithmetic of the bound its
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
@@ -33,13 +35,21 @@ I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 BoolArray = npt.NDArray[np.bool_]
 
-__all__ = ["QuantizedItems", "candidate_rows", "candidate_rows_reference"]
+__all__ = [
+    "QuantizedItems",
+    "candidate_rows",
+    "candidate_rows_reference",
+    "prefilter_top",
+    "prefilter_top_reference",
+]
 
 BLOCK = 128  # rows per feature-major block: measured fastest of 32..256 on the 2-core box
 _U = 2.0 ** -24
 _MAX_SHARE = 8  # more candidates than n_items / this: the full pass is cheaper
 _MAX_N = 256  # larger n: many candidates, the full pass
 _HUGE = 1e30  # beyond this, float32 scores may overflow: use the full pass
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_ALLOW = np.empty(0, dtype=np.bool_)  # "no allow mask" for the kernel (typed, unlike None)
 
 
 # reassociation lets the int8 dot products vectorise; no "nnan"/"ninf": -inf marks blocked rows
@@ -62,10 +72,19 @@ def candidate_rows(q: I8, x: F32, scale: F32, slack: F32, bias: F32, c: float, x
     top = np.full(m, -np.inf, dtype=np.float32)  # the m largest block maxima, descending
     c32, xn32, e032 = np.float32(c), np.float32(xnorm), np.float32(e0)
     ninf = np.float32(-np.inf)
+    k4 = k - k % 4
     for blk in range(nb):
         base = blk * b
         part = acc[base:base + b]
-        for f in range(k):
+        # four features per pass over ``part``: a quarter of the loads and stores of the
+        # accumulators (measured 30-40% faster); the bound holds for any summation order
+        for f in range(0, k4, 4):
+            x0, x1, x2, x3 = x[f], x[f + 1], x[f + 2], x[f + 3]
+            r0, r1, r2, r3 = q[blk, f], q[blk, f + 1], q[blk, f + 2], q[blk, f + 3]
+            for j in range(b):
+                part[j] += (np.float32(r0[j]) * x0 + np.float32(r1[j]) * x1) + \
+                    (np.float32(r2[j]) * x2 + np.float32(r3[j]) * x3)
+        for f in range(k4, k):
             xf = x[f]
             row = q[blk, f]
             for j in range(b):
@@ -113,6 +132,80 @@ def candidate_rows_reference(q: I8, x: F32, scale: F32, slack: F32, bias: F32, c
     return np.flatnonzero((hi >= cut) & (hi > -np.inf)).astype(np.int64)
 
 
+# No fastmath here: ``(dot + b_i) + c`` must be rounded in exactly the full pass's order
+# (the bound arithmetic inside candidate_rows and the dot products inside dense_scores keep
+# their own flags).
+@njit(cache=True, nogil=True)
+def prefilter_top(q: I8, x: F32, scale: F32, slack: F32, bias: F32, c32: np.float32, e0: float,
+                  ymax: float, bmax: float, exclude: I64, allow: BoolArray, n_items: int,
+                  m: int, item_f: F32, item_b: F32, has_bias: bool,
+                  max_cand: int) -> tuple[I64, F32, bool]:  # pragma: no cover - jitted
+    """The whole prefiltered top-``m`` in one call: blocked mask, candidates, exact rescore.
+
+    ``exclude``: rows to drop (any out of ``[0, n_items)``, e.g. -1 for unknown ids, is
+    ignored); ``allow``: a mask over the ``n_items`` rows, or empty for none. Returns rows and
+    scores exactly as ``top_n`` over the full matrix, and True; or False when the bound cannot
+    help (non-finite ``x``, a score range that could overflow, more than ``max_cand``
+    candidates): the caller then runs the full pass.
+    """
+    empty_r, empty_s = np.empty(0, np.int64), np.empty(0, np.float32)
+    ss = 0.0
+    for f in range(x.shape[0]):
+        ss += np.float64(x[f]) * np.float64(x[f])
+    xnorm = np.sqrt(ss)
+    c = np.float64(c32)
+    if not (np.isfinite(xnorm) and np.isfinite(c)) or ymax * xnorm + bmax + abs(c) > _HUGE:
+        return empty_r, empty_s, False
+    blocked = np.zeros(scale.shape[0], dtype=np.bool_)
+    blocked[n_items:] = True  # padding rows of the last block
+    for r in exclude:
+        if 0 <= r < n_items:
+            blocked[r] = True
+    if allow.shape[0] == n_items:
+        for i in range(n_items):
+            if not allow[i]:
+                blocked[i] = True
+    cand = candidate_rows(q, x, scale, slack, bias, c, xnorm, e0, blocked, m)
+    nc = cand.shape[0]
+    if nc > max_cand:
+        return empty_r, empty_s, False
+    rows = np.empty((nc, item_f.shape[1]), dtype=np.float32)
+    for j in range(nc):
+        rows[j] = item_f[cand[j]]
+    scores = np.empty(nc, dtype=np.float32)
+    dense_scores(rows, x, scores)  # the full pass's kernel on the same rows: same bits
+    if has_bias:
+        for j in range(nc):
+            scores[j] = (scores[j] + item_b[cand[j]]) + c32
+    keep = top_k_rows(scores, min(m, nc))
+    return cand[keep], scores[keep], True
+
+
+def prefilter_top_reference(q: I8, x: F32, scale: F32, slack: F32, bias: F32, c32: np.float32,
+                            e0: float, ymax: float, bmax: float, exclude: I64, allow: BoolArray,
+                            n_items: int, m: int, item_f: F32, item_b: F32, has_bias: bool,
+                            max_cand: int) -> tuple[I64, F32, bool]:
+    """NumPy twin of :func:`prefilter_top` (float64 bound, ``@`` for the rescore)."""
+    xnorm = float(np.linalg.norm(x.astype(np.float64)))
+    c = float(c32)
+    if not (np.isfinite(xnorm) and np.isfinite(c)) or ymax * xnorm + bmax + abs(c) > _HUGE:
+        return np.empty(0, np.int64), np.empty(0, np.float32), False
+    blocked = np.ones(scale.shape[0], dtype=bool)
+    blocked[:n_items] = False
+    ex = exclude[(exclude >= 0) & (exclude < n_items)]
+    blocked[ex] = True
+    if allow.shape[0] == n_items:
+        blocked[:n_items] |= ~allow
+    cand = candidate_rows_reference(q, x, scale, slack, bias, c, xnorm, e0, blocked, m)
+    if cand.size > max_cand:
+        return np.empty(0, np.int64), np.empty(0, np.float32), False
+    scores = (item_f[cand] @ x).astype(np.float32)
+    if has_bias:
+        scores = (scores + item_b[cand]) + c32
+    keep = np.lexsort((cand, -scores))[:m]
+    return cand[keep], scores[keep], True
+
+
 class QuantizedItems:
     """The int8 twin of one item matrix (and biases) for :meth:`top_n`; read-only once built.
 
@@ -158,36 +251,44 @@ class QuantizedItems:
               exclude: npt.ArrayLike | None = None,
               allow: BoolArray | None = None) -> tuple[I64, F32] | None:
         """Exactly ``top_n(x, item_f, n, ...)`` (same rows, scores, ties), or None when the
-        bound cannot help (non-finite values, too many candidates): use the full pass."""
-        if not self.usable or not 0 < n <= _MAX_N:
-            return None
-        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-        xnorm = float(np.linalg.norm(x.astype(np.float64)))
+        bound cannot help (non-finite values, too many candidates) or the arguments are not
+        what the full pass accepts: use the full pass (which also raises the errors)."""
+        xv = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
         c32 = np.float32(user_bias + global_mean) if self.has_bias else np.float32(0.0)
-        c = float(c32)
-        if not (np.isfinite(xnorm) and np.isfinite(c)) or \
-                self.ymax * xnorm + self.bmax + abs(c) > _HUGE:
-            return None
-        blocked = np.ones(self.scale.shape[0], dtype=bool)
-        blocked[:self.n_items] = False
+        ex: npt.NDArray[Any] = _NO_ROWS
         if exclude is not None:
             ex = np.asarray(exclude)
-            if ex.size:
-                ex = np.flatnonzero(ex) if ex.dtype == np.bool_ else ex.astype(np.int64)
-                blocked[ex] = True
+            if ex.dtype == np.bool_:
+                if ex.shape != (self.n_items,):
+                    return None
+                ex = np.flatnonzero(ex)
+            else:
+                ex = ex.astype(np.int64).reshape(-1)
+                if ex.size and (ex.min() < -self.n_items or ex.max() >= self.n_items):
+                    return None  # the full pass raises IndexError
+                ex = np.where(ex < 0, ex + self.n_items, ex)  # NumPy's negative indexing
+        mask: npt.NDArray[Any] = _NO_ALLOW
         if allow is not None:
-            blocked[:self.n_items] |= ~np.asarray(allow, dtype=bool)
+            mask = np.ascontiguousarray(allow, dtype=bool)
+            if mask.shape != (self.n_items,):
+                return None
+        return self.top_rows(xv, n, c32, ex, mask)
+
+    def top_rows(self, x: F32, n: int, c32: np.float32, exclude: I64,
+                 allow: BoolArray = _NO_ALLOW) -> tuple[I64, F32] | None:
+        """:meth:`top_n` without argument checks, for the serving hot path: ``x`` a contiguous
+        float32 vector of ``rank`` values, ``c32`` = ``float32(user_bias + global_mean)`` (0
+        without biases), ``exclude`` int64 rows (rows outside ``[0, n_items)``, such as -1 for
+        an unknown id, are ignored), ``allow`` a bool mask over the items or empty."""
+        if not self.usable or not 0 < n <= _MAX_N or x.shape[0] != self.rank:
+            return None
+        c32 = np.float32(c32)  # a float64 c would round the scores differently
+        c = abs(float(c32))
         # float32 rounding of adding b_i and c to the exact dot (twice over), and of the
         # kernel's float32 bound arithmetic on them (16u)
-        e0 = ((2.0 * (self.rank + 2) + 16) * _U * (self.bmax + abs(c))) * 1.001 + 1e-30
-        cand = candidate_rows(self.q, x, self.scale, self.slack, self.bias, c, xnorm, e0,
-                              blocked, min(n, self.n_items))
-        if cand.size > self.n_items // _MAX_SHARE:
-            return None
-        scores = np.empty(cand.size, dtype=np.float32)
-        dense_scores(self.item_f[cand], x, scores)  # the full pass's kernel: same bits
-        if self.has_bias:
-            scores += self.item_b[cand]
-            scores += c32
-        keep = top_k_rows(scores, min(n, cand.size)) if cand.size else np.empty(0, np.int64)
-        return cand[keep], scores[keep]
+        e0 = ((2.0 * (self.rank + 2) + 16) * _U * (self.bmax + c)) * 1.001 + 1e-30
+        rows, scores, ok = prefilter_top(
+            self.q, x, self.scale, self.slack, self.bias, c32, e0, self.ymax, self.bmax,
+            exclude, allow, self.n_items, min(n, self.n_items), self.item_f, self.item_b,
+            self.has_bias, self.n_items // _MAX_SHARE)
+        return (rows, scores) if ok else None
