@@ -18,8 +18,14 @@ found at assignment. One batch goes through numbered steps:
 6. **commit**  checkpoint ``offset = end + 1`` per partition, fenced and only forward;
                the intent is cleared only if it is this batch's.
 
-A failure in 4-6 is retried by running 3-6 again as a recovery of the same batch id. The
-worker loop and the retrain catch-up both apply through :meth:`CommitProtocol.commit`.
+Steps 5 and 6 go to Redis together, in order, on one connection (:class:`ScriptBatch`):
+:meth:`CommitProtocol.start` returns once the intent is in Redis and the writes are sent, so
+the worker loop consumes its next messages while Redis applies them; :meth:`finish` waits,
+checks the fencing and moves the positions. The loop finishes a batch before the next one,
+before any rebalance callback acts and before shutdown, so positions only ever describe
+finished batches. A failure in 4-6 is retried by running 3-6 again as a recovery of the same
+batch id. The retrain catch-up and the loop's one-message fallback use the synchronous
+:meth:`CommitProtocol.commit`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.applier import ApplyResult, BatchApplier, DecodedMessages, VersionState
+import redis
+
+from worker.applier import (
+    ApplyResult,
+    BatchApplier,
+    DecodedMessages,
+    PreparedBatch,
+    VersionState,
+)
+from worker.redis_batch import ScriptBatch
 from worker.redis_store import Checkpoint, RedisStore
 
 log = logging.getLogger("online_als.commit")
@@ -54,6 +69,22 @@ class Selection:
     messages: list[Any]
     batch_id: str
     recovery: bool
+
+
+@dataclass
+class InFlight:
+    """A batch whose writes and commit were sent (:meth:`CommitProtocol.start`)."""
+
+    state: VersionState
+    decoded: DecodedMessages
+    selection: Selection
+    prepared: PreparedBatch | None
+    batch: ScriptBatch
+    n_writes: int  # replies before the commit steps'
+    parts: list[int]  # partitions of the commit steps, in reply order
+    tokens: dict[int, str]  # the owner tokens the steps were sent with
+    t0: float
+    replies: list[Any] | None = None  # set when run in the foreground
 
 
 @dataclass
@@ -127,38 +158,93 @@ class CommitProtocol:
     # -- 3-6. compute, intent, write, commit -----------------------------------------------
     def commit(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
                retry: Any = None) -> ApplyResult | None:
-        """Apply a selected, decoded batch and move its checkpoints; raises :class:`Fenced`
-        (after counting it) when another owner holds one of its partitions."""
+        """Apply a selected, decoded batch and move its checkpoints, all before returning;
+        raises :class:`Fenced` (after counting it) when another owner holds one of its
+        partitions."""
+        return self.finish(self.start(state, decoded, selection, retry, background=False), retry)
+
+    def start(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
+              retry: Any = None, background: bool = True) -> InFlight:
+        """Steps 3-5 and the sending of 6. The intent is in Redis before this returns; the
+        writes and the commit go out together on their own connection, in the background
+        unless ``background`` is False, so the caller can consume its next messages while
+        Redis applies them. :meth:`finish` waits for them."""
         retry = retry or (lambda fn: fn())
         attempts = [selection.recovery]
 
-        def once() -> ApplyResult | None:
+        def once() -> InFlight:
             recovery = attempts[-1]
             attempts.append(True)  # a retry after a failure mid-write is a recovery
-            return self._steps(state, decoded, selection.batch_id, recovery)
+            return self._send(state, decoded, selection, recovery, background)
 
-        result: ApplyResult | None = retry(once)
-        for p, end in decoded.ends.items():
+        flight: InFlight = retry(once)
+        return flight
+
+    def finish(self, flight: InFlight, retry: Any = None) -> ApplyResult | None:
+        """Wait for a started batch; if Redis failed under it, apply it again as a recovery
+        (idempotent), synchronously. Then move the positions."""
+        try:
+            result = self._complete(flight)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if retry is None:
+                raise
+            log.warning("batch %s: redis failed while its writes were in flight; applying it "
+                        "again as a recovery", flight.selection.batch_id)
+
+            def again() -> ApplyResult | None:
+                return self._complete(self._send(flight.state, flight.decoded, flight.selection,
+                                                 True, False))
+
+            result = retry(again)
+        for p, end in flight.decoded.ends.items():
             self.positions[p] = end + 1
             self.pending.pop(p, None)
         return result
 
-    def _steps(self, state: VersionState, decoded: DecodedMessages, batch_id: str,
-               recovery: bool) -> ApplyResult | None:
-        version, ends = state.version, decoded.ends
+    def _send(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
+              recovery: bool, background: bool) -> InFlight:
+        version, ends, batch_id = state.version, decoded.ends, selection.batch_id
         prepared = None
+        batch = self.store.batch()
+        t0 = time.perf_counter()
         if decoded.batch is not None:
             prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery)  # 3
             self._fenced_step(version, "intent", {                                         # 4
                 p: [batch_id, e, prepared.spec] for p, e in ends.items()})
             t0 = time.perf_counter()
-            pipe = self.store.client.pipeline(transaction=False)
-            self.applier.queue_writes(prepared, pipe)                                       # 5
-            pipe.execute()
-            prepared.result.timings["write"] = time.perf_counter() - t0
-        self._fenced_step(version, "commit", {                                              # 6
-            p: [batch_id, e, f"{time.time():.3f}"] for p, e in ends.items()})
-        return prepared.result if prepared is not None else None
+            self.applier.queue_writes(prepared, batch)                                      # 5
+        n_writes = len(batch)
+        parts = self._queue_commit(batch, version, batch_id, ends)                          # 6
+        flight = InFlight(state, decoded, selection, prepared, batch, n_writes, parts,
+                          dict(self.tokens), t0)
+        if background:
+            batch.start()
+        else:
+            flight.replies = batch.execute()
+        return flight
+
+    def _queue_commit(self, batch: ScriptBatch, version: int, batch_id: str,
+                      ends: dict[int, int]) -> list[int]:
+        """Queue step 6 behind the writes on ``batch``; the partitions in reply order."""
+        return self.store.queue_checkpoint_step(batch, version, self.topic, "commit", self.tokens,
+                                                {p: [batch_id, e, f"{time.time():.3f}"]
+                                                 for p, e in ends.items()})
+
+    def _complete(self, flight: InFlight) -> ApplyResult | None:
+        replies = flight.replies if flight.replies is not None else flight.batch.result()
+        if flight.prepared is not None:
+            flight.prepared.result.timings["write"] = time.perf_counter() - flight.t0
+        results = dict(zip(flight.parts, (int(r) for r in replies[flight.n_writes:]),
+                           strict=True))
+        # only a refusal of the token this batch used counts: a partition lost and taken
+        # again since then has a new token, and its new assignment recovers from the intent
+        refused = [p for p, r in results.items()
+                   if r == REFUSED and self.tokens.get(p) == flight.tokens.get(p)]
+        if refused:
+            self.fenced_total += 1
+            self.revoke(refused)
+            raise Fenced(sorted(refused), "commit")
+        return flight.prepared.result if flight.prepared is not None else None
 
     def _fenced_step(self, version: int, step: str, args: dict[int, list[Any]]) -> None:
         results = self.store.checkpoint_step(version, self.topic, step, self.tokens, args)

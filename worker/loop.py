@@ -28,7 +28,7 @@ from confluent_kafka import (
 
 from worker import kafka_io
 from worker.applier import BatchApplier, DecodedMessages, EventBatch, VersionState, decode_messages
-from worker.commit import CommitProtocol, Fenced, Selection
+from worker.commit import CommitProtocol, Fenced, InFlight, Selection
 from worker.config import Settings
 from worker.events import INTERNAL, DecodeConfig, dead_letter_key, dead_letter_record
 from worker.grams import gram_serial, refresh_grams
@@ -75,6 +75,8 @@ class Worker:
         self._dlq: Any = None
         self._last_lag_probe = 0.0
         self._lag_probes = 0
+        self._inflight: tuple[InFlight, float] | None = None  # a batch whose writes are in Redis's hands
+        self._fenced: list[int] = []  # partitions to unassign once consume() has returned
         self._last_heartbeat = 0.0
         self._last_kafka_log = 0.0
         self._paused = False
@@ -178,9 +180,13 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._loop_beat = time.monotonic()
+                # the previous batch's writes run in Redis while this consumes (and a
+                # rebalance callback finishes that batch first: see _drain)
                 msgs = kafka_io.consume_batch(
                     self._consumer, w.batch_max_events, w.batch_max_wait_ms / 1000.0,
                     self._on_kafka_error)
+                self._drain()
+                self._unassign_fenced()
                 self._housekeeping()
                 if self._check_version_switch():
                     continue
@@ -195,6 +201,10 @@ class Worker:
                     break
         finally:
             self._set_ready(False)
+            try:
+                self._drain()
+            except Exception:  # its intent is in Redis: the next owner recovers the batch
+                log.exception("the batch in flight did not finish before shutdown")
             self._consumer.close()  # leaves the group; checkpoints are already in Redis
             if self._dlq is not None:
                 self._dlq.flush(10)
@@ -203,6 +213,7 @@ class Worker:
 
     # -- rebalance ------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()  # rebalances happen between batches, never during one
         assert self._state is not None
         ids = [tp.partition for tp in partitions]
         version = self._state.version
@@ -214,6 +225,7 @@ class Worker:
         log.info("assigned %s (pending recovery: %s)", ids, sorted(self.commit.pending))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()
         for tp in partitions:
             self.metrics.forget_partition(self.topic, tp.partition)
         self.commit.revoke([tp.partition for tp in partitions])
@@ -269,37 +281,41 @@ class Worker:
         self.metrics.model_version.set(self._state.version)
 
     # -- one batch ------------------------------------------------------------------------
-    def _process(self, msgs: list[Message]) -> bool:
+    def _process(self, msgs: list[Message], sync: bool = False) -> bool:
         """poll -> select -> decode -> commit; a message that fails in an unexpected way is
         dead-lettered as ``internal`` instead of stopping its partition."""
         try:
-            return self._process_batch(msgs)
+            return self._process_batch(msgs, sync)
         except (redis.ConnectionError, redis.TimeoutError, KafkaException, Fenced,
                 DeadLetterUndelivered):
             raise
         except Exception as exc:
-            selected = [m for m in msgs if _part(m) in self.commit.positions
-                        and _off(m) >= self.commit.positions[_part(m)]]
-            if len(selected) > 1:  # find the culprit: one message at a time, in order
-                log.exception("batch failed; applying its messages one by one")
-                done = False
-                for m in selected:
-                    done = self._process([m]) or done
-                return done
-            if not selected:
-                raise
-            m = selected[0]
-            log.exception("%s[%d] offset %d failed (%s); dead-lettering it as internal",
-                          m.topic(), m.partition(), m.offset(), exc)
-            self._dead_letter([m], [(0, INTERNAL, f"{type(exc).__name__}: {exc}"[:500])])
-            state = self._state
-            assert state is not None
-            decoded = DecodedMessages(None, [], {_part(m): _off(m)})
-            self._with_redis_retry(lambda: self.commit.commit(
-                state, decoded, Selection([m], uuid.uuid4().hex, False)))
-            return True
+            return self._one_by_one(msgs, exc)
 
-    def _process_batch(self, msgs: list[Message]) -> bool:
+    def _one_by_one(self, msgs: list[Message], exc: Exception) -> bool:
+        selected = [m for m in msgs if _part(m) in self.commit.positions
+                    and _off(m) >= self.commit.positions[_part(m)]]
+        if len(selected) > 1:  # find the culprit: one message at a time, in order
+            log.error("batch failed (%s: %s); applying its messages one by one",
+                      type(exc).__name__, exc)
+            done = False
+            for m in selected:
+                done = self._process([m], sync=True) or done
+            return done
+        if not selected:
+            raise exc
+        m = selected[0]
+        log.error("%s[%d] offset %d failed (%s: %s); dead-lettering it as internal",
+                  m.topic(), m.partition(), m.offset(), type(exc).__name__, exc)
+        self._dead_letter([m], [(0, INTERNAL, f"{type(exc).__name__}: {exc}"[:500])])
+        state = self._state
+        assert state is not None
+        decoded = DecodedMessages(None, [], {_part(m): _off(m)})
+        self._with_redis_retry(lambda: self.commit.commit(
+            state, decoded, Selection([m], uuid.uuid4().hex, False)))
+        return True
+
+    def _process_batch(self, msgs: list[Message], sync: bool = False) -> bool:
         selection = self.commit.select(msgs)
         if selection is None:
             return False
@@ -310,22 +326,58 @@ class Worker:
         if decoded.rejects:
             self._dead_letter(fresh, decoded.rejects)
         assert self._state is not None
-        state = self._state
         try:
-            result = self.commit.commit(state, decoded, selection, self._with_redis_retry)
+            flight = self.commit.start(self._state, decoded, selection, self._with_redis_retry,
+                                       background=not sync)
         except Fenced as exc:
-            self.metrics.fenced_writes.inc()
-            log.error("%s; this worker lost them (a zombie past max.poll.interval.ms?) and "
-                      "dropped its batch for them", exc)
-            if self._consumer is not None:
-                self._consumer.incremental_unassign(
-                    [TopicPartition(self.topic, p) for p in exc.partitions])
+            self._on_fenced(exc)
             return True
-        if result is not None and decoded.batch is not None:
-            self._observe(decoded.batch, result, time.perf_counter() - t0)
-        self._commit_informational(decoded.ends)
-        self.metrics.last_checkpoint.set(time.time())
+        if sync:
+            self._finish(flight, t0)
+        else:
+            self._inflight = (flight, t0)
         return True
+
+    def _drain(self) -> None:
+        """Finish the batch in flight, if any: before the next batch, a rebalance, a version
+        check or shutdown looks at positions."""
+        if self._inflight is None:
+            return
+        flight, t0 = self._inflight
+        self._inflight = None
+        try:
+            self._finish(flight, t0)
+        except (redis.ConnectionError, redis.TimeoutError, KafkaException, DeadLetterUndelivered):
+            raise
+        except Exception as exc:
+            self._one_by_one(flight.selection.messages, exc)
+
+    def _finish(self, flight: InFlight, t0: float) -> None:
+        try:
+            result = self.commit.finish(flight, self._with_redis_retry)
+        except Fenced as exc:
+            self._on_fenced(exc)
+            return
+        batch = flight.decoded.batch
+        if result is not None and batch is not None:
+            self._observe(batch, result, time.perf_counter() - t0)
+        self._commit_informational(flight.decoded.ends)
+        self.metrics.last_checkpoint.set(time.time())
+
+    def _on_fenced(self, exc: Fenced) -> None:
+        self.metrics.fenced_writes.inc()
+        log.error("%s; this worker lost them (a zombie past max.poll.interval.ms?) and "
+                  "dropped its batch for them", exc)
+        self._fenced.extend(exc.partitions)  # unassigned after consume(), not in a callback
+
+    def _unassign_fenced(self) -> None:
+        if not self._fenced or self._consumer is None:
+            return
+        held = {tp.partition for tp in self._consumer.assignment()}
+        lost = sorted(set(self._fenced) & (held - set(self.commit.positions)))
+        self._fenced = []
+        if lost:
+            self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in lost])
 
     def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
         assert self._dlq is not None

@@ -32,6 +32,7 @@ from worker.keys import (
     VECTOR_DTYPE,
     RedisKeys,
 )
+from worker.redis_batch import ScriptBatch
 
 _FIELD_NAMES = [FIELD_OFFSET_PREFIX, FIELD_BEFORE_PREFIX, FIELD_BATCH, FIELD_COUNT]
 MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
@@ -265,11 +266,11 @@ class RedisStore:
         tags: PartitionTags | None = None,
         counts: np.ndarray | None = None,
         seen: SeenUpdates | None = None,
-        pipe: Any = None,
+        pipe: ScriptBatch | None = None,
         batch_id: str = "",
         extra: list[tuple[str, np.ndarray, np.ndarray]] | None = None,
     ) -> Any:
-        """Queue the idempotent write of a batch's vectors on ``pipe`` (or execute now).
+        """Queue the idempotent write of a batch's vectors on ``pipe`` (or run them now).
 
         ``tags`` lists, per key, the partitions whose events touched it in the batch: the key
         records the batch's end offset for each of them (``o:<p>``), so a batch recovered
@@ -278,7 +279,7 @@ class RedisStore:
         adds state fields as (name, expected (n, w), new (n, w)) float32 arrays.
         """
         own = pipe is None
-        pipe = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        batch = pipe if pipe is not None else self.batch()
         n = len(keys)
         states = [(FIELD_FACTORS, expected_f, new_f),
                   (FIELD_BIAS, np.reshape(expected_b, (n, 1)), np.reshape(new_b, (n, 1))),
@@ -305,33 +306,30 @@ class RedisStore:
             for e, v in blobs:
                 args += [e[g].tobytes(), v[g].tobytes()]
             calls.append(([keys[i] for i in g] + seen_keys, args))
-        if self.cluster:  # a cluster pipeline refuses scripts: one call per slot, concurrently
-            self._run_scripts(self._write, calls)
-        else:
-            for call_keys, call_args in calls:
-                self._write(keys=call_keys, args=call_args, client=pipe)
-                if len(pipe) >= self.per_round:
-                    pipe.execute()  # in order; lets Redis serve other clients in between
-        return pipe.execute() if own else pipe
+        for call_keys, call_args in calls:
+            batch.script(self._write, call_keys, call_args)
+        return batch.execute() if own else batch
+
+    def batch(self) -> ScriptBatch:
+        """An empty :class:`worker.redis_batch.ScriptBatch` on this store's client."""
+        if self.cluster and self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
+        return ScriptBatch(self.client, self.cluster, self._pool)
 
     def _run_scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run script calls: pipelined on a standalone Redis, concurrently per slot on a cluster."""
-        if not self.cluster:
-            out: list[Any] = []
-            pipe = self.client.pipeline(transaction=False)
-            for call_keys, call_args in calls:
-                script(keys=call_keys, args=call_args, client=pipe)
-                if len(pipe) >= self.per_round:
-                    out.extend(pipe.execute())
-            return out + list(pipe.execute())
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
-        return list(self._pool.map(lambda c: script(keys=c[0], args=c[1]), calls))
+        """Run script calls in one batch (one send on a standalone Redis, concurrently per
+        slot on a cluster)."""
+        batch = self.batch()
+        for call_keys, call_args in calls:
+            batch.script(script, call_keys, call_args)
+        return batch.execute()
 
-    def add_to_index(self, version: int, kind: str, ids: list[str], pipe: Any) -> None:
+    def add_to_index(self, version: int, kind: str, ids: list[str], batch: Any) -> None:
+        """Queue SADDs of ``ids`` to a version's id set on ``batch`` (a ScriptBatch or a
+        redis-py pipeline), in bounded chunks like the scripts."""
         key = self.keys.user_index(version) if kind == "u" else self.keys.item_index(version)
-        for start in range(0, len(ids), self.max_keys):  # bounded, like the scripts
-            pipe.sadd(key, *ids[start:start + self.max_keys])
+        for start in range(0, len(ids), self.max_keys):
+            batch.sadd(key, *ids[start:start + self.max_keys])
 
     # -- checkpoints ---------------------------------------------------------------------
     def read_checkpoints(self, version: int, topic: str, partitions: list[int]) -> dict[int, Checkpoint]:
@@ -353,11 +351,19 @@ class RedisStore:
         on each partition's checkpoint, all in one pipeline; ``token`` is the caller's owner
         token, or one per partition. Returns partition -> 1 done, 0 refused (another owner),
         2 already there. Only :class:`worker.commit.CommitProtocol` calls this."""
+        batch = self.batch()
+        parts = self.queue_checkpoint_step(batch, version, topic, step, token, args)
+        return {p: int(r) for p, r in zip(parts, batch.execute(), strict=True)}
+
+    def queue_checkpoint_step(self, batch: ScriptBatch, version: int, topic: str, step: str,
+                              token: str | dict[int, str], args: dict[int, list[Any]]) -> list[int]:
+        """Queue :meth:`checkpoint_step` on ``batch``; returns the partitions in reply order."""
         parts = sorted(args)
         tokens = token if isinstance(token, dict) else dict.fromkeys(parts, token)
-        calls = [([self.keys.checkpoint(version, topic, p)], [step, tokens.get(p, ""), *args[p]])
-                 for p in parts]
-        return {p: int(r) for p, r in zip(parts, self._run_scripts(self._ckpt, calls), strict=True)}
+        for p in parts:
+            batch.script(self._ckpt, [self.keys.checkpoint(version, topic, p)],
+                         [step, tokens.get(p, ""), *args[p]])
+        return parts
 
     def set_checkpoints(self, version: int, topic: str, offsets: dict[int, int]) -> None:
         """Set next-offset checkpoints directly (bulk load of a snapshot with its cutoff)."""
