@@ -270,8 +270,8 @@ def test_the_shipped_gate_rule_rejects_a_worse_candidate_and_records_why(
 
     settings = make_settings(stack, isolated, **{
         "cassandra.enabled": True, "model.rank": 8, "archive.snapshot_interval_s": 0,
-        "retrain.iterations": 2, "retrain.explicit_reg": 1e6,
-        "retrain.explicit_reg_bias": 1e6})  # a useless candidate
+        "retrain.iterations": 2, "retrain.explicit_reg": 1e3,
+        "retrain.explicit_reg_bias": 1e3})  # a useless candidate: about the global mean
     shipped = RetrainSettings()
     r = settings.retrain
     assert (r.holdout_fraction, r.holdout_min_events, r.gate_margin) == (
