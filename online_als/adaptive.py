@@ -28,7 +28,9 @@ from online_als.kernels.explicit_adaptive import (
     adaptive_update_batch,
     init_item_aux,
     init_user_aux,
+    item_aux_width,
     pack_params,
+    user_aux_width,
 )
 from online_als.model import ModelState
 
@@ -71,6 +73,41 @@ class AdaptiveParams:
                            self.implicit, self.implicit_lr, self.implicit_reg)  # fmt: skip
 
 
+def event_seconds(ts: Any) -> NDArray[np.int64]:
+    """The kernel's clock from event times in float unix seconds (the worker's
+    ``EventBatch.event_ts``, the ratings log's ``ts``): floored to int64, non-finite -> 0.
+    The worker and the log replay both go through here, so they agree on every session."""
+    t = np.nan_to_num(np.asarray(ts, np.float64).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.floor(t).astype(np.int64)
+
+
+def new_user_aux(n: int, k: int, p: AdaptiveParams) -> NDArray[np.float32]:
+    """Fresh aux rows of ``n`` users."""
+    return init_user_aux(n, k, p.implicit, p.acc_init)
+
+
+def new_item_aux(ids: list[Any], k: int, seed: int, p: AdaptiveParams) -> NDArray[np.float32]:
+    """Fresh aux rows of the items ``ids`` (their implicit factors are deterministic per id)."""
+    z = (init_vectors(ids, k, seed, p.implicit_init_scale, salt=IMPLICIT_SALT)
+         if p.implicit else np.zeros((len(ids), k), np.float32))  # fmt: skip
+    return init_item_aux(z, p.implicit, p.acc_init)
+
+
+def fill_fresh_aux(aux: NDArray[np.float32], ids: list[Any], kind: str, k: int, seed: int,
+                   p: AdaptiveParams) -> NDArray[np.intp]:
+    """Give fresh state to the rows of ``aux`` that are all zeros, in place; returns them.
+
+    An all-zero row means "never initialised" (a new id, or a version whose vectors were
+    loaded without aux state, e.g. a retrain's): an initialised row always has its AdaGrad
+    sums >= ``acc_init`` > 0 (:class:`AdaptiveParams` refuses 0), so the sentinel is never
+    a real state. ``kind`` is ``"u"`` or ``"i"``."""
+    rows = np.flatnonzero(~aux.any(axis=1)) if aux.shape[1] else np.zeros(0, np.intp)
+    if len(rows):
+        aux[rows] = (new_user_aux(len(rows), k, p) if kind == "u"
+                     else new_item_aux([ids[j] for j in rows.tolist()], k, seed, p))  # fmt: skip
+    return rows
+
+
 class AdaptiveModel:
     """Online biased MF with AdaGrad steps, a session user bias and an optional implicit factor.
 
@@ -95,17 +132,29 @@ class AdaptiveModel:
         self._hp = p.packed()
 
     @classmethod
-    def from_state(cls, state: ModelState, params: AdaptiveParams | None = None) -> AdaptiveModel:
-        """Continue from existing factors (e.g. a retrain's); every id gets fresh aux state."""
+    def from_state(cls, state: ModelState, params: AdaptiveParams | None = None,
+                   user_aux: np.ndarray | None = None,
+                   item_aux: np.ndarray | None = None) -> AdaptiveModel:  # fmt: skip
+        """Continue from existing factors (e.g. a retrain's or a stream snapshot's). Without
+        ``user_aux``/``item_aux`` (rows in the state's id order) every id gets fresh aux
+        state; with them, the all-zero rows do (:func:`fill_fresh_aux`). A table of the wrong
+        width (another ``implicit`` setting) counts as absent."""
         m = cls(state.k, params, seed=state.seed, init_scale=state.user_init_scale,
                 global_mean=state.global_mean)  # fmt: skip
         m.state = state
-        p = m.params
-        m._ua = init_user_aux(state.n_users, state.k, p.implicit, p.acc_init)
-        z = (init_vectors(state.items.ids, state.k, state.seed, p.implicit_init_scale,
-                          salt=IMPLICIT_SALT)
-             if p.implicit else np.zeros((state.n_items, state.k), np.float32))  # fmt: skip
-        m._ia = init_item_aux(z, p.implicit, p.acc_init)
+        p, k = m.params, state.k
+        widths = (user_aux_width(k, p.implicit), item_aux_width(k, p.implicit))
+        for kind, given, n, w in (("u", user_aux, state.n_users, widths[0]),
+                                  ("i", item_aux, state.n_items, widths[1])):  # fmt: skip
+            aux = np.zeros((n, w), np.float32)
+            if given is not None and given.shape == (n, w):
+                aux[:] = given
+            ids = state.items.ids if kind == "i" else []
+            fill_fresh_aux(aux, ids, kind, k, state.seed, p)
+            if kind == "u":
+                m._ua = aux
+            else:
+                m._ia = aux
         return m
 
     def rebased(self, state: ModelState) -> AdaptiveModel:
@@ -148,13 +197,10 @@ class AdaptiveModel:
         u = s.ensure_users(users)
         i = s.ensure_items(items)
         if s.n_users > nu0:
-            self._ua = self._grow(self._ua, s.n_users,
-                                  init_user_aux(s.n_users - nu0, s.k, p.implicit, p.acc_init))
+            self._ua = self._grow(self._ua, s.n_users, new_user_aux(s.n_users - nu0, s.k, p))
         if s.n_items > ni0:
-            new_ids = s.items.ids[ni0:]
-            z = (init_vectors(new_ids, s.k, s.seed, p.implicit_init_scale, salt=IMPLICIT_SALT)
-                 if p.implicit else np.zeros((len(new_ids), s.k), np.float32))  # fmt: skip
-            self._ia = self._grow(self._ia, s.n_items, init_item_aux(z, p.implicit, p.acc_init))
+            self._ia = self._grow(self._ia, s.n_items,
+                                  new_item_aux(list(s.items.ids[ni0:]), s.k, s.seed, p))
         return u, i
 
     def learn_batch(

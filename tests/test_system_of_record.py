@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, store_for, synthetic_events, wait_for
 from tests.test_worker_stream import assert_redis_equals, reference_model
+from worker.applier import AUX_FIELD, BatchApplier
 from worker.archive import Archiver
 from worker.cassandra_store import CassandraStore
 from worker.config import Settings, environ_for
@@ -74,12 +75,28 @@ def redis_state(settings: Settings) -> dict[str, object]:
     items = dump_vectors(store, version, "i", settings.model.rank)
     counts = [int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in items[0]]
     return {"version": version, "users": users, "items": items, "n": counts,
-            "offset": applied_offset(settings, store)}
+            "offset": applied_offset(settings, store), "aux": redis_aux(settings, store, version,
+                                                                       users[0], items[0])}
+
+
+def redis_aux(settings: Settings, store: RedisStore, version: int, users: list[str],
+              items: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The adaptive learner's `a` rows of ``users`` and ``items`` (None for SGD)."""
+    widths = BatchApplier(store, settings.model, settings.kafka.topic).aux_widths(
+        settings.model.rank)
+    if widths is None:
+        return None
+    return tuple(store.read_vectors(store.vector_keys(version, kind, ids), settings.model.rank,
+                                    extra={AUX_FIELD: w}).extra[AUX_FIELD]
+                 for kind, ids, w in (("u", users, widths[0]), ("i", items, widths[1])))  # type: ignore[return-value]
 
 
 def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
     assert a["version"] == b["version"] and a["offset"] == b["offset"]
     assert a["n"] == b["n"]
+    if a["aux"] is not None or b["aux"] is not None:  # adaptive learner: `a` too, bit for bit
+        for x, y in zip(a["aux"], b["aux"], strict=True):  # type: ignore[call-overload]
+            np.testing.assert_array_equal(x, y)
     for kind in ("users", "items"):
         ids_a, f_a, b_a = a[kind]  # type: ignore[misc]
         ids_b, f_b, b_b = b[kind]  # type: ignore[misc]
@@ -100,6 +117,13 @@ def assert_materialised_equals_redis(settings: Settings, cass: CassandraStore) -
         rows = idmap.rows_for(ids, add=False)
         np.testing.assert_array_equal(f[rows], f_r)
         np.testing.assert_array_equal(b[rows], b_r)
+    aux_mat, aux_redis = mat.aux(), state["aux"]
+    assert (aux_mat[0] is None) == (aux_redis is None)
+    if aux_redis is not None:
+        for idmap, table, got, kind in ((s.users, aux_mat[0], aux_redis[0], "users"),  # type: ignore[index]
+                                        (s.items, aux_mat[1], aux_redis[1], "items")):  # type: ignore[index]
+            rows = idmap.rows_for(state[kind][0], add=False)  # type: ignore[index]
+            np.testing.assert_array_equal(table[rows], got)
 
 
 def test_kill9_of_worker_and_archiver_loses_nothing_and_restore_is_exact(

@@ -14,8 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from online_als.adaptive import event_seconds, fill_fresh_aux
 from online_als.events import confidence_preference_from_weights
 from online_als.init import ITEM_SALT, USER_SALT, init_vectors
+from online_als.kernels.explicit_adaptive import (
+    adaptive_update_batch,
+    item_aux_width,
+    user_aux_width,
+)
 from online_als.kernels.explicit_sgd import sgd_update_batch
 from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
 from worker.config import ModelSettings
@@ -92,11 +98,24 @@ class ApplyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+#: The Redis hash field of the adaptive learner's per-entity state (docs/redis-keys.md).
+AUX_FIELD = "a"
+
+
 class BatchApplier:
     def __init__(self, store: RedisStore, model: ModelSettings, topic: str) -> None:
         self.store = store
         self.model = model
         self.topic = topic
+        self.adaptive = model.adaptive_params() if model.adaptive else None
+        self._hp = self.adaptive.packed() if self.adaptive is not None else None
+
+    def aux_widths(self, rank: int) -> tuple[int, int] | None:
+        """Floats of `a` per user and per item with the adaptive learner, else None."""
+        if self.adaptive is None:
+            return None
+        imp = self.adaptive.implicit
+        return user_aux_width(rank, imp), item_aux_width(rank, imp)
 
     def load_version(self, version: int) -> VersionState:
         meta = self.store.read_meta(version)
@@ -127,8 +146,11 @@ class BatchApplier:
         user_list, item_list = users.tolist(), items.tolist()
         ukeys = self.store.vector_keys(meta.version, "u", user_list)
         ikeys = self.store.vector_keys(meta.version, "i", item_list)
-        ub = self.store.read_vectors(ukeys, k, batch_id if recovery else "")
-        ib = self.store.read_vectors(ikeys, k, batch_id if recovery else "")
+        widths = self.aux_widths(k) if meta.mode == "explicit" else None
+        ub = self.store.read_vectors(ukeys, k, batch_id if recovery else "",
+                                     {AUX_FIELD: widths[0]} if widths else None)
+        ib = self.store.read_vectors(ikeys, k, batch_id if recovery else "",
+                                     {AUX_FIELD: widths[1]} if widths else None)
         t1 = time.perf_counter()
         new_u, new_i = np.flatnonzero(~ub.present), np.flatnonzero(~ib.present)
         u_scale, i_scale = m.init_scales()
@@ -138,14 +160,30 @@ class BatchApplier:
         if len(new_i):
             ib.factors[new_i] = init_vectors([item_list[j] for j in new_i], k, m.seed, i_scale,
                                              salt=ITEM_SALT)
+        aux_u = aux_i = None
+        if widths:  # new keys and keys loaded without `a` (a retrain's, a restore's) start fresh
+            assert self.adaptive is not None
+            aux_u, aux_i = ub.extra[AUX_FIELD], ib.extra[AUX_FIELD]
+            fill_fresh_aux(aux_u, user_list, "u", k, m.seed, self.adaptive)
+            fill_fresh_aux(aux_i, item_list, "i", k, m.seed, self.adaptive)
+        # expected = the state the batch starts from, fresh state included, so that a key
+        # another worker created meanwhile is merged by delta like any other (write_vectors.lua)
         exp_uf, exp_ub = ub.factors.copy(), ub.biases.copy()
         exp_if, exp_ib = ib.factors.copy(), ib.biases.copy()
+        exp_ua = aux_u.copy() if aux_u is not None else None
+        exp_ia = aux_i.copy() if aux_i is not None else None
         u_rows = u_rows.astype(np.int64)
         i_rows = i_rows.astype(np.int64)
         n = len(batch)
         pred = np.zeros(n, dtype=np.float32)
         applied = np.zeros(n, dtype=np.uint8)
-        if meta.mode == "explicit":
+        if aux_u is not None and aux_i is not None:
+            # same call as online_als.adaptive.AdaptiveModel.learn_batch (float64 mean)
+            adaptive_update_batch(ub.factors, ub.biases, aux_u, ib.factors, ib.biases, aux_i,
+                                  u_rows, i_rows, batch.values.astype(np.float32),
+                                  event_seconds(batch.event_ts), float(meta.global_mean),
+                                  self._hp, pred, applied)
+        elif meta.mode == "explicit":
             sgd_update_batch(ub.factors, ub.biases, ib.factors, ib.biases, u_rows, i_rows,
                              batch.values.astype(np.float32), np.float32(meta.global_mean),
                              m.learning_rate, m.regularization, m.bias_regularization,
@@ -167,10 +205,10 @@ class BatchApplier:
         writes = [
             VectorWrites(ukeys, exp_uf, ub.factors, exp_ub, ub.biases,
                          PartitionTags.of(u_rows, batch.partitions, len(user_list)),
-                         None, seen),
+                         None, seen, _aux(exp_ua, aux_u)),
             VectorWrites(ikeys, exp_if, ib.factors, exp_ib, ib.biases,
                          PartitionTags.of(i_rows, batch.partitions, len(item_list)),
-                         counts, None),
+                         counts, None, _aux(exp_ia, aux_i)),
         ]
         # keys a crashed attempt created may have missed its SADD: index them again (idempotent)
         index = {
@@ -186,7 +224,7 @@ class BatchApplier:
         for w in prepared.writes:
             self.store.write_vectors(w.keys, prepared.spec, w.expected_f, w.new_f, w.expected_b,
                                      w.new_b, w.tags, counts=w.counts, seen=w.seen, pipe=pipe,
-                                     batch_id=prepared.batch_id)
+                                     batch_id=prepared.batch_id, extra=w.extra)
         for kind, ids in prepared.index.items():
             self.store.add_to_index(prepared.version, kind, ids, pipe)
 
@@ -201,6 +239,12 @@ class VectorWrites:
     tags: PartitionTags  # per key, the partitions whose events touched it
     counts: np.ndarray | None
     seen: SeenUpdates | None
+    extra: list[tuple[str, np.ndarray, np.ndarray]] | None = None  # (field, expected, new)
+
+
+def _aux(expected: np.ndarray | None, new: np.ndarray | None
+         ) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
+    return None if expected is None or new is None else [(AUX_FIELD, expected, new)]
 
 
 @dataclass

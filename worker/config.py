@@ -207,6 +207,19 @@ class CassandraSettings(_Section):
         return self
 
 
+#: The online_als.defaults constant of each learner setting (for the fix in error messages).
+_DEFAULT_NAME = {
+    "learning_rate": "LEARNING_RATE", "regularization": "REGULARIZATION",
+    "bias_regularization": "BIAS_REGULARIZATION", "gradient_clip": "GRADIENT_CLIP",
+    "bias_learning_rate": "BIAS_LEARNING_RATE", "acc_init": "ACC_INIT",
+    "session_learning_rate": "SESSION_LEARNING_RATE",
+    "session_regularization": "SESSION_REGULARIZATION", "session_seconds": "SESSION_SECONDS",
+    "implicit_factor_learning_rate": "IMPLICIT_LEARNING_RATE",
+    "implicit_factor_regularization": "IMPLICIT_REGULARIZATION",
+    "implicit_factor_init_scale": "IMPLICIT_INIT_SCALE",
+}
+
+
 class ModelSettings(_Section):
     mode: Literal["explicit", "implicit"] = "explicit"
     rank: int = Field(_D.RANK, ge=1, le=1024)
@@ -231,7 +244,32 @@ class ModelSettings(_Section):
     gram_refresh_s: float = Field(
         30.0, ge=0, description="implicit: recompute the cached Gram inverses this often (0 = never)")
     event_weights: str = "view=1,click=1,like=4,dislike=-4,neutral=0.5,purchase=8"
-
+    # explicit mode's online learner (online_als.adaptive; docs/kernels.md)
+    # "sgd" until restore/bulk load write `a` (then online_als.defaults.LEARNER)
+    learner: Literal["adaptive", "sgd"] = Field(
+        "sgd", description="explicit: adaptive = AdaGrad steps + session user bias "
+        "(per-entity state in the Redis field `a`); sgd = plain biased-MF SGD")
+    bias_learning_rate: float = Field(_D.BIAS_LEARNING_RATE, gt=0,
+                                      description="adaptive: AdaGrad base step of the biases")
+    # > 0 is also what makes an all-zero `a` row mean "not initialised" (AdaGrad sums start at
+    # acc_init and only grow), so a version loaded without `a` gets fresh state per entity.
+    acc_init: float = Field(_D.ACC_INIT, gt=0, description="adaptive: initial AdaGrad sum of "
+                            "squared gradients (bounds the first step); must be > 0")
+    session_learning_rate: float = Field(_D.SESSION_LEARNING_RATE, ge=0,
+                                         description="adaptive: step of the session user bias")
+    session_regularization: float = Field(_D.SESSION_REGULARIZATION, ge=0,
+                                          description="adaptive: decay of the session bias")
+    session_seconds: float = Field(_D.SESSION_SECONDS, ge=0, description="adaptive: the "
+                                   "session bias restarts in each such period of event time "
+                                   "(0: one session forever)")
+    implicit_factor: bool = Field(_D.IMPLICIT, description="adaptive: SVD++-style implicit "
+                                  "factor from the items a user rated (2x the state per entity)")
+    implicit_factor_learning_rate: float = Field(_D.IMPLICIT_LEARNING_RATE, ge=0,
+                                                 description="implicit_factor: step of z_i")
+    implicit_factor_regularization: float = Field(_D.IMPLICIT_REGULARIZATION, ge=0,
+                                                  description="implicit_factor: decay of z_i")
+    implicit_factor_init_scale: float = Field(_D.IMPLICIT_INIT_SCALE, ge=0, description=
+                                              "implicit_factor: N(0, scale) for new items' z_i")
 
     @model_validator(mode="after")
     def _consistent_model(self) -> ModelSettings:
@@ -244,6 +282,11 @@ class ModelSettings(_Section):
                 f"({self.rating_max}); otherwise every rating would be dead-lettered")
         if not math.isfinite(self.global_mean):
             raise ValueError("model.global_mean must be finite")
+        for name, const in _DEFAULT_NAME.items():
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"model.{name} must be a finite number (the learner's steps "
+                                 f"would turn every vector into NaN); e.g. --set "
+                                 f"model.{name}={getattr(_D, const)} (the default)")
         from online_als.events import ImplicitEventMap
 
         try:
@@ -251,6 +294,25 @@ class ModelSettings(_Section):
         except (ValueError, TypeError) as exc:
             raise ValueError(f"model.event_weights: {exc}") from None
         return self
+
+    def adaptive_params(self) -> Any:
+        """The :class:`online_als.adaptive.AdaptiveParams` of the worker's adaptive learner
+        (the global mean is the version's, never a running mean: ``track_mean`` off)."""
+        from online_als.adaptive import AdaptiveParams
+
+        return AdaptiveParams(
+            lr=self.learning_rate, lr_bias=self.bias_learning_rate, reg=self.regularization,
+            reg_bias=self.bias_regularization, clip=self.gradient_clip, acc_init=self.acc_init,
+            session_lr=self.session_learning_rate, session_reg=self.session_regularization,
+            session_seconds=self.session_seconds, implicit=self.implicit_factor,
+            implicit_lr=self.implicit_factor_learning_rate,
+            implicit_reg=self.implicit_factor_regularization,
+            implicit_init_scale=self.implicit_factor_init_scale, track_mean=False)
+
+    @property
+    def adaptive(self) -> bool:
+        """Explicit mode with the adaptive learner (the worker keeps the `a` field)."""
+        return self.mode == "explicit" and self.learner == "adaptive"
 
     def init_scales(self) -> tuple[float, float]:
         """(user, item) scales of the N(0, scale) vectors given to new ids."""

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from online_als.adaptive import AdaptiveModel, event_seconds
 from online_als.idmap import IdMap
 from online_als.model import ModelState
 from online_als.online import ExplicitParams, ImplicitParams, OnlineModel
@@ -40,7 +41,7 @@ class Materialized:
 
     version: int
     offsets: dict[int, int]
-    model: OnlineModel
+    model: OnlineModel | AdaptiveModel
     replayed: int = 0
 
     def arrays(self) -> ModelArrays:
@@ -49,27 +50,47 @@ class Materialized:
                            s.user_factors.copy(), s.user_bias.copy(), s.items.to_list(),
                            s.item_factors.copy(), s.item_bias.copy())
 
+    def aux(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Copies of the adaptive learner's per-entity state (the Redis field `a`), rows in
+        the model's id order; (None, None) for the other learners."""
+        if not isinstance(self.model, AdaptiveModel):
+            return None, None
+        return self.model.user_aux.copy(), self.model.item_aux.copy()
+
 
 def online_model(settings: Settings, mode: str, rank: int, global_mean: float,
-                 arrays: ModelArrays | None = None) -> OnlineModel:
-    """The in-memory learner a worker's applier is equivalent to (same kernels, init, params)."""
+                 arrays: ModelArrays | None = None,
+                 aux: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+                 ) -> OnlineModel | AdaptiveModel:
+    """The in-memory learner a worker's applier is equivalent to (same kernels, init, params).
+
+    Explicit mode with ``model.learner = "adaptive"``: an :class:`AdaptiveModel` with the
+    worker's init and params, starting from ``aux`` (user, item tables in ``arrays``' id
+    order) where it has some (rows without are initialised as the worker initialises a key
+    without `a`)."""
     m = settings.model
     u_scale, i_scale = m.init_scales()
     params: ExplicitParams | ImplicitParams
+    if mode == "explicit" and m.learner == "adaptive":
+        state = _state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays)
+        return AdaptiveModel.from_state(state, m.adaptive_params(), *aux)
     if mode == "explicit":
         params = ExplicitParams(m.learning_rate, m.regularization, m.bias_regularization,
                                 m.gradient_clip, track_mean=False)
     else:
         params = ImplicitParams(m.foldin_regularization, m.alpha, m.update_items)
-    kwargs: dict[str, Any] = {"seed": m.seed, "user_init_scale": u_scale,
+    return OnlineModel(_state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays), params)
+
+
+def _state(mode: str, rank: int, seed: int, u_scale: float, i_scale: float, global_mean: float,
+           arrays: ModelArrays | None) -> ModelState:
+    kwargs: dict[str, Any] = {"seed": seed, "user_init_scale": u_scale,
                               "item_init_scale": i_scale, "global_mean": float(global_mean)}
     if arrays is None:
-        state = ModelState(mode, rank, **kwargs)  # type: ignore[arg-type]
-    else:
-        state = ModelState.from_arrays(
-            mode, arrays.user_ids, arrays.user_factors, arrays.user_bias,  # type: ignore[arg-type]
-            arrays.item_ids, arrays.item_factors, arrays.item_bias, **kwargs)
-    return OnlineModel(state, params)
+        return ModelState(mode, rank, **kwargs)  # type: ignore[arg-type]
+    return ModelState.from_arrays(
+        mode, arrays.user_ids, arrays.user_factors, arrays.user_bias,  # type: ignore[arg-type]
+        arrays.item_ids, arrays.item_factors, arrays.item_bias, **kwargs)
 
 
 def load_base(cass: Any, settings: Settings, version: int,
@@ -88,10 +109,11 @@ def load_base(cass: Any, settings: Settings, version: int,
                  if all(o <= not_after.get(p, 0) for p, o in sn.offsets.items())]
         if any(o > not_after.get(p, 0) for p, o in meta.cutoff.items()):
             raise LookupError(f"version {version} starts after {not_after}")
+    ua = ia = None  # aux state: only stream snapshots carry it (a retrain's base has none)
     if snaps:
         snap = snaps[0]
-        uids, uf, ub = cass.archive.read_snapshot(snap, "u")
-        iids, itf, ib = cass.archive.read_snapshot(snap, "i")
+        uids, uf, ub, ua = cass.archive.read_snapshot(snap, "u", aux=True)
+        iids, itf, ib, ia = cass.archive.read_snapshot(snap, "i", aux=True)
         offsets = dict(snap.offsets)
     else:
         try:
@@ -104,18 +126,22 @@ def load_base(cass: Any, settings: Settings, version: int,
         offsets = {int(p): int(o) for p, o in meta.cutoff.items()}
     arrays = ModelArrays(meta.mode, meta.rank, global_mean, uids, uf, ub, iids, itf, ib)
     return Materialized(version, offsets, online_model(settings, meta.mode, meta.rank,
-                                                       global_mean, arrays))
+                                                       global_mean, arrays, (ua, ia)))
 
 
 def replay_chunks(mat: Materialized, chunks: Iterator[Any]) -> Iterator[Any]:
     """Pass log chunks through, learning the events at or after ``mat.offsets``."""
     for chunk in chunks:
-        users, items, values, _ts, parts, offsets = chunk
+        users, items, values, ts, parts, offsets = chunk
         start = np.array([mat.offsets.get(int(p), 0) for p in range(int(parts.max()) + 1)]
                          if len(parts) else [0], dtype=np.int64)
         new = offsets >= start[parts]
         if new.any():
-            mat.model.learn_batch(users[new], items[new], values[new])
+            if isinstance(mat.model, AdaptiveModel):  # the worker's clock: event_seconds
+                mat.model.learn_batch(users[new], items[new], values[new],
+                                      event_seconds(ts[new]))
+            else:
+                mat.model.learn_batch(users[new], items[new], values[new])
             mat.replayed += int(new.sum())
         yield chunk
 

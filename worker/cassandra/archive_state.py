@@ -15,12 +15,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from worker.cassandra import codec
 from worker.cassandra.session import Db
-from worker.cassandra.snapshots import unpack_vector_blocks, vector_blocks
+from worker.cassandra.snapshots import aux_blobs, unpack_aux, unpack_vector_blocks, vector_blocks
 
 ROWS_PER_BLOCK = 4096
 KEEP_SNAPSHOTS = 2  # per version: the newest committed one and its predecessor
@@ -39,10 +40,10 @@ _ADVANCE_CKPT = (
 )
 _INSERT_SNAP_BLOCK = (
     "INSERT INTO {ks}.stream_snapshot_blocks (version, seq, kind, block, n, rank, ids, factors,"
-    " biases) VALUES (?,?,?,?,?,?,?,?,?)"
+    " biases, aux) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 _READ_SNAP_BLOCK = (
-    "SELECT n, rank, ids, factors, biases FROM {ks}.stream_snapshot_blocks"
+    "SELECT n, rank, ids, factors, biases, aux FROM {ks}.stream_snapshot_blocks"
     " WHERE version = ? AND seq = ? AND kind = ? AND block = ?"
 )
 _DELETE_SNAP_BLOCK = (
@@ -50,10 +51,10 @@ _DELETE_SNAP_BLOCK = (
 )
 _COMMIT_SNAP = (
     "INSERT INTO {ks}.stream_snapshots (version, seq, offsets, users, items, rank, blocks_u,"
-    " blocks_i, written_at) VALUES (?,?,?,?,?,?,?,?,?)"
+    " blocks_i, written_at, aux_u, aux_i) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _LIST_SNAPS = (
-    "SELECT seq, offsets, users, items, rank, blocks_u, blocks_i, written_at"
+    "SELECT seq, offsets, users, items, rank, blocks_u, blocks_i, written_at, aux_u, aux_i"
     " FROM {ks}.stream_snapshots WHERE version = ?"
 )
 _DELETE_SNAP = "DELETE FROM {ks}.stream_snapshots WHERE version = ? AND seq = ?"
@@ -82,6 +83,8 @@ class StreamSnapshot:
     blocks_u: int
     blocks_i: int
     written_at: float
+    aux_u: int = 0  # floats of adaptive-learner state per user (0: none stored)
+    aux_i: int = 0
 
 
 class ArchiveState:
@@ -111,45 +114,70 @@ class ArchiveState:
     # -- stream snapshots ----------------------------------------------------------------
     def write_snapshot(self, version: int, offsets: dict[int, int], user_ids: Sequence[str],
                        user_factors: np.ndarray, user_bias: np.ndarray, item_ids: Sequence[str],
-                       item_factors: np.ndarray, item_bias: np.ndarray) -> StreamSnapshot:
-        """Write every block, then the commit row; returns the committed snapshot."""
+                       item_factors: np.ndarray, item_bias: np.ndarray,
+                       user_aux: np.ndarray | None = None,
+                       item_aux: np.ndarray | None = None) -> StreamSnapshot:
+        """Write every block, then the commit row; returns the committed snapshot.
+        ``user_aux``/``item_aux``: the adaptive learner's state per entity (rows as ids)."""
         previous = self.snapshots(version)
         seq = (previous[0].seq + 1) if previous else 1
         rank = int(user_factors.shape[1]) if user_factors.ndim == 2 else int(item_factors.shape[1])
-        counts = {}
-        for kind, ids, f, b in (("u", user_ids, user_factors, user_bias),
-                                ("i", item_ids, item_factors, item_bias)):
+        counts, widths = {}, {}
+        for kind, ids, f, b, aux in (("u", user_ids, user_factors, user_bias, user_aux),
+                                     ("i", item_ids, item_factors, item_bias, item_aux)):
             f32 = np.ascontiguousarray(f, dtype=codec.F32).reshape(len(ids), rank)
             b32 = np.ascontiguousarray(b, dtype=codec.F32)
             params = vector_blocks((version, seq, kind), ids, f32, b32, ROWS_PER_BLOCK)
-            self.db.write_many(_INSERT_SNAP_BLOCK, params)
+            blobs = aux_blobs(aux, len(ids), ROWS_PER_BLOCK)
+            self.db.write_many(_INSERT_SNAP_BLOCK,
+                               [(*row, a) for row, a in zip(params, blobs, strict=True)])
             counts[kind] = len(params)
+            widths[kind] = int(aux.shape[1]) if aux is not None else 0
         now = time.time()
         self.db.execute(_COMMIT_SNAP, (
             version, seq, {int(p): int(o) for p, o in offsets.items()}, len(user_ids),
-            len(item_ids), rank, counts["u"], counts["i"], int(now * 1000)))
+            len(item_ids), rank, counts["u"], counts["i"], int(now * 1000), widths["u"],
+            widths["i"]))
         for old in previous[KEEP_SNAPSHOTS - 1:]:
             self._delete_snapshot(old)
         return StreamSnapshot(version, seq, dict(offsets), len(user_ids), len(item_ids), rank,
-                              counts["u"], counts["i"], now)
+                              counts["u"], counts["i"], now, widths["u"], widths["i"])
 
     def snapshots(self, version: int) -> list[StreamSnapshot]:
         """Committed snapshots of ``version``, newest first."""
         out = []
-        for seq, offsets, users, items, rank, bu, bi, at in self.db.execute(_LIST_SNAPS, (version,)):
+        rows = self.db.execute(_LIST_SNAPS, (version,))
+        for seq, offsets, users, items, rank, bu, bi, at, au, ai in rows:
             written = at.timestamp() if at is not None else 0.0
             out.append(StreamSnapshot(version, int(seq), dict(offsets or {}), int(users),
-                                      int(items), int(rank), int(bu), int(bi), written))
+                                      int(items), int(rank), int(bu), int(bi), written,
+                                      int(au or 0), int(ai or 0)))
         return sorted(out, key=lambda s: -s.seq)
 
-    def read_snapshot(self, snap: StreamSnapshot, kind: str
-                      ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    @overload
+    def read_snapshot(self, snap: StreamSnapshot, kind: str, aux: Literal[False] = False
+                      ) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+
+    @overload
+    def read_snapshot(self, snap: StreamSnapshot, kind: str, aux: Literal[True]
+                      ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]: ...
+
+    def read_snapshot(self, snap: StreamSnapshot, kind: str, aux: bool = False) -> Any:
+        """(ids, factors, biases) of one kind; with ``aux`` also its aux table (None when the
+        snapshot holds none, e.g. one written by the SGD learner or before migration 3)."""
         blocks = snap.blocks_u if kind == "u" else snap.blocks_i
         n = snap.users if kind == "u" else snap.items
         results = self.db.read_many(_READ_SNAP_BLOCK,
                                     [(snap.version, snap.seq, kind, j) for j in range(blocks)])
-        return unpack_vector_blocks(results, n, snap.rank,
-                                    f"stream snapshot {snap.seq} of version {snap.version} {kind!r}")
+        what = f"stream snapshot {snap.seq} of version {snap.version} {kind!r}"
+        ids, f, b = unpack_vector_blocks([[r[:5] for r in rows] for rows in results], n,
+                                         snap.rank, what)
+        if not aux:
+            return ids, f, b
+        width = snap.aux_u if kind == "u" else snap.aux_i
+        table = unpack_aux([rows[0][5] for rows in results], [rows[0][0] for rows in results],
+                           width, what) if width else None
+        return ids, f, b, table
 
     def delete_version(self, version: int) -> None:
         for snap in self.snapshots(version):

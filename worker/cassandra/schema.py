@@ -1,9 +1,9 @@
 """The Cassandra schema as numbered, idempotent migrations (spec: ``docs/cassandra-schema.md``).
 
-Each migration is a list of ``CREATE ... IF NOT EXISTS`` / ``ALTER`` statements; ``migrate``
-runs those not yet listed in ``schema_migrations`` and then records them. Re-running a
-half-applied migration is harmless because every statement is idempotent. Append new
-migrations; never edit an applied one.
+Each migration is a list of ``CREATE ... IF NOT EXISTS`` / ``ALTER ... ADD IF NOT EXISTS``
+statements; ``migrate`` runs those not yet listed in ``schema_migrations`` and then records
+them. Re-running a half-applied migration is harmless because every statement is
+idempotent. Append new migrations; never edit an applied one.
 """
 
 from __future__ import annotations
@@ -99,10 +99,19 @@ _ARCHIVE_TABLES = (
         PRIMARY KEY ((version, seq, kind, block)))""",
 )
 
+_AUX_COLUMNS = (
+    # The adaptive learner's per-entity state (Redis field `a`), float32 rows of aux_u / aux_i
+    # floats; null in snapshots of other learners. ADD IF NOT EXISTS: safe to run again.
+    "ALTER TABLE {ks}.stream_snapshot_blocks ADD IF NOT EXISTS aux blob",
+    "ALTER TABLE {ks}.stream_snapshots ADD IF NOT EXISTS aux_u int",
+    "ALTER TABLE {ks}.stream_snapshots ADD IF NOT EXISTS aux_i int",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ratings log, factor snapshots and deltas, versions, checkpoints, switch log",
               _LOG_TABLES + _FACTOR_TABLES + _META_TABLES),
     Migration(2, "archive checkpoints (log contiguity), stream snapshots", _ARCHIVE_TABLES),
+    Migration(3, "stream snapshots carry the adaptive learner's aux state", _AUX_COLUMNS),
 )
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (

@@ -107,6 +107,33 @@ def unpack_vector_blocks(results: Sequence[Sequence[tuple[Any, ...]]], n: int, r
     return ids, factors, biases
 
 
+def aux_blobs(aux: np.ndarray | None, n: int, rows_per_block: int) -> list[bytes | None]:
+    """Per block of :func:`vector_blocks`, its rows of ``aux`` ((n, w) float32: the adaptive
+    learner's per-entity state) as one little-endian blob; None per block without aux."""
+    if aux is None:
+        return [None] * (-(-n // rows_per_block))
+    a = np.ascontiguousarray(aux, dtype=codec.F32)
+    if a.ndim != 2 or a.shape[0] != n:
+        raise ValueError(f"aux must be ({n}, w), got {a.shape}")
+    return [a[s:s + rows_per_block].tobytes() for s in range(0, n, rows_per_block)]
+
+
+def unpack_aux(blobs: Sequence[bytes | None], sizes: Sequence[int], width: int | None,
+               what: str) -> np.ndarray | None:
+    """The (sum(sizes), width) aux table from each block's blob; None when the snapshot has
+    none (``width`` None or 0). A block without its blob is a format error, never zeros."""
+    if not width:
+        return None
+    out = np.empty((int(sum(sizes)), width), dtype=np.float32)
+    s = 0
+    for j, (blob, m) in enumerate(zip(blobs, sizes, strict=True)):
+        if blob is None:
+            raise codec.BlockFormatError(f"block {j} of {what} has no aux state")
+        out[s:s + m] = codec.unpack_array(blob, codec.F32, m, width)
+        s += m
+    return out
+
+
 class Snapshots:
     """Factor blocks, manifests and deltas of one keyspace."""
 
