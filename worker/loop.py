@@ -30,16 +30,14 @@ from worker import kafka_io
 from worker.applier import BatchApplier, DecodedMessages, EventBatch, VersionState, decode_messages
 from worker.commit import CommitProtocol, Fenced, InFlight, Selection
 from worker.config import Settings
-from worker.events import INTERNAL, DecodeConfig, dead_letter_key, dead_letter_record
+from worker.dead_letters import DeadLetterSink, DeadLetterUndelivered
+from worker.events import INTERNAL, DecodeConfig
 from worker.grams import gram_serial, refresh_grams
 from worker.metrics import MetricsServer, WorkerMetrics
+from worker.redis_retry import RedisRetry
 from worker.redis_store import RedisStore
 
 log = logging.getLogger("online_als.worker")
-
-
-class DeadLetterUndelivered(RuntimeError):
-    """The dead-letter topic did not take the rejects: the checkpoint must not move."""
 
 
 def decode_config(settings: Settings) -> DecodeConfig:
@@ -68,6 +66,10 @@ class Worker:
         self.applier = BatchApplier(self.store, settings.model, self.topic)
         self.decode_cfg = decode_config(settings)
         self._stop = threading.Event()
+        r = settings.redis
+        self._with_redis_retry = RedisRetry(
+            f"{r.host}:{r.port}", settings.worker.redis_retry_budget_s,
+            settings.worker.reconnect_backoff_max_s, self._stop, self._redis_state)
         self.commit = CommitProtocol(self.store, self.applier, self.topic,
                                      owner=f"{settings.worker.name}:{uuid.uuid4().hex[:8]}")
         self._state: VersionState | None = None
@@ -100,7 +102,8 @@ class Worker:
         k = self.settings.kafka
         kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
         self._with_redis_retry(self._ensure_key_space)
-        self._dlq = kafka_io.make_producer(k)
+        self._dlq = DeadLetterSink(kafka_io.make_producer(k), k.dead_letter_topic,
+                                   k.bootstrap_servers, self.metrics)
         budget_ms = int((self.settings.worker.redis_retry_budget_s + 60) * 1000)
         self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error,
                                                 **{"max.poll.interval.ms": budget_ms})
@@ -207,7 +210,7 @@ class Worker:
                 log.exception("the batch in flight did not finish before shutdown")
             self._consumer.close()  # leaves the group; checkpoints are already in Redis
             if self._dlq is not None:
-                self._dlq.flush(10)
+                self._dlq.close()
             log.info("worker stopped: applied=%d dead_lettered=%d",
                      self.applied_total, self.dead_lettered_total)
 
@@ -263,7 +266,9 @@ class Worker:
             return False
         else:
             log.info("model version switched %d -> %d; repositioning", state.version, current)
-            self._state = self._with_redis_retry(lambda: self.applier.load_version(current))
+            assert current is not None  # `lost` covers that
+            switched = current
+            self._state = self._with_redis_retry(lambda: self.applier.load_version(switched))
             self._publish_version()
         assigned = self.commit.reset()
         if assigned:  # reposition every partition at the new version's checkpoints
@@ -381,30 +386,8 @@ class Worker:
 
     def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
         assert self._dlq is not None
-        topic = self.settings.kafka.dead_letter_topic
-        for pos, reason, detail in rejects:
-            m = msgs[pos]
-            value, headers = dead_letter_record(m.value() or b"", reason, detail, m.topic(),
-                                                m.partition(), m.offset())
-            self._produce_dlq(topic, value, headers, dead_letter_key(m.key()))
-            self.metrics.events_dead_lettered.labels(reason).inc()
-        self.dead_lettered_total += len(rejects)
-        # the checkpoint that follows moves past these offsets: they must be durable first
-        remaining = self._dlq.flush(30)
-        if remaining:
-            raise DeadLetterUndelivered(
-                f"kafka {self.settings.kafka.bootstrap_servers}: {remaining} dead-letter messages "
-                f"to {topic} not delivered; not checkpointing past them")
-
-    def _produce_dlq(self, topic: str, value: bytes | None, headers: Any,
-                     key: bytes | None) -> None:
-        assert self._dlq is not None
-        while True:
-            try:
-                self._dlq.produce(topic, value=value, key=key, headers=headers)
-                return
-            except BufferError:
-                self._dlq.poll(0.1)
+        self._dlq.send(msgs, rejects)
+        self.dead_lettered_total = self._dlq.total
 
     def _observe(self, batch: EventBatch, result: Any, seconds: float) -> None:
         m = self.metrics
@@ -484,31 +467,10 @@ class Worker:
             self.metrics.users_known.set(users)
             self.metrics.items_known.set(items)
 
-    def _with_redis_retry(self, fn: Any) -> Any:
-        """Run ``fn``; while Redis is away, retry with capped exponential backoff for at most
-        ``worker.redis_retry_budget_s``, then give up (the process exits and its partitions
-        are reassigned; ``max.poll.interval.ms`` is set above that budget, so the group does
-        not evict a worker that is only waiting for Redis)."""
-        delay = 0.1
-        deadline = time.monotonic() + self.settings.worker.redis_retry_budget_s
-        while True:
-            try:
-                result = fn()
-                self.metrics.set_server_up("redis", True)
-                return result
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self.metrics.set_server_up("redis", False)
-                self.metrics.reconnects.labels("redis").inc()
-                log.warning("redis %s:%d unavailable (%s); retrying in %.1fs",
-                            self.settings.redis.host, self.settings.redis.port, exc, delay)
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis {self.settings.redis.host}:{self.settings.redis.port} unavailable "
-                        f"for {self.settings.worker.redis_retry_budget_s:.0f}s; exiting so the "
-                        "group can reassign this worker's partitions") from exc
-                if self._stop.wait(delay):
-                    raise
-                delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
+    def _redis_state(self, up: bool) -> None:
+        self.metrics.set_server_up("redis", up)
+        if not up:
+            self.metrics.reconnects.labels("redis").inc()
 
 
 def _part(msg: Message) -> int:

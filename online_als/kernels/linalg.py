@@ -3,6 +3,9 @@
 Used per user/item inside the numba loops of the ALS-WR retrain
 (:mod:`online_als.retrain.als_wr`) and the implicit re-solve
 (:mod:`online_als.kernels.implicit_resolve`); their NumPy twins use ``np.linalg``.
+
+numba's on-disk cache of a caller does not notice edits here: after changing this file,
+delete the callers' ``__pycache__/*.nbi`` (a fresh install has none).
 """
 
 from __future__ import annotations
@@ -10,19 +13,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from online_als.kernels.guard import in_bound
-
 
 @njit(cache=True, nogil=True, inline="always")
 def cholesky_solve(a: np.ndarray, b: np.ndarray, n: int) -> bool:  # pragma: no cover - jitted
     """Solve ``a x = b`` in place for SPD ``a`` (``a`` <- L in its lower triangle, ``b`` <- x),
     using the first ``n`` rows/columns; False (a, b partly overwritten) if a pivot is not
-    positive and finite, i.e. ``a`` is not numerically positive definite."""
+    positive and finite, i.e. ``a`` is not numerically positive definite. (How large a
+    solution may be is the caller's guard: a strongly regularised system has huge pivots.)"""
     for j in range(n):
         s = a[j, j]
         for m in range(j):
             s -= a[j, m] * a[j, m]
-        if not (s > 0.0 and in_bound(s)):
+        if not (s > 0.0 and s < np.inf):  # NaN fails both
             return False
         d = np.sqrt(s)
         a[j, j] = d
