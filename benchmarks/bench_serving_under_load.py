@@ -48,7 +48,8 @@ def produce(s: Settings, n: int, seed: int) -> None:
     producer.flush(120)
 
 
-def run_worker_until(s: Settings, target: int, max_keys: int, nice: int = 0) -> float:
+def run_worker_until(s: Settings, target: int, max_keys: int, nice: int = 0,
+                     cpus: set[int] | None = None) -> float:
     """Start a worker process, wait until it applied ``target`` events; returns applied/s.
 
     ``nice`` lowers the worker's CPU priority: on this one box the worker, Redis and the
@@ -58,7 +59,7 @@ def run_worker_until(s: Settings, target: int, max_keys: int, nice: int = 0) -> 
     start = applied_offsets(store, s)
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server",
                              "--log-level", "WARNING", "--idle-exit", "3"], env=env,
-                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                            preexec_fn=lambda: _lower(nice, cpus))
     t0 = None
     while applied_offsets(store, s) < target and proc.poll() is None:
         if t0 is None and applied_offsets(store, s) > start:
@@ -68,6 +69,14 @@ def run_worker_until(s: Settings, target: int, max_keys: int, nice: int = 0) -> 
     proc.terminate()
     proc.wait(60)
     return rate
+
+
+def _lower(nice: int, cpus: set[int] | None) -> None:
+    """In the worker's child process: a lower priority and/or fewer cores."""
+    if nice:
+        os.nice(nice)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def serve(client: ServingClient, users: list[str], rate: float, stop: threading.Event,
@@ -105,11 +114,15 @@ def main() -> None:
     ap.add_argument("--worker-nice", type=int, default=0,
                     help="run the worker at this nice level (it shares the cores with Redis "
                          "and the serving thread here; in production it has its own hosts)")
+    ap.add_argument("--worker-cpus", default="",
+                    help="pin the worker to these cores, e.g. 1 (Redis and serving keep the "
+                         "others: what separate hosts would give)")
     a = ap.parse_args()
+    cpus = {int(c) for c in a.worker_cpus.split(",") if c} or None
     tag = uuid.uuid4().hex[:8]
     s = settings_for(tag, a.partitions, a.rank, persist=False)
     print(f"# serving under load: recommend(user, 10) at {a.rate:.0f}/s, backlog {a.backlog:,} "
-          f"events, k={a.rank}, {a.partitions} partitions, worker nice {a.worker_nice}; load {load_average()}", flush=True)
+          f"events, k={a.rank}, {a.partitions} partitions, worker nice {a.worker_nice}, worker cpus {a.worker_cpus or 'all'}; load {load_average()}", flush=True)
     try:
         produce(s, a.warmup, seed=1)
         run_worker_until(s, a.warmup, 128)
@@ -137,7 +150,7 @@ def main() -> None:
             stop = threading.Event()
             th = threading.Thread(target=serve, args=(client, users, a.rate, stop, lat))
             th.start()
-            applied_rate = run_worker_until(s, target, max_keys, a.worker_nice)
+            applied_rate = run_worker_until(s, target, max_keys, a.worker_nice, cpus)
             stop.set()
             th.join()
             slow = [e for e in store.client.slowlog_get(1024)
