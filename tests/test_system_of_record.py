@@ -198,11 +198,12 @@ def test_redis_wiped_while_the_worker_runs_is_detected_and_restored(persisted: S
         assert_materialised_equals_redis(persisted, cass)
 
 
+@pytest.mark.parametrize("learner", ["sgd", "adaptive"])
 def test_restore_with_several_partitions_keeps_counts_exact(
-        stack: StackInfo, isolated: Isolated) -> None:
+        stack: StackInfo, isolated: Isolated, learner: str) -> None:
     settings = make_settings(stack, isolated, **{
         "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 300,
-        "kafka.partitions": 3, "archive.snapshot_interval_s": 0})
+        "kafka.partitions": 3, "archive.snapshot_interval_s": 0, "model.learner": learner})
     with CassandraStore(settings.cassandra) as cass:
         cass.migrate()
     try:
@@ -241,17 +242,19 @@ def test_restore_with_several_partitions_keeps_counts_exact(
             assert np.isfinite(f_b).all()
             worst = max(float(np.abs(f_a - f_b).max()), float(np.abs(b_a - b_b).max()))
             mean = float(np.abs(f_a - f_b).mean())
-            print(f"{kind}: restore vs Redis with 3 partitions: max abs diff {worst:.5f}, "
-                  f"mean abs diff {mean:.5f}")
-            assert worst <= MAX_ABS_TOLERANCE and mean <= MEAN_ABS_TOLERANCE
+            print(f"{kind} ({learner}): restore vs Redis with 3 partitions: max abs diff "
+                  f"{worst:.5f}, mean abs diff {mean:.5f}")
+            assert worst <= MAX_ABS_TOLERANCE and mean <= MEAN_ABS_TOLERANCE[learner]
     finally:
         with CassandraStore(settings.cassandra) as cass:
             cass.drop_keyspace()
 
 
-# docs/exactly-once.md states these figures (several partitions: Hogwild interleaving differs)
+# docs/exactly-once.md states these figures (several partitions: Hogwild interleaving differs).
+# The adaptive learner's per-coordinate steps make its vectors ~2x larger on these random
+# ratings, and their order-dependence larger still (measured mean 0.052 users, 0.074 items).
 MAX_ABS_TOLERANCE = 1.0
-MEAN_ABS_TOLERANCE = 0.03
+MEAN_ABS_TOLERANCE = {"sgd": 0.03, "adaptive": 0.12}
 
 
 def lifecycle_restore(settings: Settings, cass: CassandraStore, store: RedisStore):  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from online_als.kernels.explicit_adaptive import (
 from online_als.kernels.explicit_sgd import sgd_update_batch
 from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
 from worker.config import ModelSettings
+from worker.keys import FIELD_AUX
 from worker.redis_store import PartitionTags, RedisStore, SeenUpdates, VersionMeta
 
 
@@ -99,7 +100,7 @@ class ApplyResult:
 
 
 #: The Redis hash field of the adaptive learner's per-entity state (docs/redis-keys.md).
-AUX_FIELD = "a"
+AUX_FIELD = FIELD_AUX
 
 
 class BatchApplier:

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from online_als.kernels.implicit_foldin import gram_inverse
-from worker.keys import FIELD_BIAS, FIELD_COUNT, FIELD_FACTORS, FORMAT_VERSION, VECTOR_DTYPE
+from worker.keys import (
+    FIELD_AUX,
+    FIELD_BIAS,
+    FIELD_COUNT,
+    FIELD_FACTORS,
+    FORMAT_VERSION,
+    VECTOR_DTYPE,
+)
 from worker.redis_store import RedisStore
 
 PIPELINE_CHUNK = 2000
@@ -33,6 +40,10 @@ class ModelArrays:
     item_ids: list[str]
     item_factors: np.ndarray
     item_bias: np.ndarray
+    # explicit mode, adaptive learner: per-entity state rows (the field `a`); None: not
+    # written, and the worker gives each entity fresh state on its first update
+    user_aux: np.ndarray | None = None
+    item_aux: np.ndarray | None = None
 
 
 def delete_namespace(store: RedisStore, version: int) -> int:
@@ -50,16 +61,20 @@ def delete_namespace(store: RedisStore, version: int) -> int:
 
 
 def _write_vectors(store: RedisStore, version: int, kind: str, ids: list[str],
-                   factors: np.ndarray, biases: np.ndarray, counts: np.ndarray | None) -> None:
+                   factors: np.ndarray, biases: np.ndarray, counts: np.ndarray | None,
+                   aux: np.ndarray | None = None) -> None:
     keys = store.vector_keys(version, kind, ids)
     f = np.ascontiguousarray(factors, dtype=VECTOR_DTYPE)
     b = np.ascontiguousarray(biases, dtype=VECTOR_DTYPE)
     stride = f.shape[1] * 4
     fb, bb = f.tobytes(), b.tobytes()
+    a = None if aux is None else np.ascontiguousarray(aux, dtype=VECTOR_DTYPE)
+    if a is not None and (a.ndim != 2 or a.shape[0] != len(ids)):
+        raise ValueError(f"aux state must be ({len(ids)}, width), got {a.shape}")
     index = store.keys.user_index(version) if kind == "u" else store.keys.item_index(version)
     if not store.cluster:  # encoded here and streamed, as the seen-hashes (write_seen)
         _stream(store, (_vector_commands(keys, ids, fb, bb, stride, counts, index, start,
-                                         min(start + PIPELINE_CHUNK, len(keys)))
+                                         min(start + PIPELINE_CHUNK, len(keys)), a)
                         for start in range(0, len(keys), PIPELINE_CHUNK)))
         return
     for start in range(0, len(keys), PIPELINE_CHUNK):
@@ -70,6 +85,8 @@ def _write_vectors(store: RedisStore, version: int, kind: str, ids: list[str],
                                        FIELD_BIAS: bb[j * 4:(j + 1) * 4]}
             if counts is not None:
                 mapping[FIELD_COUNT] = int(counts[j])
+            if a is not None:
+                mapping[FIELD_AUX] = a[j].tobytes()
             pipe.hset(keys[j], mapping=mapping)
         pipe.sadd(index, *ids[start:stop])
         pipe.execute()
@@ -77,10 +94,12 @@ def _write_vectors(store: RedisStore, version: int, kind: str, ids: list[str],
 
 def _vector_commands(keys: list[str], ids: list[str], fb: bytes, bb: bytes, stride: int,
                      counts: np.ndarray | None, index: str, start: int,
-                     stop: int) -> tuple[bytes, int]:
-    """``HSET key f <factors> b <bias> [n <count>]`` per id (field names from worker.keys),
-    then one SADD of the ids to the version's index: what the pipeline path sends, as RESP."""
-    head = b"*%d\r\n$4\r\nHSET\r\n" % (6 if counts is None else 8)
+                     stop: int, aux: np.ndarray | None = None) -> tuple[bytes, int]:
+    """``HSET key f <factors> b <bias> [n <count>] [a <aux>]`` per id (field names from
+    worker.keys), then one SADD of the ids to the version's index: what the pipeline path
+    sends, as RESP."""
+    head = b"*%d\r\n$4\r\nHSET\r\n" % (6 + 2 * (counts is not None) + 2 * (aux is not None))
+    atok = _token(FIELD_AUX.encode()) + b"$%d\r\n" % (4 * aux.shape[1]) if aux is not None else b""
     ftok = _token(FIELD_FACTORS.encode()) + b"$%d\r\n" % stride
     btok = b"\r\n" + _token(FIELD_BIAS.encode()) + b"$4\r\n"
     ntok = _token(FIELD_COUNT.encode())
@@ -90,6 +109,8 @@ def _vector_commands(keys: list[str], ids: list[str], fb: bytes, bb: bytes, stri
                 bb[j * 4:(j + 1) * 4], b"\r\n"]
         if counts is not None:
             out += [ntok, _token(b"%d" % int(counts[j]))]
+        if aux is not None:
+            out += [atok, aux[j].tobytes(), b"\r\n"]
     out += [b"*%d\r\n$4\r\nSADD\r\n" % (2 + stop - start), _token(index.encode())]
     out += [_token(i.encode()) for i in ids[start:stop]]
     return b"".join(out), stop - start + 1
@@ -230,9 +251,10 @@ def load_version(store: RedisStore, version: int, model: ModelArrays, *,
         "global_mean": float(model.global_mean), "status": "loading", "created_at": time.time(),
         "source": source, **(extra_meta or {}),
     })
-    _write_vectors(store, version, "u", model.user_ids, model.user_factors, model.user_bias, None)
+    _write_vectors(store, version, "u", model.user_ids, model.user_factors, model.user_bias, None,
+                   model.user_aux)
     _write_vectors(store, version, "i", model.item_ids, model.item_factors, model.item_bias,
-                   item_counts)
+                   item_counts, model.item_aux)
     if seen is not None:
         indptr, indices, values = (np.asarray(a) for a in seen)
         write_seen(store, version, model.user_ids, model.item_ids, indptr, indices, values)

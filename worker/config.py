@@ -245,9 +245,8 @@ class ModelSettings(_Section):
         30.0, ge=0, description="implicit: recompute the cached Gram inverses this often (0 = never)")
     event_weights: str = "view=1,click=1,like=4,dislike=-4,neutral=0.5,purchase=8"
     # explicit mode's online learner (online_als.adaptive; docs/kernels.md)
-    # "sgd" until restore/bulk load write `a` (then online_als.defaults.LEARNER)
     learner: Literal["adaptive", "sgd"] = Field(
-        "sgd", description="explicit: adaptive = AdaGrad steps + session user bias "
+        _D.LEARNER, description="explicit: adaptive = AdaGrad steps + session user bias "
         "(per-entity state in the Redis field `a`); sgd = plain biased-MF SGD")
     bias_learning_rate: float = Field(_D.BIAS_LEARNING_RATE, gt=0,
                                       description="adaptive: AdaGrad base step of the biases")

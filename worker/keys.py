@@ -26,6 +26,7 @@ GRAM_DTYPE = "<f8"
 FIELD_FACTORS = "f"  # float32 * k
 FIELD_BIAS = "b"  # float32
 FIELD_COUNT = "n"  # items: events applied (popularity); integer text
+FIELD_AUX = "a"  # explicit, adaptive learner: float32 per-entity state (serving ignores it)
 FIELD_OFFSET_PREFIX = "o:"  # o:<partition> -> last batch end offset applied to this key
 FIELD_BEFORE_PREFIX = "b"  # b<field> (bf, bb, ...): that field before batch `bid` wrote it
 FIELD_BATCH = "bid"  # the batch whose before-images are stored

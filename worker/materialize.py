@@ -48,7 +48,7 @@ class Materialized:
         s = self.model.state
         return ModelArrays(s.mode, s.k, float(s.global_mean), s.users.to_list(),
                            s.user_factors.copy(), s.user_bias.copy(), s.items.to_list(),
-                           s.item_factors.copy(), s.item_bias.copy())
+                           s.item_factors.copy(), s.item_bias.copy(), *self.aux())
 
     def aux(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Copies of the adaptive learner's per-entity state (the Redis field `a`), rows in
