@@ -47,8 +47,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rank", type=int, default=64)
+    ap.add_argument("--learner", choices=("adaptive", "sgd"), default=None,
+                    help="the worker's explicit learner (default: the shipped one)")
     a = ap.parse_args()
     s = bw.settings_for(uuid.uuid4().hex[:8], a.partitions, a.rank, persist=False)
+    if a.learner:
+        s = s.model_copy(update={"model": s.model.model_copy(update={"learner": a.learner})})
     bw.produce(s, a.events, seed=7)
     redis_client = connect(s.redis)
 
@@ -62,7 +66,8 @@ def main() -> None:
                 process_cpu_s("CassandraDaemon"))
 
     worker = Worker(s)
-    print(f"# {a.events:,} events, k={a.rank}, {a.partitions} partitions; "
+    print(f"# {a.events:,} events, k={a.rank}, {a.partitions} partitions, learner "
+          f"{s.model.learner}; "
           f"load {os.getloadavg()}", flush=True)
     before = sample()
     t0 = time.perf_counter()
