@@ -13,7 +13,7 @@ NDCG@10 and Recall@10 are averaged over the window's users, then over windows.
      positive sent as event ``--event``, weighted by ``model.event_weights``), then every later
      positive folded in by the worker's kernel (``OnlineModel`` with ``foldin_regularization``,
      ``alpha``, ``update_items`` and the init scales: the same call as
-     ``worker.materialize``), with the Gram inverses refreshed the worker's way: at most every
+     ``worker.control.materialize``), with the Gram inverses refreshed the worker's way: at most every
      ``model.gram_refresh_s`` seconds, between micro-batches. Events are replayed at their own
      pace (their timestamps): a micro-batch is the events less than ``worker.batch_max_wait_ms``
      apart (at most ``worker.batch_max_events``). (w-fast) the same replayed as fast as the

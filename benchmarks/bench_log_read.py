@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from worker.cassandra_store import CassandraStore
 from worker.config import CassandraSettings, RedisSettings
-from worker.keys import FIELD_BIAS, FIELD_FACTORS, RedisKeys
+from worker.stores.cassandra.store import CassandraStore
+from worker.stores.redis.keys import FIELD_BIAS, FIELD_FACTORS, RedisKeys
 
 Row = tuple[str, float, str]
 
@@ -139,7 +139,7 @@ def _timed_read(store: CassandraStore, topic: str, chunk_rows: int, written: int
 
 def _load_redis(ids: list[str], factors: np.ndarray, biases: np.ndarray, port: int) -> float:
     """Seconds to HSET every vector under a throwaway prefix (then deleted), pipelined."""
-    from worker.redis_store import connect
+    from worker.stores.redis.store import connect
 
     client = connect(RedisSettings.model_validate({"port": port}))
     keys = RedisKeys(f"bench_cs_{os.getpid()}")

@@ -55,16 +55,16 @@ import numpy as np
 from _common import fmt_rate, goal_mark, header, load_average, table, write_json
 from threadpoolctl import threadpool_limits
 
-import worker.loop  # noqa: F401 - catch_up imports it lazily: load it at start
+import worker.runtime.loop  # noqa: F401 - catch_up imports it lazily: load it at start
 from online_als.events import ImplicitEventMap
 from online_als.retrain.matrix import RatingMatrix, build_matrix
 from producers.synthetic import ML20M, generate
-from worker import kafka_io
-from worker.cassandra_store import CassandraStore
 from worker.config import Settings, load_config
+from worker.control.retrain_job import _boundaries, run_retrain
 from worker.events import encode_binary
-from worker.redis_store import RedisStore
-from worker.retrain_job import _boundaries, run_retrain
+from worker.stores import kafka as kafka_io
+from worker.stores.cassandra.store import CassandraStore
+from worker.stores.redis.store import RedisStore
 
 GOAL_RATIO = 1.5
 QUICK = {"events": 300_000, "users": 20_000, "items": 5_000, "iterations": 3}
@@ -225,7 +225,7 @@ def train_matrix(s: Stream, boundary: dict[int, int]) -> RatingMatrix:
 def stream_snapshot(settings: Settings, cass: CassandraStore, version: int,
                     at: dict[int, int]) -> None:
     """What the archiver stores: ``version`` materialised from the log up to ``at``."""
-    from worker.materialize import materialize_at
+    from worker.control.materialize import materialize_at
 
     mat = materialize_at(cass, settings, version, at)
     arr = mat.arrays()
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         if cutoff != s.counts:
             raise RuntimeError(f"log ends at {cutoff}, expected {s.counts}")
         store = RedisStore.from_settings(settings.redis)
-        from worker import lifecycle
+        from worker.control import lifecycle
 
         serving = lifecycle.bootstrap(settings, store, cass)
         store.set_checkpoints(serving, settings.kafka.topic, cutoff)

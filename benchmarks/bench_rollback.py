@@ -1,7 +1,7 @@
 """Rollback latency: from Cassandra (version not resident in Redis) and resident.
 
 A model the size of MovieLens 20M's (138,493 users + 26,744 items = 165,237 vectors, k=64,
-implicit mode) is persisted to Cassandra as model versions, then ``worker.ops_cli.rollback``
+implicit mode) is persisted to Cassandra as model versions, then ``worker.cli.ops_cli.rollback``
 is timed (its ``seconds``: from the call to the pointer switch, the figure the CLI prints):
 
 * from Cassandra: the target's namespace is not in Redis, so rollback reads its factors from
@@ -36,11 +36,11 @@ from _common import goal_mark, header, load_average, table, write_json
 
 from online_als.retrain.matrix import build_matrix
 from producers.synthetic import ML20M
-from worker.bulk_load import ModelArrays, delete_namespace, load_version
-from worker.cassandra_store import CassandraStore, ModelVersion
 from worker.config import Settings, load_config
-from worker.lifecycle import rollback
-from worker.redis_store import RedisStore
+from worker.control.lifecycle import rollback
+from worker.stores.cassandra.store import CassandraStore, ModelVersion
+from worker.stores.redis.bulk_load import ModelArrays, delete_namespace, load_version
+from worker.stores.redis.store import RedisStore
 
 GOAL_COLD_S = 10.0
 GOAL_RESIDENT_MS = 10.0

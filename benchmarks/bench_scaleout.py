@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_worker import cleanup, produce  # noqa: E402
 
 from worker.config import Settings, environ_for, load_config  # noqa: E402
-from worker.redis_store import RedisStore, dump_vectors  # noqa: E402
+from worker.stores.redis.store import RedisStore, dump_vectors  # noqa: E402
 
 HZ = 100  # clock ticks per second of /proc/<pid>/stat (Linux default)
 
@@ -128,7 +128,7 @@ KAFKA: dict[str, Any] = {"bootstrap": None, "pid": None}  # a private broker (--
 def kafka_pid() -> int | None:
     if KAFKA["pid"]:
         return int(KAFKA["pid"])
-    from worker.stack import Stack, StackConfig
+    from worker.devstack import Stack, StackConfig
 
     status = Stack(StackConfig.from_env()).status(("kafka",))
     return status["kafka"].pid if status["kafka"].running else None
@@ -140,7 +140,7 @@ def own_kafka(root: Path) -> Any:
     shared stack's broker serves other jobs too (its CPU would not be ours alone)."""
     import dataclasses
 
-    from worker.stack import Stack, StackConfig
+    from worker.devstack import Stack, StackConfig
 
     taken: list[int] = []
     port = _free_port(taken)
@@ -249,8 +249,8 @@ def redis_bytes(store: RedisStore, s: Settings, sample: int = 300) -> dict[str, 
 
 def cassandra_bytes(n: int, k: int) -> dict[str, float]:
     """Payload bytes per logged rating and per snapshot vector (module docstring)."""
-    from worker.archive import Archiver
-    from worker.cassandra_store import CassandraStore
+    from worker.control.archive import Archiver
+    from worker.stores.cassandra.store import CassandraStore
 
     tag = uuid.uuid4().hex[:8]
     s = load_config(overrides={**{f"kafka.{x}": v for x, v in (
@@ -291,7 +291,7 @@ def cassandra_bytes(n: int, k: int) -> dict[str, float]:
 
 def cassandra_with_retries(n: int, k: int, tries: int = 5) -> dict[str, float]:
     """The shared Cassandra may be restarted by other jobs: wait and try again."""
-    from worker.cassandra.session import CassandraUnavailable
+    from worker.stores.cassandra.session import CassandraUnavailable
 
     for attempt in range(tries):
         try:
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{n} worker(s): {runs[-1]['applied_per_s']:,.0f} applied/s, "
                   f"load {C.load_average()}", flush=True)
         if a.single_redis_baseline:  # the same worker on the stack's single Redis
-            from worker.stack import Stack, StackConfig
+            from worker.devstack import Stack, StackConfig
 
             rpid = Stack(StackConfig.from_env()).status(("redis",))["redis"].pid
             base = run_workers(1, a, None, [rpid] if rpid else [])

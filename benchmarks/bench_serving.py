@@ -25,9 +25,9 @@ from collections.abc import Callable
 import numpy as np
 import redis
 
-from worker.keys import FORMAT_VERSION, RedisKeys
-from worker.redis_store import RedisStore, SeenUpdates
-from worker.serving_client import ServingClient
+from worker.serving.client import ServingClient
+from worker.stores.redis.keys import FORMAT_VERSION, RedisKeys
+from worker.stores.redis.store import RedisStore, SeenUpdates
 
 GOAL_RATE, GOAL_P99_MS = 2000.0, 5.0
 

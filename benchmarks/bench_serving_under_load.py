@@ -33,10 +33,10 @@ from benchmarks._common import load_average  # noqa: E402
 from benchmarks.bench_worker import applied_offsets, cleanup, settings_for  # noqa: E402
 from producers.producer import RatingProducer  # noqa: E402
 from producers.synthetic import generate  # noqa: E402
-from worker import kafka_io  # noqa: E402
 from worker.config import Settings, environ_for  # noqa: E402
-from worker.redis_store import RedisStore  # noqa: E402
-from worker.serving_client import ServingClient  # noqa: E402
+from worker.serving.client import ServingClient  # noqa: E402
+from worker.stores import kafka as kafka_io  # noqa: E402
+from worker.stores.redis.store import RedisStore  # noqa: E402
 
 
 def produce(s: Settings, n: int, seed: int) -> None:

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from producers.producer import RatingProducer  # noqa: E402
 from producers.synthetic import ML20M, generate  # noqa: E402
-from worker import kafka_io  # noqa: E402
 from worker.config import Settings, environ_for, load_config  # noqa: E402
-from worker.redis_store import RedisStore, connect  # noqa: E402
+from worker.stores import kafka as kafka_io  # noqa: E402
+from worker.stores.redis.store import RedisStore, connect  # noqa: E402
 
 
 def settings_for(tag: str, partitions: int, rank: int, persist: bool) -> Settings:
@@ -75,7 +75,7 @@ def cleanup(s: Settings) -> None:
     for start in range(0, len(batch), 10000):
         client.unlink(*batch[start:start + 10000])
     if s.cassandra.enabled:
-        from worker.cassandra_store import CassandraStore
+        from worker.stores.cassandra.store import CassandraStore
 
         with CassandraStore(s.cassandra) as cass:
             cass.drop_keyspace()
@@ -125,7 +125,7 @@ def throughput_run(n: int, partitions: int, rank: int, persist: bool) -> dict[st
     t_end = time.perf_counter()
     archive_s = float("nan")
     if archiver is not None:
-        from worker.cassandra_store import CassandraStore
+        from worker.stores.cassandra.store import CassandraStore
 
         with CassandraStore(s.cassandra) as cass:
             while sum(cass.contiguous_offsets(s.kafka.topic).values()) < n:

@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import load_average  # noqa: E402
 from producers.producer import RatingProducer  # noqa: E402
 from producers.synthetic import generate  # noqa: E402
-from worker import kafka_io, lifecycle  # noqa: E402
-from worker.cassandra_store import CassandraStore  # noqa: E402
 from worker.config import Settings, environ_for, load_config  # noqa: E402
-from worker.redis_store import RedisStore, dump_vectors  # noqa: E402
-from worker.retrain_job import CRASH_ENV  # noqa: E402
+from worker.control import lifecycle  # noqa: E402
+from worker.control.retrain_job import CRASH_ENV  # noqa: E402
+from worker.stores import kafka as kafka_io  # noqa: E402
+from worker.stores.cassandra.store import CassandraStore  # noqa: E402
+from worker.stores.redis.store import RedisStore, dump_vectors  # noqa: E402
 
 
 def settings_for(tag: str, partitions: int, rank: int) -> Settings:
@@ -109,7 +110,7 @@ def produce_at_rate(settings: Settings, n: int, rate: float, seed: int, done: li
 
 
 def reference(settings: Settings, n: int, seed: int) -> Any:
-    from worker.materialize import online_model
+    from worker.control.materialize import online_model
 
     m = settings.model
     model = online_model(settings, "explicit", m.rank, m.global_mean)  # the worker's learner
@@ -142,7 +143,7 @@ def main() -> None:
     ap.add_argument("--outage", type=float, default=60, help="seconds Cassandra stays down")
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
-    from worker.stack import Stack, StackConfig
+    from worker.devstack import Stack, StackConfig
 
     stack = Stack(StackConfig.from_env())
     tag = uuid.uuid4().hex[:8]

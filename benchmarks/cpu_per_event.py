@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_worker as bw  # noqa: E402
 
-from worker.loop import Worker  # noqa: E402
-from worker.redis_store import connect  # noqa: E402
+from worker.runtime.loop import Worker  # noqa: E402
+from worker.stores.redis.store import connect  # noqa: E402
 
 
 def process_cpu_s(pattern: str) -> float:

@@ -23,7 +23,7 @@ from online_als.datasets import Ratings
 from online_als.model import MODES, Mode
 from worker.config import KafkaSettings
 from worker.events import encode_binary, encode_json
-from worker.kafka_io import producer_config
+from worker.stores.kafka import producer_config
 
 __all__ = ["ProducerStats", "RatingProducer", "TokenBucket", "replay"]
 

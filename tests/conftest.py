@@ -65,7 +65,7 @@ def movielens() -> Path:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
-    from worker.stack import Stack, StackConfig
+    from worker.devstack import Stack, StackConfig
 
     cfg = StackConfig.from_env()
     st = Stack(cfg)

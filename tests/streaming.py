@@ -10,10 +10,10 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
-from worker import kafka_io
 from worker.config import Settings
-from worker.loop import Worker
-from worker.redis_store import RedisStore
+from worker.runtime.loop import Worker
+from worker.stores import kafka as kafka_io
+from worker.stores.redis.store import RedisStore
 
 
 def synthetic_events(n: int, n_users: int, n_items: int, seed: int = 0,

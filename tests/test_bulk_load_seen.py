@@ -1,4 +1,4 @@
-"""Seen-hashes and vectors streamed on one connection (worker.bulk_load) on the real Redis:
+"""Seen-hashes and vectors streamed on one connection (worker.stores.redis.bulk_load) on the real Redis:
 byte for byte what the redis-py pipeline writes, error replies surfaced, the pool still sound."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import scipy.sparse as sp
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import store_for
-from worker import bulk_load
-from worker.redis_store import RedisStore
+from worker.stores.redis import bulk_load
+from worker.stores.redis.store import RedisStore
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 

@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, start_worker_thread, store_for, synthetic_events, wait_for
 from tests.test_system_of_record import assert_log_complete, assert_materialised_equals_redis
-from worker.cassandra_store import CassandraStore
 from worker.config import environ_for
+from worker.stores.cassandra.store import CassandraStore
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -27,7 +27,7 @@ OUTAGE_S = 8
 
 def test_sigterm_of_the_archiver_during_a_cassandra_outage_loses_nothing(
         stack: StackInfo, isolated: Isolated) -> None:
-    from worker.stack import Stack, StackConfig
+    from worker.devstack import Stack, StackConfig
 
     settings = make_settings(stack, isolated, **{
         "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 300,

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
-from worker.cassandra import codec
-from worker.cassandra.schema import LOG_BUCKET_SPAN
-from worker.cassandra_store import (
+from worker.config import CassandraSettings
+from worker.stores.cassandra import codec
+from worker.stores.cassandra.schema import LOG_BUCKET_SPAN
+from worker.stores.cassandra.store import (
     CassandraStore,
     CassandraUnavailable,
     FactorsNotFound,
@@ -20,7 +21,6 @@ from worker.cassandra_store import (
     VersionConflict,
     VersionNotFound,
 )
-from worker.config import CassandraSettings
 
 TOPIC = "ratings"
 
@@ -275,7 +275,7 @@ def test_every_call_reports_its_latency(stack: StackInfo, isolated: Isolated) ->
 # -- archive checkpoints, holes, stream snapshots -------------------------------------------
 @pytest.mark.stack
 def test_archive_checkpoint_moves_only_forward_by_compare_and_set(store: CassandraStore) -> None:
-    from worker.cassandra_store import ArchiveConflict
+    from worker.stores.cassandra.store import ArchiveConflict
 
     store.archive.advance(TOPIC, 0, None, 5, 10)
     with pytest.raises(ArchiveConflict):
@@ -288,7 +288,7 @@ def test_archive_checkpoint_moves_only_forward_by_compare_and_set(store: Cassand
 
 @pytest.mark.stack
 def test_a_hole_in_the_log_is_an_error_naming_partition_and_offsets(store: CassandraStore) -> None:
-    from worker.cassandra_store import LogHoleError
+    from worker.stores.cassandra.store import LogHoleError
 
     for first, last in ((0, 99), (100, 199), (300, 399)):  # 200..299 never written
         u, i, v, t, o = _batch(1, first, last - first + 1)

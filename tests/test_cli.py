@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from worker.cli import SUBCOMMANDS, main
+from worker.cli.main import SUBCOMMANDS, main
 
 EXPECTED = {"stack", "worker", "produce", "retrain", "snapshots", "rollback", "restore",
             "recommend", "similar", "evaluate", "tune", "demo", "config"}

@@ -16,12 +16,13 @@ from confluent_kafka import Producer
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, synthetic_events
-from worker import demo
-from worker.cli import EXIT_OK, main
+from worker.cli import demo
+from worker.cli.common import EXIT_OK
+from worker.cli.main import main
+from worker.cli.ops_cli import _table
+from worker.cli.serving_cli import load_titles
 from worker.config import Settings
-from worker.ops_cli import _table
-from worker.serving_cli import load_titles
-from worker.serving_client import ServingClient
+from worker.serving.client import ServingClient
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def explicit(stack: StackInfo) -> Iterator[tuple[Settings, list[dict[str, object
     produce(settings, events)
     run_worker(settings, idle_exit_s=3)
     yield settings, events
-    from worker.redis_store import connect
+    from worker.stores.redis.store import connect
 
     r = connect(settings.redis)
     keys = list(r.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000))
@@ -141,7 +142,7 @@ def test_demo_closes_producers_before_the_stack_goes_down(
         def down(self) -> None:
             at_down.append(all(closed(p) for p in held))
 
-    monkeypatch.setattr("worker.stack.Stack", FakeStack)
+    monkeypatch.setattr("worker.devstack.Stack", FakeStack)
     monkeypatch.setattr(demo, "_demo", fake_demo)
     assert demo.run_demo(argparse.Namespace(keep_stack=False)) == EXIT_OK
     assert held and at_down == [True]

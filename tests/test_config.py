@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.cli.config_doc import render
 from worker.config import ConfigError, load_config, parse_set_flags
-from worker.config_doc import render
 
 
 def test_precedence_defaults_file_env_cli(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_settings_are_frozen() -> None:
 
 def test_configuration_doc_is_in_sync() -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-    assert doc.read_text() == render(), "regenerate: python -m worker.config_doc > docs/configuration.md"
+    assert doc.read_text() == render(), "regenerate: python -m worker.cli.config_doc > docs/configuration.md"
 
 
 def test_environ_for_reproduces_the_settings_in_a_child() -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from worker.config import CONFIG_FILE_ENV, ENV_PREFIX, Settings, load_config
-from worker.stack import StackConfig
+from worker.devstack import StackConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "deploy" / "compose"
@@ -281,7 +281,7 @@ def test_k8s_keda_scaledobject_matches_the_config(k8s_settings: Settings) -> Non
 
 
 def _cli_parses(args: list[str]) -> None:
-    from worker.cli import build_parser
+    from worker.cli.main import build_parser
 
     ns = build_parser().parse_args(args)
     assert getattr(ns, "func", None) is not None, args

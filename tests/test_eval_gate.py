@@ -96,7 +96,7 @@ def _result(model: GateModel):
 def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
     import scipy.sparse as sp
 
-    from worker.retrain_job import _evaluate, _gate
+    from worker.control.retrain_job import _evaluate, _gate
 
     serving, worse, u, i, v = _world(4, n=3000)
     if mode == "implicit":

@@ -61,7 +61,7 @@ def test_cross_validate_time_split_sees_only_the_past() -> None:
 
 def test_evaluate_defaults_use_the_adaptive_learner(capsys: pytest.CaptureFixture[str]) -> None:
     from online_als import defaults
-    from worker.cli import main
+    from worker.cli.main import main
     from worker.config import ModelSettings
 
     m = ModelSettings()

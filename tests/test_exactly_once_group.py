@@ -17,12 +17,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, store_for, synthetic_events, wait_for
 from tests.test_worker_stream import reference_model
-from worker import kafka_io, lifecycle
-from worker.applier import BatchApplier, decode_messages
-from worker.commit import CommitProtocol, Fenced
 from worker.config import Settings, environ_for
-from worker.loop import decode_config
-from worker.redis_store import RedisStore, dump_vectors
+from worker.control import lifecycle
+from worker.runtime.applier import BatchApplier, decode_messages
+from worker.runtime.commit import CommitProtocol, Fenced
+from worker.runtime.loop import decode_config
+from worker.stores import kafka as kafka_io
+from worker.stores.redis.store import RedisStore, dump_vectors
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 

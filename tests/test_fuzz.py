@@ -19,13 +19,13 @@ from confluent_kafka import Consumer, Producer
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.test_redis_cluster import redis_cluster  # noqa: F401  (module-scoped fixture)
-from worker import kafka_io
 from worker.config import Settings
 from worker.events import DLQ_MAX_VALUE_BYTES, DLQ_REASONS, MAGIC, VERSION, encode_binary
-from worker.keys import RedisKeys
-from worker.loop import Worker
 from worker.metrics import WorkerMetrics, start_http_server
-from worker.redis_store import RedisStore, dump_vectors
+from worker.runtime.loop import Worker
+from worker.stores import kafka as kafka_io
+from worker.stores.redis.keys import RedisKeys
+from worker.stores.redis.store import RedisStore, dump_vectors
 
 pytestmark = pytest.mark.stack
 

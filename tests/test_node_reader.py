@@ -24,10 +24,10 @@ import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings, unavailable
 from tests.streaming import produce, run_worker, store_for, synthetic_events
-from worker.bulk_load import ModelArrays, load_version
 from worker.config import Settings
-from worker.redis_store import connect
-from worker.serving_client import Recommendations, ServingClient
+from worker.serving.client import Recommendations, ServingClient
+from worker.stores.redis.bulk_load import ModelArrays, load_version
+from worker.stores.redis.store import connect
 
 pytestmark = pytest.mark.stack
 

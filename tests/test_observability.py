@@ -30,8 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.conftest import Isolated, StackInfo, make_settings, unavailable
 from tests.streaming import produce, synthetic_events
 from worker.config import load_config
-from worker.metrics import ALL_METRIC_NAMES, PREFIX, WorkerMetrics, start_http_server
-from worker.retrain_metrics import (
+from worker.control.retrain_metrics import (
     DEFAULT_JOB,
     OUTCOMES,
     PHASES,
@@ -42,6 +41,7 @@ from worker.retrain_metrics import (
     gateway_url,
     retrain_run,
 )
+from worker.metrics import ALL_METRIC_NAMES, PREFIX, WorkerMetrics, start_http_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -50,7 +50,7 @@ DATASOURCE = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "pro
 WORKER_JOB = "online-als-worker"
 #: Series Prometheus makes itself (the scrape health and the alert state).
 PROMETHEUS_BUILTINS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
-from worker.archive import ARCHIVE_METRIC_NAMES, ArchiveMetrics  # noqa: E402
+from worker.control.archive import ARCHIVE_METRIC_NAMES, ArchiveMetrics  # noqa: E402
 
 ARCHIVER_JOB = "online-als-archiver"
 
@@ -63,8 +63,8 @@ EXPORTED = (frozenset(ALL_METRIC_NAMES) | frozenset(RETRAIN_METRIC_NAMES)
 
 def require_tool(package: str, binary: str) -> str:
     """Path of a Debian tool, installed on demand; skip (fail under CI) when impossible."""
-    from worker.stack.config import StackError
-    from worker.stack.tools import ensure_debian_package
+    from worker.devstack.config import StackError
+    from worker.devstack.tools import ensure_debian_package
 
     try:
         ensure_debian_package(package, binary)
@@ -127,7 +127,7 @@ def query_panels(dash: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render_local_config(dst: Path, *, prom_port: int, workers: list[str],
                         pushgateways: list[str], interval: str = "1s") -> Path:
-    from worker.stack.tools import render_template
+    from worker.devstack.tools import render_template
 
     quote = lambda xs: ", ".join(f'"{x}"' for x in xs)  # noqa: E731
     render_template(PROM_DIR / "local.yml", dst, {
@@ -497,8 +497,8 @@ class PromAPI:
 @pytest.mark.timeout(180)
 def test_real_prometheus_scrapes_a_real_worker(stack: StackInfo, isolated: Isolated,
                                                tmp_path: Path) -> None:
-    from worker.loop import Worker
-    from worker.stack import Stack, StackConfig
+    from worker.devstack import Stack, StackConfig
+    from worker.runtime.loop import Worker
 
     require_tool("prometheus", "prometheus")
     n_events = 600

@@ -17,13 +17,13 @@ from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, start_worker_thread, store_for, synthetic_events
 from tests.test_system_of_record import assert_same_state, redis_state, wipe
 from tests.test_worker_stream import assert_redis_equals, reference_model
-from worker import lifecycle
-from worker.archive import Archiver
-from worker.bulk_load import delete_namespace
-from worker.cassandra_store import CassandraStore
 from worker.config import Settings, environ_for
-from worker.redis_store import dump_vectors
-from worker.retrain_job import CRASH_ENV, run_retrain
+from worker.control import lifecycle
+from worker.control.archive import Archiver
+from worker.control.retrain_job import CRASH_ENV, run_retrain
+from worker.stores.cassandra.store import CassandraStore
+from worker.stores.redis.bulk_load import delete_namespace
+from worker.stores.redis.store import dump_vectors
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -176,7 +176,7 @@ def test_a_retrain_never_switches_away_from_a_rollback_made_meanwhile(persisted:
         # a retrain that started while `second` served now tries to promote its version
         third = store.allocate_version()
         store.write_meta(third, {"format": 1, "mode": "explicit", "rank": 8, "status": "ready"})
-        from worker.cassandra_store import ModelVersion
+        from worker.stores.cassandra.store import ModelVersion
 
         cass.create_version(ModelVersion(version=third, mode="explicit", rank=8))
         cass.write_factors(third, "u", [], np.zeros((0, 8)))

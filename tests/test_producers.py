@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from online_als.datasets import Ratings, concat, rechunk, sort_by_time
-from producers.cli import add_produce_parser
 from producers.producer import RatingProducer, TokenBucket, replay
 from producers.sources import file_chunks, implicit_from_ratings, limit_rows, time_ordered
 from tests.conftest import require_module
-from worker.cli import EXIT_USAGE, main
+from worker.cli.common import EXIT_USAGE
+from worker.cli.main import main
+from worker.cli.produce import add_produce_parser
 from worker.config import KafkaSettings
 from worker.events import DecodeConfig, decode_batch
 

@@ -18,9 +18,9 @@ from online_als.datasets import Ratings, read_ratings, sort_by_time
 from producers.producer import RatingProducer, replay
 from producers.synthetic import generate
 from tests.conftest import Isolated, StackInfo, make_settings
-from worker.cli import main
+from worker.cli.main import main
 from worker.events import DecodeConfig, decode_batch
-from worker.kafka_io import ensure_topics
+from worker.stores.kafka import ensure_topics
 
 pytestmark = pytest.mark.stack
 

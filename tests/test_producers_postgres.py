@@ -25,7 +25,7 @@ from online_als.datasets import concat, load_movielens_100k, sort_by_time
 from producers.postgres import iter_postgres_chunks
 from tests.conftest import StackInfo, unavailable
 from tests.test_producers_kafka import consume_all, topic  # noqa: F401 - fixture
-from worker.cli import main
+from worker.cli.main import main
 from worker.events import DecodeConfig, decode_batch
 
 PORT = 55432

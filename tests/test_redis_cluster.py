@@ -83,7 +83,7 @@ def test_worker_on_a_redis_cluster_equals_the_in_memory_model(
         stack: StackInfo, isolated: Isolated, redis_cluster: int) -> None:
     import numpy as np
 
-    from worker.redis_store import RedisStore, dump_vectors
+    from worker.stores.redis.store import RedisStore, dump_vectors
 
     settings = make_settings(stack, isolated, **{"redis.cluster": True, "redis.port": redis_cluster,
                                                   "model.rank": 8, "worker.batch_max_events": 300})

@@ -26,9 +26,9 @@ from online_als.retrain import AlsWrParams, ImplicitParams, build_matrix, retrai
 from online_als.serving import item_stats, predict_explicit, top_n_batch
 from tests.conftest import Isolated, StackInfo, make_settings, require_module
 from tests.streaming import produce, run_worker, store_for, synthetic_events
-from worker.cassandra_store import CassandraStore
 from worker.config import environ_for
-from worker.retrain_backend import spark_params
+from worker.control.retrain_backend import spark_params
+from worker.stores.cassandra.store import CassandraStore
 
 pytestmark = [pytest.mark.timeout(600)]
 EXPLICIT = AlsWrParams(factors=50, reg=0.12, reg_bias=0.05, iterations=20, seed=0)
@@ -133,7 +133,7 @@ def test_implicit_ndcg_within_5pct_of_implicit_on_ml100k(spark: Any, movielens: 
 def test_cli_retrain_with_spark_backend_on_the_stack(stack: StackInfo, isolated: Isolated,
                                                      mode: str) -> None:
     require_module("pyspark")
-    from worker.archive import Archiver
+    from worker.control.archive import Archiver
 
     settings = make_settings(stack, isolated, **{
         "cassandra.enabled": True, "model.rank": 8, "model.mode": mode,
@@ -169,7 +169,7 @@ def test_cli_retrain_with_spark_backend_on_the_stack(stack: StackInfo, isolated:
 
 def test_backend_must_match_the_mode_and_spark_conf_is_parsed() -> None:
     from worker.config import ConfigError, load_config
-    from worker.retrain_backend import fit_model
+    from worker.control.retrain_backend import fit_model
 
     s = load_config(overrides={"model.mode": "implicit", "retrain.backend": "als_wr",
                                "retrain.spark_conf": "spark.executor.memory=8g, a.b=c"},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import ConfigError, load_config
-from worker.kafka_io import client_config
+from worker.stores.kafka import client_config
 
 
 def _error(**env: str) -> str:

@@ -19,11 +19,11 @@ from confluent_kafka.admin import AdminClient
 
 from tests.conftest import CORE, Isolated, unavailable
 from tests.streaming import synthetic_events
-from worker import kafka_io
-from worker.cli import main
+from worker.cli.main import main
 from worker.config import Settings, load_config
-from worker.stack import Stack, StackConfig
-from worker.stack.tls import TlsMaterial, client_env
+from worker.devstack import Stack, StackConfig
+from worker.devstack.tls import TlsMaterial, client_env
+from worker.stores import kafka as kafka_io
 
 pytestmark = pytest.mark.stack
 
@@ -75,8 +75,8 @@ def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
 def test_stream_retrain_rollback_and_serve_over_tls(
         secure_stack: SecureStack, isolated: Isolated, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from worker.archive import Archiver
-    from worker.loop import Worker
+    from worker.control.archive import Archiver
+    from worker.runtime.loop import Worker
 
     settings = _settings(monkeypatch, secure_stack.env(isolated))
     assert settings.kafka.security_protocol == "SASL_SSL" and settings.redis.tls

@@ -26,15 +26,12 @@ from online_als.serving import SimilarityIndex, fold_in_user, fold_in_user_expli
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, store_for, synthetic_events
 from tests.test_worker_stream import reference_model
-from worker.cli import EXIT_DOWN, EXIT_OK, main
+from worker.cli.common import EXIT_DOWN, EXIT_OK
+from worker.cli.main import main
 from worker.config import Settings
-from worker.keys import FORMAT_VERSION, RedisKeys
-from worker.redis_store import RedisStore, SeenUpdates, connect
-from worker.serving_client import (
-    FoldInParams,
-    NoModelError,
-    ServingClient,
-)
+from worker.serving.client import FoldInParams, NoModelError, ServingClient
+from worker.stores.redis.keys import FORMAT_VERSION, RedisKeys
+from worker.stores.redis.store import RedisStore, SeenUpdates, connect
 
 pytestmark = pytest.mark.stack
 
@@ -544,7 +541,7 @@ def test_cli_recommend_and_similar(explicit_model: Trained, tmp_path: Path,
 
 
 def test_keys_module_is_the_only_key_builder() -> None:
-    """The client builds keys through worker.keys (spec: docs/redis-keys.md)."""
-    source = Path(__file__).parents[1].joinpath("worker", "serving_client.py").read_text()
+    """The client builds keys through worker.stores.redis.keys (spec: docs/redis-keys.md)."""
+    source = Path(__file__).parents[1].joinpath("worker", "serving", "client.py").read_text()
     assert ":v{" not in source and "RedisKeys" in source
     assert RedisKeys("p").seen(3, "u") == "p:v3:s:{u}"

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from tests.conftest import StackInfo
-from worker.cli import EXIT_OK, EXIT_USAGE, main
+from worker.cli.common import EXIT_OK, EXIT_USAGE
+from worker.cli.main import main
 
 pytestmark = pytest.mark.stack
 

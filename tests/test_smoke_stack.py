@@ -10,8 +10,8 @@ from cassandra.cluster import Cluster
 from confluent_kafka import Consumer, Producer
 
 from tests.conftest import Isolated, StackInfo
-from worker import kafka_io
 from worker.config import KafkaSettings
+from worker.stores import kafka as kafka_io
 
 pytestmark = pytest.mark.stack
 

@@ -1,4 +1,4 @@
-"""The local stack (worker.stack): fast unit checks, then checks on the real servers.
+"""The local stack (worker.devstack): fast unit checks, then checks on the real servers.
 
 Tests marked `stack` use the one shared stack on the standard ports (Redis 6379, Kafka 9092,
 Cassandra 9042). The fixture brings it up when needed and, unless ONLINE_ALS_STACK_KEEP=1,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.stack import (
+from worker.devstack import (
     CORE_COMPONENTS,
     Stack,
     StackConfig,
@@ -26,9 +26,9 @@ from worker.stack import (
     proc,
     select_components,
 )
-from worker.stack.cassandra import CASSANDRA_JAVA_VERSIONS
-from worker.stack.redis import RedisServer, ping
-from worker.stack.tools import render_template, require_java
+from worker.devstack.cassandra import CASSANDRA_JAVA_VERSIONS
+from worker.devstack.redis import RedisServer, ping
+from worker.devstack.tools import render_template, require_java
 
 # ---- unit checks (no servers) ------------------------------------------------------------
 

@@ -19,13 +19,13 @@ import pytest
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, store_for, synthetic_events, wait_for
 from tests.test_worker_stream import assert_redis_equals, reference_model
-from worker.applier import AUX_FIELD, BatchApplier
-from worker.archive import Archiver
-from worker.cassandra_store import CassandraStore
 from worker.config import Settings, environ_for
-from worker.loop import Worker
-from worker.materialize import materialize
-from worker.redis_store import RedisStore, dump_vectors
+from worker.control.archive import Archiver
+from worker.control.materialize import materialize
+from worker.runtime.applier import AUX_FIELD, BatchApplier
+from worker.runtime.loop import Worker
+from worker.stores.cassandra.store import CassandraStore
+from worker.stores.redis.store import RedisStore, dump_vectors
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -258,6 +258,6 @@ MEAN_ABS_TOLERANCE = {"sgd": 0.03, "adaptive": 0.12}
 
 
 def lifecycle_restore(settings: Settings, cass: CassandraStore, store: RedisStore):  # type: ignore[no-untyped-def]
-    from worker.lifecycle import restore
+    from worker.control.lifecycle import restore
 
     return restore(settings, cass, store)

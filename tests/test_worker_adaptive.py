@@ -16,9 +16,9 @@ from online_als.model import ModelState
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, store_for, synthetic_events
 from tests.test_worker_stream import assert_redis_equals
-from worker import lifecycle
-from worker.bulk_load import ModelArrays, load_version
 from worker.config import ConfigError, load_config
+from worker.control import lifecycle
+from worker.stores.redis.bulk_load import ModelArrays, load_version
 
 
 def test_learner_settings_come_from_the_defaults_and_bad_values_say_how_to_fix_them() -> None:
@@ -89,7 +89,7 @@ def test_a_version_loaded_without_aux_state_learns_like_the_library_from_its_fac
 
 
 def test_stream_snapshots_carry_aux_state(stack: StackInfo, isolated: Isolated) -> None:
-    from worker.cassandra_store import CassandraStore
+    from worker.stores.cassandra.store import CassandraStore
 
     settings = make_settings(stack, isolated, **{"cassandra.enabled": True})
     with CassandraStore(settings.cassandra) as cass:
@@ -123,9 +123,9 @@ def test_stream_snapshots_carry_aux_state(stack: StackInfo, isolated: Isolated) 
 def test_bulk_load_writes_aux_state_on_both_paths(stack: StackInfo, isolated: Isolated,
                                                   counts: bool) -> None:
     """ModelArrays' optional aux goes to `a`, the same bytes streamed or pipelined."""
-    from worker import bulk_load
-    from worker.applier import AUX_FIELD
-    from worker.redis_store import RedisStore
+    from worker.runtime.applier import AUX_FIELD
+    from worker.stores.redis import bulk_load
+    from worker.stores.redis.store import RedisStore
 
     store = store_for(make_settings(stack, isolated))
     rng = np.random.default_rng(3)

@@ -90,7 +90,7 @@ def test_redis_retries_are_bounded_by_the_budget(stack: StackInfo, isolated: Iso
     inside max.poll.interval.ms, instead of lingering as a zombie owner."""
     import socket
 
-    from worker.loop import Worker
+    from worker.runtime.loop import Worker
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

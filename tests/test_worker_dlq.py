@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, synthetic_events
 from worker.events import REASONS, decode_batch
-from worker.loop import Worker, decode_config
 from worker.metrics import ALL_METRIC_NAMES, WorkerMetrics, start_http_server
-from worker.redis_store import RedisStore
+from worker.runtime.loop import Worker, decode_config
+from worker.stores.redis.store import RedisStore
 
 pytestmark = pytest.mark.stack
 
@@ -129,7 +129,7 @@ def test_a_message_that_fails_unexpectedly_is_dead_lettered_as_internal(
         stack: StackInfo, isolated: Isolated, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: the kernel step raises for one item id; the worker finds that message,
     dead-letters it with reason `internal` and applies everything else (no crash loop)."""
-    from worker.applier import BatchApplier
+    from worker.runtime.applier import BatchApplier
 
     settings = make_settings(stack, isolated, **{"model.rank": 8, "worker.batch_max_events": 50})
     events = synthetic_events(200, 30, 20, seed=5)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, start_worker_thread, store_for, synthetic_events
-from worker.redis_store import dump_vectors
+from worker.stores.redis.store import dump_vectors
 
 pytestmark = pytest.mark.stack
 

@@ -9,9 +9,9 @@ from online_als.adaptive import AdaptiveModel, event_seconds, fill_fresh_aux
 from online_als.online import OnlineModel
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, store_for, synthetic_events
-from worker.applier import AUX_FIELD
 from worker.config import Settings
-from worker.redis_store import dump_vectors
+from worker.runtime.applier import AUX_FIELD
+from worker.stores.redis.store import dump_vectors
 
 pytestmark = pytest.mark.stack
 

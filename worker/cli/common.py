@@ -1,0 +1,44 @@
+"""What every ``online-als`` subcommand module shares: exit codes, the errors that
+map to them, the common flags, settings loading and output.
+
+Exit codes: 0 success, 1 failure, 2 bad usage or configuration, 3 something is down/missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from worker.config import Settings, load_config, parse_set_flags
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A bad argument or input file: one line on stderr, exit 2."""
+
+
+class NothingToDo(Exception):
+    """Nothing to act on (no model, no such version): one line on stderr, exit 3."""
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Flags every subcommand takes: config file, --set overrides, --json, --log-level."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or ONLINE_ALS_CONFIG)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
+                        help="override one setting, e.g. --set model.rank=32 (repeatable)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_config(getattr(args, "config", None), parse_set_flags(getattr(args, "set", [])))
+
+
+def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | None = None) -> None:
+    if getattr(args, "json", False) or human is None:
+        print(json.dumps(payload, indent=None if getattr(args, "json", False) else 2, default=str))
+    else:
+        print(human(payload))

@@ -1,0 +1,350 @@
+"""The version lifecycle: the only code that creates, loads, promotes, rolls back, restores,
+fails and retires model versions.
+
+It alone moves ``<P>:current`` (a compare-and-set on the version the caller expects, so a
+finishing retrain can never silently switch away from a rollback made meanwhile), writes
+version meta and the Cassandra status, and appends to both switch logs.
+
+States (Cassandra ``model_versions.status``): ``building`` -> ``ready`` -> ``promoted`` ->
+``rolled_back`` (and back); ``rejected`` by the quality gate; ``failed`` when a retrain died
+or lost the race (its Redis namespace is removed). In Redis only ``retrain.keep_last``
+versions stay resident; older ones live in Cassandra and come back through :func:`rollback`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from worker.config import Settings
+from worker.stores.redis.bulk_load import delete_namespace, load_version
+from worker.stores.redis.keys import FORMAT_VERSION
+from worker.stores.redis.store import RedisStore
+
+log = logging.getLogger("online_als.lifecycle")
+UNFINISHED = ("building", "ready")
+
+
+class SwitchRefused(RuntimeError):
+    """The serving version is not the one the caller expected (someone switched meanwhile)."""
+
+
+def serving_version(cass: Any) -> int | None:
+    """The version that serves according to Cassandra: the newest switch, else the newest
+    promoted version."""
+    switches = cass.list_switches(limit=1)
+    if switches:
+        return int(switches[0].version)
+    latest = cass.latest_version(("promoted",))
+    return int(latest.version) if latest else None
+
+
+# -- generation: how workers notice that Redis lost its state ----------------------------
+def new_generation(store: RedisStore) -> str:
+    token = uuid.uuid4().hex
+    store.client.set(store.keys.generation(), token)
+    return token
+
+
+def ensure_generation(store: RedisStore) -> str:
+    store.client.set(store.keys.generation(), uuid.uuid4().hex, nx=True)
+    token = store.generation()
+    assert token is not None
+    return token
+
+
+# -- switching -------------------------------------------------------------------------
+def switch(store: RedisStore, cass: Any, expected: int | None, version: int, reason: str,
+           actor: str) -> None:
+    """Move ``current`` from ``expected`` to ``version`` or raise :class:`SwitchRefused`."""
+    if not store.compare_and_switch(expected, version, reason, actor):
+        raise SwitchRefused(
+            f"serving version is {store.current_version()}, not {expected}: someone switched "
+            f"meanwhile, so version {version} was not switched in ({reason})")
+    if cass is not None:
+        cass.record_switch(version, reason, actor)
+    log.info("serving version %s -> %d (%s)", expected, version, reason)
+
+
+def _bump_counter(store: RedisStore, cass: Any) -> None:
+    """Never hand out a version number Cassandra already knows."""
+    if cass is None:
+        return
+    highest = max([v.version for v in cass.list_versions()], default=0)
+    counter = store.keys.version_counter()
+    if int(store.client.get(counter) or 0) < highest:
+        store.client.set(counter, highest)
+
+
+def bootstrap(settings: Settings, store: RedisStore, cass: Any = None) -> int:
+    """The serving version, creating an empty online-only one when there is none."""
+    current = store.current_version()
+    if current is not None:
+        return current
+    _bump_counter(store, cass)
+    version = store.allocate_version()
+    m = settings.model
+    delete_namespace(store, version)  # keys a writer left after a wipe must not leak in
+    store.write_meta(version, {"mode": m.mode, "rank": m.rank, "global_mean": m.global_mean,
+                               "source": "bootstrap", "format": FORMAT_VERSION,
+                               "status": "online", "created_at": time.time()})
+    if cass is not None:
+        import numpy as np
+
+        from worker.stores.cassandra.store import ModelVersion
+
+        empty = np.zeros((0, m.rank), dtype=np.float32)
+        cass.write_factors(version, "u", [], empty)
+        cass.write_factors(version, "i", [], empty)
+        cass.create_version(ModelVersion(
+            version=version, status="promoted", mode=m.mode, rank=m.rank,
+            topic=settings.kafka.topic, params={"global_mean": m.global_mean},
+            notes="bootstrap: online updates only"))
+    try:
+        switch(store, cass, None, version, "bootstrap", settings.worker.name)
+    except SwitchRefused:  # another worker bootstrapped first: serve its version
+        delete_namespace(store, version)
+        if cass is not None:
+            with contextlib.suppress(Exception):
+                cass.delete_version(version)
+        return int(store.current_version())  # type: ignore[arg-type]
+    new_generation(store)
+    return version
+
+
+# -- loading from Cassandra ------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadReport:
+    version: int
+    users: int
+    items: int
+    log_events: int
+    replayed: int
+    checkpoints: dict[int, int]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def load_from_cassandra(settings: Settings, cass: Any, store: RedisStore, version: int,
+                        source: str) -> LoadReport:
+    """Write ``version`` into its Redis namespace as of the end of the contiguous log: its
+    newest snapshot plus the log replayed after it, seen-hashes and item counts from the
+    whole log, checkpoints at the log's end (workers continue from Kafka there)."""
+    from worker.control.materialize import load_base, rebuild
+
+    t0 = time.perf_counter()
+    mat = load_base(cass, settings, version)
+    upto = {p: max(o, mat.offsets.get(p, 0))
+            for p, o in cass.contiguous_offsets(settings.kafka.topic).items()}
+    hist = rebuild(cass, settings, mat, upto)
+    arrays = mat.arrays()
+    load_version(store, version, arrays, item_counts=hist.item_events, checkpoints=upto,
+                 topic=settings.kafka.topic, implicit_reg=settings.model.foldin_regularization,
+                 source=source, seen=(hist.seen.indptr, hist.seen.indices, hist.seen.data))
+    return LoadReport(version, len(arrays.user_ids), len(arrays.item_ids), hist.events,
+                      mat.replayed, upto, time.perf_counter() - t0)
+
+
+def restore(settings: Settings, cass: Any, store: RedisStore, force: bool = False) -> LoadReport:
+    """Rebuild the serving version in Redis from Cassandra and point at it (the caller holds
+    :func:`load_lock`)."""
+    current = store.current_version()
+    if current is not None and not force:
+        raise RuntimeError("Redis already holds a current model version; use --force to replace")
+    version = serving_version(cass)
+    if version is None:
+        raise LookupError("Cassandra holds no promoted model version to restore")
+    _bump_counter(store, cass)
+    report = load_from_cassandra(settings, cass, store, version, "restore")
+    store.write_meta(version, {"status": "serving"})
+    switch(store, None, current, version, "restore from Cassandra", "online-als restore")
+    new_generation(store)
+    log.info("restored version %d: %d users, %d items, %d log events (%d replayed) in %.1fs",
+             version, report.users, report.items, report.log_events, report.replayed,
+             report.seconds)
+    return report
+
+
+# -- retrain: lock, promotion, failure ---------------------------------------------------
+@contextlib.contextmanager
+def _lease(store: RedisStore, key: str, ttl_s: float, wait_s: float) -> Iterator[bool]:
+    """Hold ``key`` (SET NX PX) while the block runs, renewed every ttl/3, so it expires soon
+    after the holder dies. Yields False when it could not be had within ``wait_s``."""
+    token, ttl_ms = uuid.uuid4().hex, max(1000, int(ttl_s * 1000))
+    deadline = time.monotonic() + wait_s
+    while not (got := bool(store.client.set(key, token, nx=True, px=ttl_ms))):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl_s / 3):
+            with contextlib.suppress(Exception):
+                if store.client.get(key) == token.encode():
+                    store.client.pexpire(key, ttl_ms)
+
+    if got:
+        threading.Thread(target=renew, name=f"lease {key}", daemon=True).start()
+    try:
+        yield got
+    finally:
+        done.set()
+        if got:
+            with contextlib.suppress(Exception):
+                if store.client.get(key) == token.encode():
+                    store.client.delete(key)
+
+
+@contextlib.contextmanager
+def load_lock(store: RedisStore, wait_s: float = 0.0, ttl_s: float = 60.0) -> Iterator[bool]:
+    """Serialises loading versions from Cassandra into Redis (restore, rollback): two loads
+    of one namespace at once would delete each other's keys. True to the holder."""
+    with _lease(store, store.keys.restore_lock(), ttl_s, wait_s) as got:
+        yield got
+
+
+@contextlib.contextmanager
+def retrain_lock(store: RedisStore, ttl_s: float) -> Iterator[None]:
+    """Only one retrain at a time; the lease is renewed while it runs and expires soon after
+    the process dies, so the next retrain can clean up after a killed one."""
+    with _lease(store, store.keys.retrain_lock(), ttl_s, 0.0) as got:
+        if not got:
+            raise RuntimeError("another retrain is running (its lock is held); try again later")
+        yield
+
+
+def fail(store: RedisStore, cass: Any, version: int, reason: str) -> None:
+    """Mark ``version`` failed (if it never served) and remove its Redis namespace."""
+    if store.current_version() == version:
+        raise RuntimeError(f"version {version} is serving; it cannot be failed")
+    meta = cass.get_version(version) if cass is not None else None
+    if meta is not None and meta.status in UNFINISHED:
+        try:
+            cass.set_version_status(version, "failed", reason[:500])
+        except Exception:  # it moved meanwhile: whoever moved it owns it now
+            log.exception("could not mark version %d failed", version)
+    delete_namespace(store, version)
+    log.warning("version %d failed: %s", version, reason)
+
+
+def abandon_unfinished(store: RedisStore, cass: Any) -> list[int]:
+    """Fail the versions a dead retrain left behind (call with the retrain lock held)."""
+    current = store.current_version()
+    out = []
+    for meta in cass.list_versions():
+        if meta.status in UNFINISHED and meta.version != current:
+            fail(store, cass, meta.version, "abandoned: the retrain that built it died")
+            out.append(meta.version)
+    for version in resident_versions(store):
+        if version != current and cass.get_version(version) is None:
+            delete_namespace(store, version)  # a namespace Cassandra never heard of
+            out.append(version)
+    return sorted(set(out))
+
+
+def promote(settings: Settings, cass: Any, store: RedisStore, version: int,
+            expected: int | None, reason: str = "retrain promoted") -> None:
+    """Switch serving from ``expected`` to the loaded, caught-up ``version``."""
+    store.write_meta(version, {"status": "serving"})
+    try:
+        switch(store, cass, expected, version, reason, "online-als retrain")
+    except SwitchRefused as exc:
+        fail(store, cass, version, str(exc))
+        raise
+    cass.set_version_status(version, "promoted", "", expected_status="ready")
+
+
+# -- rollback --------------------------------------------------------------------------
+def rollback(settings: Settings, cass: Any, store: RedisStore, version: int,
+             reason: str) -> dict[str, Any]:
+    """Serve ``version`` again; load it from Cassandra first when Redis does not hold it."""
+    t0 = time.perf_counter()
+    meta = cass.get_version(version)
+    if meta is None:
+        raise LookupError(f"no model version {version} in Cassandra")
+    if meta.status not in ("promoted", "rolled_back", "rejected"):
+        raise LookupError(f"version {version} is {meta.status!r}; only versions that served or "
+                          "were rejected by the gate can be rolled back to")
+    with load_lock(store, wait_s=600) as held:
+        if not held:
+            raise RuntimeError("another process has been loading a version for 10 minutes; "
+                               "retry the rollback when it is done")
+        resident = store.read_meta(version)
+        loaded = False
+        if resident is None or resident.status not in ("ready", "serving", "online"):
+            load_from_cassandra(settings, cass, store, version, "rollback")
+            loaded = True
+        previous = store.current_version()
+        if previous != version:
+            switch(store, cass, previous, version, reason, "online-als rollback")
+        if store.generation() is None:  # Redis had lost its state: this is the new one
+            new_generation(store)
+    seconds = time.perf_counter() - t0
+    if previous is not None and previous != version:
+        try:
+            prev = cass.get_version(previous)
+            if prev is not None and prev.status == "promoted":
+                cass.set_version_status(previous, "rolled_back", reason)
+            if meta.status != "promoted":
+                cass.set_version_status(version, "promoted", reason)
+        except Exception:  # the switch happened; status bookkeeping must not undo it
+            log.exception("could not record the statuses of versions %s -> %s", previous, version)
+    return {"to": version, "from": previous, "loaded_from_cassandra": loaded,
+            "seconds": round(seconds, 4)}
+
+
+# -- retention -------------------------------------------------------------------------
+def resident_versions(store: RedisStore) -> list[int]:
+    """Versions with a namespace (meta) in Redis."""
+    pattern = re.compile(rf"^{re.escape(store.keys.prefix)}:v(\d+):meta$")
+    out = set()
+    for key in store.client.scan_iter(match=f"{store.keys.prefix}:v*:meta", count=1000):
+        m = pattern.match(key.decode() if isinstance(key, bytes) else key)
+        if m:
+            out.add(int(m.group(1)))
+    return sorted(out)
+
+
+def versions_to_delete(versions: list[Any], current: int | None, keep_last: int,
+                       keep_promoted_days: float, now: float | None = None) -> list[int]:
+    """Versions retention removes from Cassandra: all but the last ``keep_last``, the
+    serving one, and promoted ones younger than ``keep_promoted_days``."""
+    now = time.time() if now is None else now
+    ordered = sorted(versions, key=lambda v: v.version)
+    recent = {v.version for v in ordered[-keep_last:]}
+    out = []
+    for v in ordered:
+        young_promoted = (v.status in ("promoted", "rolled_back")
+                          and now - v.created_at < keep_promoted_days * 86400)
+        if v.version == current or v.version in recent or young_promoted:
+            continue
+        out.append(v.version)
+    return out
+
+
+def apply_retention(settings: Settings, cass: Any, store: RedisStore) -> dict[str, list[int]]:
+    """Redis keeps the newest ``keep_last`` namespaces (always the serving one); Cassandra
+    keeps those plus promoted versions younger than ``keep_promoted_days``."""
+    r = settings.retrain
+    current = store.current_version()
+    resident = resident_versions(store)
+    keep = set(sorted(v for v in resident if v != current)[-(r.keep_last - 1):]
+               if r.keep_last > 1 else []) | {current}
+    evicted = [v for v in resident if v not in keep]
+    for version in evicted:
+        delete_namespace(store, version)
+    doomed = versions_to_delete(cass.list_versions(), current, r.keep_last, r.keep_promoted_days)
+    for version in doomed:
+        delete_namespace(store, version)
+        cass.delete_version(version)
+    return {"evicted_from_redis": evicted, "deleted": doomed}

@@ -1,0 +1,235 @@
+"""A version's streaming state, rebuilt from Cassandra alone: a snapshot plus the log after it.
+
+The workers keep Redis; Cassandra keeps the inputs (the ratings log, complete by construction,
+see :mod:`worker.control.archive`) and, now and then, a *stream snapshot* of each serving version.
+Any later state of the version is the newest snapshot (or the version's base: a retrain's fit,
+or nothing for a bootstrap version) with the log replayed from the snapshot's offsets through
+the same kernels, in (partition, offset) order. With one partition that is exactly the order a
+worker applies, so the result is bit-identical to Redis at the same offsets (explicit mode);
+with several partitions the interleaving differs and vectors agree within the tolerance stated
+in ``docs/exactly-once.md``.
+
+>>> mat = materialize(cass, settings, version=3)          # doctest: +SKIP
+>>> mat.offsets, mat.model.state.n_users                   # doctest: +SKIP
+({0: 300000}, 20000)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from online_als.adaptive import AdaptiveModel, event_seconds
+from online_als.idmap import IdMap
+from online_als.model import ModelState
+from online_als.online import ExplicitParams, ImplicitParams, OnlineModel
+from online_als.retrain.matrix import build_matrix
+from worker.config import Settings
+from worker.stores.redis.bulk_load import ModelArrays
+
+log = logging.getLogger("online_als.materialize")
+
+
+@dataclass
+class Materialized:
+    """One version's vectors as of the log offsets ``offsets`` (next offset per partition)."""
+
+    version: int
+    offsets: dict[int, int]
+    model: OnlineModel | AdaptiveModel
+    replayed: int = 0
+
+    def arrays(self) -> ModelArrays:
+        s = self.model.state
+        return ModelArrays(s.mode, s.k, float(s.global_mean), s.users.to_list(),
+                           s.user_factors.copy(), s.user_bias.copy(), s.items.to_list(),
+                           s.item_factors.copy(), s.item_bias.copy(), *self.aux())
+
+    def aux(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Copies of the adaptive learner's per-entity state (the Redis field `a`), rows in
+        the model's id order; (None, None) for the other learners."""
+        if not isinstance(self.model, AdaptiveModel):
+            return None, None
+        return self.model.user_aux.copy(), self.model.item_aux.copy()
+
+
+def online_model(settings: Settings, mode: str, rank: int, global_mean: float,
+                 arrays: ModelArrays | None = None,
+                 aux: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+                 ) -> OnlineModel | AdaptiveModel:
+    """The in-memory learner a worker's applier is equivalent to (same kernels, init, params).
+
+    Explicit mode with ``model.learner = "adaptive"``: an :class:`AdaptiveModel` with the
+    worker's init and params, starting from ``aux`` (user, item tables in ``arrays``' id
+    order) where it has some (rows without are initialised as the worker initialises a key
+    without `a`)."""
+    m = settings.model
+    u_scale, i_scale = m.init_scales()
+    params: ExplicitParams | ImplicitParams
+    if mode == "explicit" and m.learner == "adaptive":
+        state = _state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays)
+        return AdaptiveModel.from_state(state, m.adaptive_params(), *aux)
+    if mode == "explicit":
+        params = ExplicitParams(m.learning_rate, m.regularization, m.bias_regularization,
+                                m.gradient_clip, track_mean=False)
+    else:
+        params = ImplicitParams(m.foldin_regularization, m.alpha, m.update_items)
+    return OnlineModel(_state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays), params)
+
+
+def _state(mode: str, rank: int, seed: int, u_scale: float, i_scale: float, global_mean: float,
+           arrays: ModelArrays | None) -> ModelState:
+    kwargs: dict[str, Any] = {"seed": seed, "user_init_scale": u_scale,
+                              "item_init_scale": i_scale, "global_mean": float(global_mean)}
+    if arrays is None:
+        return ModelState(mode, rank, **kwargs)  # type: ignore[arg-type]
+    return ModelState.from_arrays(
+        mode, arrays.user_ids, arrays.user_factors, arrays.user_bias,  # type: ignore[arg-type]
+        arrays.item_ids, arrays.item_factors, arrays.item_bias, **kwargs)
+
+
+def load_base(cass: Any, settings: Settings, version: int,
+              not_after: dict[int, int] | None = None) -> Materialized:
+    """The newest committed stream snapshot of ``version`` (with ``not_after``: the newest
+    whose offsets are all at or before it), else its base snapshot."""
+    from worker.stores.cassandra.store import FactorsNotFound
+
+    meta = cass.get_version(version)
+    if meta is None:
+        raise LookupError(f"Cassandra has no model version {version}")
+    global_mean = float(meta.params.get("global_mean", settings.model.global_mean))
+    snaps = cass.archive.snapshots(version)
+    if not_after is not None:
+        snaps = [sn for sn in snaps
+                 if all(o <= not_after.get(p, 0) for p, o in sn.offsets.items())]
+        if any(o > not_after.get(p, 0) for p, o in meta.cutoff.items()):
+            raise LookupError(f"version {version} starts after {not_after}")
+    ua = ia = None  # aux state: only stream snapshots carry it (a retrain's base has none)
+    if snaps:
+        snap = snaps[0]
+        uids, uf, ub, ua = cass.archive.read_snapshot(snap, "u", aux=True)
+        iids, itf, ib, ia = cass.archive.read_snapshot(snap, "i", aux=True)
+        offsets = dict(snap.offsets)
+    else:
+        try:
+            uids, uf, ub = cass.read_factors(version, "u")
+            iids, itf, ib = cass.read_factors(version, "i")
+        except FactorsNotFound:  # a bootstrap version that never got its empty base
+            uids, iids = [], []
+            uf = itf = np.zeros((0, meta.rank), np.float32)
+            ub = ib = np.zeros(0, np.float32)
+        offsets = {int(p): int(o) for p, o in meta.cutoff.items()}
+    arrays = ModelArrays(meta.mode, meta.rank, global_mean, uids, uf, ub, iids, itf, ib)
+    return Materialized(version, offsets, online_model(settings, meta.mode, meta.rank,
+                                                       global_mean, arrays, (ua, ia)))
+
+
+def replay_chunks(mat: Materialized, chunks: Iterator[Any]) -> Iterator[Any]:
+    """Pass log chunks through, learning the events at or after ``mat.offsets``."""
+    for chunk in chunks:
+        users, items, values, ts, parts, offsets = chunk
+        start = np.array([mat.offsets.get(int(p), 0) for p in range(int(parts.max()) + 1)]
+                         if len(parts) else [0], dtype=np.int64)
+        new = offsets >= start[parts]
+        if new.any():
+            if isinstance(mat.model, AdaptiveModel):  # the worker's clock: event_seconds
+                mat.model.learn_batch(users[new], items[new], values[new],
+                                      event_seconds(ts[new]))
+            else:
+                mat.model.learn_batch(users[new], items[new], values[new])
+            mat.replayed += int(new.sum())
+        yield chunk
+
+
+def advance(cass: Any, settings: Settings, mat: Materialized, upto: dict[int, int]) -> int:
+    """Replay the log from ``mat.offsets`` to ``upto`` (checked for holes); returns events."""
+    before = mat.replayed
+    starts = {p: min(mat.offsets.get(p, 0), c) for p, c in upto.items()}
+    begin = _archive_starts(cass, settings, starts)
+    chunks = cass.iter_contiguous_log(settings.kafka.topic, upto, begin, settings.retrain.chunk_rows)
+    for _ in replay_chunks(mat, chunks):
+        pass
+    mat.offsets = {**mat.offsets, **upto}
+    return mat.replayed - before
+
+
+def _archive_starts(cass: Any, settings: Settings, starts: dict[int, int]) -> dict[int, int]:
+    ranges = cass.archive_ranges(settings.kafka.topic)
+    return {p: max(s, ranges[p].start if p in ranges else 0) for p, s in starts.items()}
+
+
+def materialize_at(cass: Any, settings: Settings, version: int,
+                   upto: dict[int, int]) -> Materialized:
+    """``version`` exactly as of ``upto`` (e.g. a retrain's holdout boundary), from the newest
+    snapshot at or before it; raises LookupError when the version starts after ``upto``."""
+    mat = load_base(cass, settings, version, not_after=upto)
+    advance(cass, settings, mat, upto)
+    return mat
+
+
+def materialize(cass: Any, settings: Settings, version: int,
+                upto: dict[int, int] | None = None) -> Materialized:
+    """``version`` as of ``upto`` (default: the end of the contiguous archived log)."""
+    mat = load_base(cass, settings, version)
+    target = cass.contiguous_offsets(settings.kafka.topic) if upto is None else upto
+    target = {p: max(o, mat.offsets.get(p, 0)) for p, o in target.items()}
+    advance(cass, settings, mat, target)
+    return mat
+
+
+@dataclass(frozen=True)
+class History:
+    """What a version's Redis namespace holds besides vectors, rebuilt from the log."""
+
+    seen: sp.csr_matrix  # users x items, rows/cols in the model's id order
+    item_events: np.ndarray  # int64 per item: events in the log (the `n` field)
+    events: int
+
+
+class ItemEventCounter:
+    """Counts events per item over log chunks (the meaning of `n` everywhere)."""
+
+    def __init__(self, items: IdMap) -> None:
+        self.items = items
+        self.counts: np.ndarray = np.zeros(len(items), dtype=np.int64)
+
+    def chunks(self, chunks: Iterator[Any]) -> Iterator[tuple[Any, Any, Any]]:
+        for users, items, values, *_ in chunks:
+            rows = self.items.rows_for(items, add=True)
+            if len(self.items) > len(self.counts):
+                self.counts = np.concatenate(
+                    [self.counts, np.zeros(len(self.items) - len(self.counts), np.int64)])
+            self.counts += np.bincount(rows, minlength=len(self.counts))
+            yield users, items, values
+
+
+def rebuild(cass: Any, settings: Settings, mat: Materialized, upto: dict[int, int]) -> History:
+    """Replay ``mat`` to ``upto`` and, in the same pass over the whole log, rebuild the
+    seen-history and per-item event counts of its ids."""
+    s = mat.model.state
+    starts = _archive_starts(cass, settings, {p: 0 for p in upto})
+    chunks = cass.iter_contiguous_log(settings.kafka.topic, upto, starts,
+                                      settings.retrain.chunk_rows)
+    dup: Literal["sum", "last"] = "last" if s.mode == "explicit" else "sum"
+    users, items = IdMap.from_list(s.users.to_list()), IdMap.from_list(s.items.to_list())
+    counter = ItemEventCounter(items)
+    hist = build_matrix(counter.chunks(replay_chunks(mat, chunks)), dup, users=users, items=items)
+    mat.offsets = {**mat.offsets, **upto}
+    # map the builder's rows and columns (first seen in the log) to the model's order
+    n_users, n_items = s.n_users, s.n_items
+    to_u = s.users.rows_for(users.to_list(), add=False)
+    to_i = s.items.rows_for(items.to_list(), add=False)
+    coo = hist.matrix.tocoo()
+    keep = (to_u[coo.row] >= 0) & (to_i[coo.col] >= 0)
+    seen = sp.csr_matrix((coo.data[keep], (to_u[coo.row[keep]], to_i[coo.col[keep]])),
+                         shape=(n_users, n_items), dtype=np.float32)
+    seen.sort_indices()
+    counts = np.zeros(n_items, np.int64)
+    known = to_i[: len(counter.counts)] >= 0
+    counts[to_i[: len(counter.counts)][known]] = counter.counts[known]
+    return History(seen, counts, int(hist.events))

@@ -1,0 +1,235 @@
+"""The secure local stack (``online-als stack up --secure``): TLS and authentication on all three.
+
+- Redis: TLS only (``--port 0``), the default user off, an ACL user ``online_als``.
+- Kafka: one SASL_SSL listener, SCRAM-SHA-512 users (``admin`` inter-broker, ``online_als``)
+  created when the storage is formatted.
+- Cassandra: client encryption required, ``PasswordAuthenticator``; the role ``online_als``
+  is created with the built-in ``cassandra`` superuser, whose password is then randomised.
+
+It runs beside the normal stack: other ports (Redis 6390, Kafka 9192/9193, Cassandra
+9142/7100) and another runtime dir (``~/.cache/online-als/stack-secure``). Certificates and
+passwords: :mod:`worker.devstack.tls`; ``<runtime_dir>/secure.env`` holds the client settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+from worker.devstack.cassandra import CassandraServer
+from worker.devstack.config import StackConfig, StackError
+from worker.devstack.kafka import KafkaServer
+from worker.devstack.redis import REDIS_SERVER, RedisServer
+from worker.devstack.servers import java_env
+from worker.devstack.tls import (
+    APP_USER,
+    KAFKA_ADMIN,
+    SCRAM_MECHANISM,
+    TlsMaterial,
+    ensure_tls,
+    redis_acl,
+)
+from worker.devstack.tools import render_template
+
+
+def client_context(tls: TlsMaterial) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(tls.ca))
+    ctx.check_hostname = False  # readiness probes only; clients check the host name
+    return ctx
+
+
+class SecureRedisServer(RedisServer):
+    def __init__(self, config: StackConfig) -> None:
+        super().__init__(config)
+        self.tls = TlsMaterial(config.runtime_dir / "tls")
+        self.acl_file = self.home / "users.acl"
+
+    def prepare(self) -> None:
+        super().prepare()
+        with self.step("tls"):
+            self.tls = ensure_tls(self.config)
+            self.acl_file.write_text(redis_acl(self.tls))
+            self.acl_file.chmod(0o600)
+
+    def command(self) -> list[str]:
+        t = self.tls
+        return [
+            REDIS_SERVER,
+            "--bind", self.config.host,
+            "--port", "0",  # no plaintext port at all
+            "--tls-port", str(self.config.redis_port),
+            "--tls-cert-file", str(t.server_cert),
+            "--tls-key-file", str(t.server_key),
+            "--tls-ca-cert-file", str(t.ca),
+            "--tls-auth-clients", "optional",  # a client certificate is checked when sent
+            "--aclfile", str(self.acl_file),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(self.home / "data"),
+            "--logfile", str(self.log_file),
+        ]  # fmt: skip
+
+    def cmd_marker(self) -> str:
+        return "redis-server"
+
+    def is_ready(self, new_log: str) -> bool:
+        return tls_ping(self.config.host, self.config.redis_port, self.tls)
+
+
+def tls_ping(host: str, port: int, tls: TlsMaterial, timeout: float = 1.0) -> bool:
+    """True when Redis answers over TLS (any reply: unauthenticated PING gets NOAUTH)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                client_context(tls).wrap_socket(raw) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64)[:1] in (b"+", b"-")
+    except (OSError, ssl.SSLError):
+        return False
+
+
+class SecureKafkaServer(KafkaServer):
+    def __init__(self, config: StackConfig) -> None:
+        super().__init__(config)
+        self.tls = TlsMaterial(config.runtime_dir / "tls")
+
+    def prepare(self) -> None:
+        with self.step("tls"):
+            self.tls = ensure_tls(self.config)
+        super().prepare()
+
+    def write_config(self) -> None:
+        self.ensure_dirs(self.data_dir)
+        t = self.tls
+        render_template(self.deploy_file("kafka", "server-secure.properties"), self.properties, {
+            "host": self.config.host, "port": self.config.kafka_port,
+            "controller_port": self.config.kafka_controller_port, "data_dir": self.data_dir,
+            "admin_user": KAFKA_ADMIN, "admin_password": t.password("kafka_admin"),
+            "keystore": t.keystore, "truststore": t.truststore,
+            "store_password": t.password("store"),
+        })
+        self.properties.chmod(0o600)
+        self.log4j.write_text(self.deploy_file("kafka", "log4j2.xml").read_text())
+
+    def format_storage(self) -> None:
+        """As KafkaServer's, plus the SCRAM users in the bootstrap metadata (KIP-900)."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        scram = [
+            f"{SCRAM_MECHANISM}=[name={KAFKA_ADMIN},password={self.tls.password('kafka_admin')}]",
+            f"{SCRAM_MECHANISM}=[name={APP_USER},password={self.tls.password('kafka')}]",
+        ]
+        cmd = [*self.java_prefix(), "kafka.tools.StorageTool", "format",
+               "--cluster-id", self.cluster_id(), "--config", str(self.properties),
+               "--ignore-formatted", *[a for s in scram for a in ("--add-scram", s)]]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=java_env(), timeout=120,
+                           check=False)
+        if p.returncode != 0:  # the output names no password: only the tail of the error
+            out = "\n".join((p.stdout + p.stderr).splitlines()[-10:])
+            raise StackError(f"kafka: storage format failed (exit {p.returncode}):\n{out}")
+
+
+class SecureCassandraServer(CassandraServer):
+    start_timeout_s = 240.0
+
+    def __init__(self, config: StackConfig) -> None:
+        super().__init__(config)
+        self.tls = TlsMaterial(config.runtime_dir / "tls")
+
+    def prepare(self) -> None:
+        with self.step("tls"):
+            self.tls = ensure_tls(self.config)
+        super().prepare()
+
+    def write_config(self) -> None:
+        super().write_config()
+        t = self.tls
+        with self.yaml.open("a") as fh:
+            fh.write(
+                "\n# --- stack up --secure ---\n"
+                "authenticator: PasswordAuthenticator\n"
+                "client_encryption_options:\n"
+                "  enabled: true\n"
+                "  optional: false\n"
+                f"  keystore: {t.keystore}\n"
+                f"  keystore_password: {t.password('store')}\n"
+                f"  truststore: {t.truststore}\n"
+                f"  truststore_password: {t.password('store')}\n"
+                "  store_type: PKCS12\n"
+                "  require_client_auth: false\n"
+            )
+        self.yaml.chmod(0o600)
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        # the built-in superuser exists at once instead of after 10 s
+        return [cmd[0], "-Dcassandra.superuser_setup_delay_ms=0", *cmd[1:]]
+
+    def is_ready(self, new_log: str) -> bool:
+        if "Startup complete" not in new_log:
+            return False
+        now = time.monotonic()
+        if now < self._next_cql_try:
+            return False
+        self._next_cql_try = now + 2.0
+        return secure_cql_setup(self.config.host, self.config.cassandra_port, self.tls)
+
+
+def secure_cql_setup(host: str, port: int, tls: TlsMaterial) -> bool:
+    """True when the app role can log in over TLS; creates it on the first start."""
+    from cassandra import AuthenticationFailed
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster, NoHostAvailable
+
+    driver_log = logging.getLogger("cassandra")
+    level = driver_log.level
+    driver_log.setLevel(logging.CRITICAL)
+
+    def session_as(user: str, password: str) -> tuple[Cluster, object]:
+        cluster = Cluster([host], port=port, ssl_context=client_context(tls),
+                          auth_provider=PlainTextAuthProvider(user, password),
+                          connect_timeout=10, control_connection_timeout=10)
+        try:
+            return cluster, cluster.connect()
+        except Exception:
+            cluster.shutdown()
+            raise
+
+    try:
+        try:
+            cluster, session = session_as(APP_USER, tls.password("cassandra"))
+            cluster.shutdown()
+            return True
+        except NoHostAvailable as exc:
+            if not all(isinstance(e, AuthenticationFailed) for e in exc.errors.values()):
+                return False
+        cluster, session = session_as("cassandra", "cassandra")
+        try:
+            pw = tls.password("cassandra").replace("'", "''")
+            session.execute(  # type: ignore[attr-defined]
+                f"CREATE ROLE IF NOT EXISTS {APP_USER} WITH PASSWORD = '{pw}' "
+                "AND LOGIN = true AND SUPERUSER = true")
+            admin_pw = tls.password("store").replace("'", "''") + "-c"
+            session.execute(f"ALTER ROLE cassandra WITH PASSWORD = '{admin_pw}'")  # type: ignore[attr-defined]
+        finally:
+            cluster.shutdown()
+        return False  # the next poll logs in as the app role
+    except Exception:  # noqa: BLE001 - any driver error means "not ready yet"
+        return False
+    finally:
+        driver_log.setLevel(level)
+
+
+SECURE_SERVER_CLASSES: dict[str, type[RedisServer | KafkaServer | CassandraServer]] = {
+    "redis": SecureRedisServer,
+    "kafka": SecureKafkaServer,
+    "cassandra": SecureCassandraServer,
+}
+
+
+def secure_runtime_dir(normal: Path) -> Path:
+    return normal.parent / f"{normal.name}-secure"

@@ -1,0 +1,255 @@
+"""The commit protocol: the one object that decides what is applied, in which order, and
+what a crash leaves behind (spec: ``docs/exactly-once.md``).
+
+Per assigned partition it holds the position (next offset to apply) and a pending intent
+found at assignment. One batch goes through numbered steps:
+
+1. **fence**   on assignment, ``own``: the partition's checkpoint records this owner's token;
+               a worker that lost the partition (a zombie past its poll interval) is refused
+               in every later step, so it can neither rewind the checkpoint nor erase the
+               new owner's intent.
+2. **select**  drop what is below the position; while an intent is pending, rebuild exactly
+               that batch's messages of the partitions this owner holds (the other partitions
+               of the batch may be recovered elsewhere: every (key, partition) pair is guarded
+               on its own, so nothing is applied twice and nothing is lost).
+3. **compute** read + kernel (:meth:`BatchApplier.prepare`); recovery reads before-images.
+4. **intent**  ``pending_end``/``pending_batch`` per partition, fenced.
+5. **write**   idempotent vector, seen and index writes (one pipeline; per slot on a cluster).
+6. **commit**  checkpoint ``offset = end + 1`` per partition, fenced and only forward;
+               the intent is cleared only if it is this batch's.
+
+Steps 5 and 6 go to Redis together, in order, on one connection (:class:`ScriptBatch`):
+:meth:`CommitProtocol.start` returns once the intent is in Redis and the writes are sent, so
+the worker loop consumes its next messages while Redis applies them; :meth:`finish` waits,
+checks the fencing and moves the positions. The loop finishes a batch before the next one,
+before any rebalance callback acts and before shutdown, so positions only ever describe
+finished batches. A failure in 4-6 is retried by running 3-6 again as a recovery of the same
+batch id. The retrain catch-up and the loop's one-message fallback use the synchronous
+:meth:`CommitProtocol.commit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from worker.runtime.applier import (
+    ApplyResult,
+    BatchApplier,
+    DecodedMessages,
+    PreparedBatch,
+    VersionState,
+)
+from worker.stores.redis.script_batch import ScriptBatch
+from worker.stores.redis.store import Checkpoint, RedisStore
+
+log = logging.getLogger("online_als.commit")
+
+REFUSED, DONE, ALREADY = 0, 1, 2
+
+
+class Fenced(RuntimeError):
+    """Another owner holds these partitions now; this process must not write for them."""
+
+    def __init__(self, partitions: list[int], step: str) -> None:
+        super().__init__(f"partitions {partitions} are owned by another worker now "
+                         f"({step} refused)")
+        self.partitions, self.step = partitions, step
+
+
+@dataclass
+class Selection:
+    """What :meth:`CommitProtocol.select` chose to apply now."""
+
+    messages: list[Any]
+    batch_id: str
+    recovery: bool
+
+
+@dataclass
+class InFlight:
+    """A batch whose writes and commit were sent (:meth:`CommitProtocol.start`)."""
+
+    state: VersionState
+    decoded: DecodedMessages
+    selection: Selection
+    prepared: PreparedBatch | None
+    batch: ScriptBatch
+    n_writes: int  # replies before the commit steps'
+    parts: list[int]  # partitions of the commit steps, in reply order
+    tokens: dict[int, str]  # the owner tokens the steps were sent with
+    t0: float
+    replies: list[Any] | None = None  # set when run in the foreground
+
+
+@dataclass
+class CommitProtocol:
+    """Positions, intents and fencing of one process over one version's checkpoints."""
+
+    store: RedisStore
+    applier: BatchApplier
+    topic: str
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    positions: dict[int, int] = field(default_factory=dict)
+    pending: dict[int, Checkpoint] = field(default_factory=dict)
+    carry: list[Any] = field(default_factory=list)
+    tokens: dict[int, str] = field(default_factory=dict)
+    fenced_total: int = 0
+
+    # -- 1. fence ------------------------------------------------------------------------
+    def assign(self, version: int, partitions: list[int]) -> dict[int, int | None]:
+        """Take ``partitions`` of ``version``: returns each one's start (None: never applied)."""
+        # one token per assignment, so a zombie of ours is fenced too
+        tokens = {p: f"{self.owner}:{uuid.uuid4().hex[:8]}" for p in partitions}
+        self.store.checkpoint_step(version, self.topic, "own", tokens, {p: [] for p in partitions})
+        self.tokens.update(tokens)
+        cps = self.store.read_checkpoints(version, self.topic, partitions)
+        out: dict[int, int | None] = {}
+        for p in partitions:
+            cp = cps[p]
+            self.positions[p] = cp.offset if cp.offset is not None else 0
+            if cp.has_pending:
+                self.pending[p] = cp
+            out[p] = cp.offset
+        return out
+
+    def revoke(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.positions.pop(p, None)
+            self.pending.pop(p, None)
+            self.tokens.pop(p, None)
+        self.carry = [m for m in self.carry if m.partition() in self.positions]
+
+    def reset(self) -> list[int]:
+        """Forget every partition (a version switch or a restore); returns those held."""
+        held = sorted(self.positions)
+        self.revoke(held)
+        self.carry = []
+        return held
+
+    # -- 2. select -----------------------------------------------------------------------
+    def select(self, msgs: list[Any]) -> Selection | None:
+        fresh = [m for m in self.carry + msgs if m.partition() in self.positions
+                 and m.offset() >= self.positions[m.partition()]]
+        self.carry = []
+        if not fresh:
+            return None
+        if not self.pending:
+            return Selection(fresh, uuid.uuid4().hex, False)
+        batch_id = next(iter(self.pending.values())).pending_batch or ""
+        group = {p: cp for p, cp in self.pending.items() if cp.pending_batch == batch_id}
+        inside = [m for m in fresh if m.partition() in group
+                  and m.offset() <= (group[m.partition()].pending_end or -1)]
+        reached = {m.partition() for m in inside
+                   if m.offset() == group[m.partition()].pending_end}
+        if reached != set(group):  # not all of it has arrived yet: keep it and poll more
+            self.carry = fresh
+            return None
+        taken = {(m.partition(), m.offset()) for m in inside}
+        self.carry = [m for m in fresh if (m.partition(), m.offset()) not in taken]
+        log.info("recovering pending batch %s on partitions %s", batch_id, sorted(group))
+        return Selection(inside, batch_id, True)
+
+    # -- 3-6. compute, intent, write, commit -----------------------------------------------
+    def commit(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
+               retry: Any = None) -> ApplyResult | None:
+        """Apply a selected, decoded batch and move its checkpoints, all before returning;
+        raises :class:`Fenced` (after counting it) when another owner holds one of its
+        partitions."""
+        return self.finish(self.start(state, decoded, selection, retry, background=False), retry)
+
+    def start(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
+              retry: Any = None, background: bool = True) -> InFlight:
+        """Steps 3-5 and the sending of 6. The intent is in Redis before this returns; the
+        writes and the commit go out together on their own connection, in the background
+        unless ``background`` is False, so the caller can consume its next messages while
+        Redis applies them. :meth:`finish` waits for them."""
+        retry = retry or (lambda fn: fn())
+        attempts = [selection.recovery]
+
+        def once() -> InFlight:
+            recovery = attempts[-1]
+            attempts.append(True)  # a retry after a failure mid-write is a recovery
+            return self._send(state, decoded, selection, recovery, background)
+
+        flight: InFlight = retry(once)
+        return flight
+
+    def finish(self, flight: InFlight, retry: Any = None) -> ApplyResult | None:
+        """Wait for a started batch; if Redis failed under it, apply it again as a recovery
+        (idempotent), synchronously. Then move the positions."""
+        try:
+            result = self._complete(flight)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if retry is None:
+                raise
+            log.warning("batch %s: redis failed while its writes were in flight; applying it "
+                        "again as a recovery", flight.selection.batch_id)
+
+            def again() -> ApplyResult | None:
+                return self._complete(self._send(flight.state, flight.decoded, flight.selection,
+                                                 True, False))
+
+            result = retry(again)
+        for p, end in flight.decoded.ends.items():
+            self.positions[p] = end + 1
+            self.pending.pop(p, None)
+        return result
+
+    def _send(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
+              recovery: bool, background: bool) -> InFlight:
+        version, ends, batch_id = state.version, decoded.ends, selection.batch_id
+        prepared = None
+        batch = self.store.batch()
+        t0 = time.perf_counter()
+        if decoded.batch is not None:
+            prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery)  # 3
+            self._fenced_step(version, "intent", {                                         # 4
+                p: [batch_id, e, prepared.spec] for p, e in ends.items()})
+            t0 = time.perf_counter()
+            self.applier.queue_writes(prepared, batch)                                      # 5
+        n_writes = len(batch)
+        parts = self._queue_commit(batch, version, batch_id, ends)                          # 6
+        flight = InFlight(state, decoded, selection, prepared, batch, n_writes, parts,
+                          dict(self.tokens), t0)
+        if background:
+            batch.start()
+        else:
+            flight.replies = batch.execute()
+        return flight
+
+    def _queue_commit(self, batch: ScriptBatch, version: int, batch_id: str,
+                      ends: dict[int, int]) -> list[int]:
+        """Queue step 6 behind the writes on ``batch``; the partitions in reply order."""
+        return self.store.queue_checkpoint_step(batch, version, self.topic, "commit", self.tokens,
+                                                {p: [batch_id, e, f"{time.time():.3f}"]
+                                                 for p, e in ends.items()})
+
+    def _complete(self, flight: InFlight) -> ApplyResult | None:
+        replies = flight.replies if flight.replies is not None else flight.batch.result()
+        if flight.prepared is not None:
+            flight.prepared.result.timings["write"] = time.perf_counter() - flight.t0
+        results = dict(zip(flight.parts, (int(r) for r in replies[flight.n_writes:]),
+                           strict=True))
+        # only a refusal of the token this batch used counts: a partition lost and taken
+        # again since then has a new token, and its new assignment recovers from the intent
+        refused = [p for p, r in results.items()
+                   if r == REFUSED and self.tokens.get(p) == flight.tokens.get(p)]
+        if refused:
+            self.fenced_total += 1
+            self.revoke(refused)
+            raise Fenced(sorted(refused), "commit")
+        return flight.prepared.result if flight.prepared is not None else None
+
+    def _fenced_step(self, version: int, step: str, args: dict[int, list[Any]]) -> None:
+        results = self.store.checkpoint_step(version, self.topic, step, self.tokens, args)
+        refused = [p for p, r in results.items() if r == REFUSED]
+        if refused:
+            self.fenced_total += 1
+            self.revoke(refused)
+            raise Fenced(sorted(refused), step)

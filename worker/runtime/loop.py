@@ -1,0 +1,487 @@
+"""The streaming worker: Kafka consumer group -> decode -> numba kernel -> Redis.
+
+Exactly-once effect: each partition's position is the Redis checkpoint of the serving
+version, written in the same ordered pipeline as the factor changes it reflects (see
+``docs/exactly-once.md``). The loop is single-threaded: rebalance callbacks run inside
+``consume`` between batches, never in the middle of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import redis
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from worker.config import Settings
+from worker.events import INTERNAL, DecodeConfig
+from worker.metrics import MetricsServer, WorkerMetrics
+from worker.runtime.applier import (
+    BatchApplier,
+    DecodedMessages,
+    EventBatch,
+    VersionState,
+    decode_messages,
+)
+from worker.runtime.commit import CommitProtocol, Fenced, InFlight, Selection
+from worker.runtime.dead_letters import DeadLetterSink, DeadLetterUndelivered
+from worker.runtime.grams import gram_serial, refresh_grams
+from worker.runtime.redis_retry import RedisRetry
+from worker.stores import kafka as kafka_io
+from worker.stores.redis.store import RedisStore
+
+log = logging.getLogger("online_als.worker")
+
+
+def decode_config(settings: Settings) -> DecodeConfig:
+    from online_als.events import ImplicitEventMap
+
+    m = settings.model
+    weights = dict(ImplicitEventMap.from_string(m.event_weights).weights)
+    return DecodeConfig(mode=m.mode, rating_min=m.rating_min, rating_max=m.rating_max,
+                        event_weights=weights, max_id_bytes=settings.worker.max_id_bytes)
+
+
+class Worker:
+    """One worker process of the consumer group.
+
+    ``run(idle_exit_s=...)`` returns after that many idle seconds (burst mode for tests and
+    replays); otherwise it runs until SIGTERM/SIGINT or ``stop()``.
+    """
+
+    def __init__(self, settings: Settings, metrics: WorkerMetrics | None = None,
+                 server: MetricsServer | None = None) -> None:
+        self.settings = settings
+        self.server = server
+        self.topic = settings.kafka.topic
+        self.metrics = metrics or WorkerMetrics(window=settings.worker.prequential_window)
+        self.store = RedisStore.from_settings(settings.redis)
+        self.applier = BatchApplier(self.store, settings.model, self.topic)
+        self.decode_cfg = decode_config(settings)
+        self._stop = threading.Event()
+        r = settings.redis
+        self._with_redis_retry = RedisRetry(
+            f"{r.host}:{r.port}", settings.worker.redis_retry_budget_s,
+            settings.worker.reconnect_backoff_max_s, self._stop, self._redis_state)
+        self.commit = CommitProtocol(self.store, self.applier, self.topic,
+                                     owner=f"{settings.worker.name}:{uuid.uuid4().hex[:8]}")
+        self._state: VersionState | None = None
+        self._consumer: Consumer | None = None
+        self._dlq: Any = None
+        self._last_lag_probe = 0.0
+        self._lag_probes = 0
+        self._inflight: tuple[InFlight, float] | None = None  # a batch whose writes are in Redis's hands
+        self._fenced: list[int] = []  # partitions to unassign once consume() has returned
+        self._last_heartbeat = 0.0
+        self._last_kafka_log = 0.0
+        self._paused = False
+        self._loop_beat = time.monotonic()
+        self._generation: str | None = None
+        self.losses = 0  # times this worker found Redis had lost its state
+        self.on_batch: Any = None  # optional callback(applied, window_rmse), e.g. for reports
+        self._last_gram_refresh = time.monotonic()
+        self.applied_total = 0
+        self.dead_lettered_total = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def _connect(self) -> None:
+        k = self.settings.kafka
+        kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
+        self._with_redis_retry(self._ensure_key_space)
+        self._dlq = DeadLetterSink(kafka_io.make_producer(k), k.dead_letter_topic,
+                                   k.bootstrap_servers, self.metrics)
+        budget_ms = int((self.settings.worker.redis_retry_budget_s + 60) * 1000)
+        self._consumer = kafka_io.make_consumer(k, error_cb=self._on_kafka_error,
+                                                **{"max.poll.interval.ms": budget_ms})
+        self._consumer.subscribe([k.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def _start_watchdog(self) -> None:
+        """/healthz turns 503 when the loop has not come round for ``worker.stall_timeout_s``
+        (a stuck loop is what a liveness probe is for); it recovers if the loop does."""
+        if self.server is None:
+            return
+        self._loop_beat = time.monotonic()
+        limit = self.settings.worker.stall_timeout_s
+
+        def watch() -> None:
+            while not self._stop.wait(1.0):
+                if self.server is not None:
+                    self.server.alive = time.monotonic() - self._loop_beat < limit
+
+        threading.Thread(target=watch, name="loop-watchdog", daemon=True).start()
+
+    def _ensure_key_space(self) -> None:
+        """Serve the current version; when Redis has none, restore it from Cassandra (one
+        worker does it, the others wait for it) or, without Cassandra, bootstrap one."""
+        from worker.control import lifecycle
+
+        while self.store.current_version() is None and not self._stop.is_set():
+            with lifecycle.load_lock(self.store) as mine:
+                if mine and self.store.current_version() is None:
+                    self._restore_or_bootstrap()
+                elif not mine:
+                    log.info("another process is restoring the Redis key space; waiting")
+                    self._stop.wait(0.5)
+        current = self.store.current_version()
+        if current is None:
+            raise RuntimeError("stopped before Redis held a model version")
+        self._generation = lifecycle.ensure_generation(self.store)
+        self._state = self.applier.load_version(current)
+        self._publish_version()
+
+    def _restore_or_bootstrap(self) -> None:
+        from worker.control import lifecycle
+
+        if not self.settings.cassandra.enabled:
+            lifecycle.bootstrap(self.settings, self.store)
+            return
+        from worker.stores.cassandra.store import CassandraStore
+
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                with CassandraStore(self.settings.cassandra) as cass:
+                    cass.migrate()
+                    if lifecycle.serving_version(cass) is None:
+                        lifecycle.bootstrap(self.settings, self.store, cass)
+                        return
+                    report = lifecycle.restore(self.settings, cass, self.store)
+                    log.warning("Redis had no model: restored version %d from Cassandra at %s",
+                                report.version, report.checkpoints)
+                    return
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # never bootstrap over persisted state we cannot read yet
+                log.warning("cassandra %s:%d: cannot restore the lost Redis state yet (%s); "
+                            "retry in %.0fs", ",".join(self.settings.cassandra.hosts),
+                            self.settings.cassandra.port, exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
+
+    def run(self, idle_exit_s: float | None = None, max_batches: int | None = None) -> None:
+        self._connect()
+        assert self._consumer is not None
+        w = self.settings.worker
+        idle_since = time.monotonic()
+        batches = 0
+        self._start_watchdog()
+        try:
+            while not self._stop.is_set():
+                self._loop_beat = time.monotonic()
+                # the previous batch's writes run in Redis while this consumes (and a
+                # rebalance callback finishes that batch first: see _drain)
+                msgs = kafka_io.consume_batch(
+                    self._consumer, w.batch_max_events, w.batch_max_wait_ms / 1000.0,
+                    self._on_kafka_error)
+                self._drain()
+                self._unassign_fenced()
+                self._housekeeping()
+                if self._check_version_switch():
+                    continue
+                if msgs and self._process(msgs):
+                    idle_since = time.monotonic()
+                    batches += 1
+                    if max_batches is not None and batches >= max_batches:
+                        break
+                elif not self.commit.positions:
+                    idle_since = time.monotonic()  # not idle before partitions are assigned
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    break
+        finally:
+            self._set_ready(False)
+            try:
+                self._drain()
+            except Exception:  # its intent is in Redis: the next owner recovers the batch
+                log.exception("the batch in flight did not finish before shutdown")
+            self._consumer.close()  # leaves the group; checkpoints are already in Redis
+            if self._dlq is not None:
+                self._dlq.close()
+            log.info("worker stopped: applied=%d dead_lettered=%d",
+                     self.applied_total, self.dead_lettered_total)
+
+    # -- rebalance ------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()  # rebalances happen between batches, never during one
+        assert self._state is not None
+        ids = [tp.partition for tp in partitions]
+        version = self._state.version
+        starts = self._with_redis_retry(lambda: self.commit.assign(version, ids))
+        consumer.incremental_assign([
+            TopicPartition(self.topic, p, s if s is not None else OFFSET_BEGINNING)
+            for p, s in starts.items()])
+        self._set_ready(True)
+        log.info("assigned %s (pending recovery: %s)", ids, sorted(self.commit.pending))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()
+        for tp in partitions:
+            self.metrics.forget_partition(self.topic, tp.partition)
+        self.commit.revoke([tp.partition for tp in partitions])
+        consumer.incremental_unassign(partitions)
+        log.info("revoked %s", [tp.partition for tp in partitions])
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        self.metrics.set_server_up("kafka", False)
+        self.metrics.reconnects.labels("kafka").inc()
+        now = time.monotonic()
+        if now - self._last_kafka_log >= 5.0:  # librdkafka retries every few ms; log sparsely
+            self._last_kafka_log = now
+            log.warning("kafka unavailable or erroring (%s); librdkafka reconnects with backoff",
+                        err)
+
+    # -- versions -------------------------------------------------------------------------
+    def _check_version_switch(self) -> bool:
+        """Before each batch: follow a version switch, and stop writing when Redis lost its
+        state (pointer, meta or generation gone or changed) until it has been restored."""
+        assert self._state is not None and self._consumer is not None
+        state = self._state
+        current, has_meta, generation = self._with_redis_retry(lambda: self.store.probe(state.version))
+        lost = current is None or generation != self._generation or (
+            current == state.version and not has_meta)
+        if lost:
+            self.losses += 1
+            self.metrics.redis_state_lost.inc()
+            log.error("redis %s:%d lost the model state (current=%s, meta=%s, generation %s); "
+                      "not writing until it is restored", self.settings.redis.host,
+                      self.settings.redis.port, current, has_meta,
+                      "changed" if generation else "gone")
+            self.commit.carry = []
+            self._with_redis_retry(self._ensure_key_space)
+        elif current == state.version:
+            return False
+        else:
+            log.info("model version switched %d -> %d; repositioning", state.version, current)
+            assert current is not None  # `lost` covers that
+            switched = current
+            self._state = self._with_redis_retry(lambda: self.applier.load_version(switched))
+            self._publish_version()
+        assigned = self.commit.reset()
+        if assigned:  # reposition every partition at the new version's checkpoints
+            tps = [TopicPartition(self.topic, p) for p in assigned]
+            self._consumer.incremental_unassign(tps)
+            self._on_assign(self._consumer, tps)
+        return True
+
+    def _set_ready(self, ready: bool) -> None:
+        if self.server is not None:
+            self.server.ready = ready
+
+    def _publish_version(self) -> None:
+        assert self._state is not None
+        self.metrics.model_version.set(self._state.version)
+
+    # -- one batch ------------------------------------------------------------------------
+    def _process(self, msgs: list[Message], sync: bool = False) -> bool:
+        """poll -> select -> decode -> commit; a message that fails in an unexpected way is
+        dead-lettered as ``internal`` instead of stopping its partition."""
+        try:
+            return self._process_batch(msgs, sync)
+        except (redis.ConnectionError, redis.TimeoutError, KafkaException, Fenced,
+                DeadLetterUndelivered):
+            raise
+        except Exception as exc:
+            return self._one_by_one(msgs, exc)
+
+    def _one_by_one(self, msgs: list[Message], exc: Exception) -> bool:
+        selected = [m for m in msgs if _part(m) in self.commit.positions
+                    and _off(m) >= self.commit.positions[_part(m)]]
+        if len(selected) > 1:  # find the culprit: one message at a time, in order
+            log.error("batch failed (%s: %s); applying its messages one by one",
+                      type(exc).__name__, exc)
+            done = False
+            for m in selected:
+                done = self._process([m], sync=True) or done
+            return done
+        if not selected:
+            raise exc
+        m = selected[0]
+        log.error("%s[%d] offset %d failed (%s: %s); dead-lettering it as internal",
+                  m.topic(), m.partition(), m.offset(), type(exc).__name__, exc)
+        self._dead_letter([m], [(0, INTERNAL, f"{type(exc).__name__}: {exc}"[:500])])
+        state = self._state
+        assert state is not None
+        decoded = DecodedMessages(None, [], {_part(m): _off(m)})
+        self._with_redis_retry(lambda: self.commit.commit(
+            state, decoded, Selection([m], uuid.uuid4().hex, False)))
+        return True
+
+    def _process_batch(self, msgs: list[Message], sync: bool = False) -> bool:
+        selection = self.commit.select(msgs)
+        if selection is None:
+            return False
+        fresh = selection.messages
+        self.metrics.events_consumed.inc(len(fresh))
+        t0 = time.perf_counter()
+        decoded = decode_messages(fresh, self.decode_cfg)
+        if decoded.rejects:
+            self._dead_letter(fresh, decoded.rejects)
+        assert self._state is not None
+        try:
+            flight = self.commit.start(self._state, decoded, selection, self._with_redis_retry,
+                                       background=not sync)
+        except Fenced as exc:
+            self._on_fenced(exc)
+            return True
+        if sync:
+            self._finish(flight, t0)
+        else:
+            self._inflight = (flight, t0)
+        return True
+
+    def _drain(self) -> None:
+        """Finish the batch in flight, if any: before the next batch, a rebalance, a version
+        check or shutdown looks at positions."""
+        if self._inflight is None:
+            return
+        flight, t0 = self._inflight
+        self._inflight = None
+        try:
+            self._finish(flight, t0)
+        except (redis.ConnectionError, redis.TimeoutError, KafkaException, DeadLetterUndelivered):
+            raise
+        except Exception as exc:
+            self._one_by_one(flight.selection.messages, exc)
+
+    def _finish(self, flight: InFlight, t0: float) -> None:
+        try:
+            result = self.commit.finish(flight, self._with_redis_retry)
+        except Fenced as exc:
+            self._on_fenced(exc)
+            return
+        batch = flight.decoded.batch
+        if result is not None and batch is not None:
+            self._observe(batch, result, time.perf_counter() - t0)
+        self._commit_informational(flight.decoded.ends)
+        self.metrics.last_checkpoint.set(time.time())
+
+    def _on_fenced(self, exc: Fenced) -> None:
+        self.metrics.fenced_writes.inc()
+        log.error("%s; this worker lost them (a zombie past max.poll.interval.ms?) and "
+                  "dropped its batch for them", exc)
+        self._fenced.extend(exc.partitions)  # unassigned after consume(), not in a callback
+
+    def _unassign_fenced(self) -> None:
+        if not self._fenced or self._consumer is None:
+            return
+        held = {tp.partition for tp in self._consumer.assignment()}
+        lost = sorted(set(self._fenced) & (held - set(self.commit.positions)))
+        self._fenced = []
+        if lost:
+            self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in lost])
+
+    def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
+        assert self._dlq is not None
+        self._dlq.send(msgs, rejects)
+        self.dead_lettered_total = self._dlq.total
+
+    def _observe(self, batch: EventBatch, result: Any, seconds: float) -> None:
+        m = self.metrics
+        applied = int(result.applied.sum())
+        refused = len(batch) - applied
+        self.applied_total += applied
+        m.events_applied.inc(applied)
+        if refused:
+            m.nan_guard_refusals.inc(refused)
+        m.batch_size.observe(len(batch))
+        m.batch_latency.observe(seconds)
+        for op, secs in result.timings.items():
+            if op != "kernel":
+                m.redis_latency.labels(op).observe(secs)
+        ok = result.applied.astype(bool)
+        if self._state is not None and self._state.meta.mode == "explicit":
+            mo = self.settings.model
+            pred = np.clip(result.predictions[ok], mo.rating_min, mo.rating_max)
+            m.observe_prequential(pred, batch.values[ok])
+        else:
+            m.observe_prequential(result.predictions[ok], (batch.values[ok] > 0).astype(np.float32))
+        if self.on_batch is not None:
+            self.on_batch(applied, m.prequential.rmse())
+        m.set_event_time_lag(batch.event_ts)
+
+    def _commit_informational(self, ends: dict[int, int]) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, p, e + 1)
+                                           for p, e in ends.items()], asynchronous=True)
+        except Exception as exc:  # lag tools only; the Redis checkpoint is the truth
+            log.debug("informational commit failed: %s", exc)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= 1.0:
+            self._last_heartbeat = now
+            version = self._state.version if self._state else None
+            self._with_redis_retry(lambda: self.store.heartbeat(
+                self.settings.worker.name, self.settings.worker.heartbeat_ttl_s,
+                {"version": version, "partitions": sorted(self.commit.positions),
+                 "applied": self.applied_total, "at": time.time()}))
+            self._with_redis_retry(self._maybe_refresh_grams)
+        if now - self._last_lag_probe >= 5.0 and self._consumer is not None:
+            self._with_redis_retry(self._count_known)
+            self._last_lag_probe = now
+            # the lag from the last fetch response costs no round trip; every 30 s a real
+            # broker round trip also proves Kafka is reachable (kafka_up)
+            self._lag_probes += 1
+            cached = self._lag_probes % 6 != 1
+            highs = kafka_io.high_watermarks(self._consumer, self.topic,
+                                             list(self.commit.positions), cached=cached)
+            for p, high in highs.items():
+                lag = max(0, high - self.commit.positions.get(p, high))
+                self.metrics.set_consumer_lag(self.topic, p, lag)
+            if highs and not cached:
+                self.metrics.set_server_up("kafka", True)
+
+    def _maybe_refresh_grams(self) -> None:
+        state, m = self._state, self.settings.model
+        if state is None or state.meta.mode != "implicit":
+            return
+        if m.gram_refresh_s > 0 and time.monotonic() - self._last_gram_refresh >= m.gram_refresh_s:
+            self._last_gram_refresh = time.monotonic()
+            refresh_grams(self.store, state.version, state.meta.rank, m.foldin_regularization)
+        serial = gram_serial(self.store, state.version)
+        if serial != state.meta.gram_serial:
+            self._state = self.applier.load_version(state.version)
+
+    def _count_known(self) -> None:
+        if self._state is not None:
+            v = self._state.version
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.scard(self.store.keys.user_index(v))
+            pipe.scard(self.store.keys.item_index(v))
+            users, items = pipe.execute()
+            self.metrics.users_known.set(users)
+            self.metrics.items_known.set(items)
+
+    def _redis_state(self, up: bool) -> None:
+        self.metrics.set_server_up("redis", up)
+        if not up:
+            self.metrics.reconnects.labels("redis").inc()
+
+
+def _part(msg: Message) -> int:
+    return msg.partition()  # type: ignore[return-value]  # None only for error events
+
+
+def _off(msg: Message) -> int:
+    return msg.offset()  # type: ignore[return-value]

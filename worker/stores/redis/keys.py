@@ -1,0 +1,126 @@
+"""Every Redis key online-als reads or writes is built here, and only here.
+
+The layout is specified in ``docs/redis-keys.md``; change both together.
+
+>>> k = RedisKeys("oals")
+>>> k.current()
+'oals:current'
+>>> k.user(3, "u42")
+'oals:v3:u:{u42}'
+>>> k.checkpoint(3, "ratings", 0)
+'oals:v3:ckpt:ratings:0'
+>>> k.user(3, "}x{")  # braces (and '%') are percent-escaped inside the hash tag
+'oals:v3:u:{%7Dx%7B}'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+VECTOR_DTYPE = "<f4"  # float32 little-endian, readable from any language
+GRAM_DTYPE = "<f8"
+
+# Fields of a vector hash (user or item). The Lua scripts receive these names from
+# worker/stores/redis/store.py, so this is the one place they are written.
+FIELD_FACTORS = "f"  # float32 * k
+FIELD_BIAS = "b"  # float32
+FIELD_COUNT = "n"  # items: events applied (popularity); integer text
+FIELD_AUX = "a"  # explicit, adaptive learner: float32 per-entity state (serving ignores it)
+FIELD_OFFSET_PREFIX = "o:"  # o:<partition> -> last batch end offset applied to this key
+FIELD_BEFORE_PREFIX = "b"  # b<field> (bf, bb, ...): that field before batch `bid` wrote it
+FIELD_BATCH = "bid"  # the batch whose before-images are stored
+
+
+def key_id(id_: str) -> str:
+    """The id as it appears inside a key's ``{...}``: ``%``, ``{`` and ``}`` percent-escaped
+    (``%25``, ``%7B``, ``%7D``); every other id is unchanged.
+
+    Redis Cluster hashes the text between the first ``{`` and the next ``}``. An id holding a
+    brace would cut that tag short (``}x`` gives ``{}x}``, an empty tag, so the whole key is
+    hashed) and put a user's vector and its seen-hash in different slots. Escaping ``%`` too
+    keeps the mapping one-to-one.
+
+    >>> key_id("u42"), key_id("a{b}"), key_id("50%")
+    ('u42', 'a%7Bb%7D', '50%25')
+    """
+    if "{" in id_ or "}" in id_ or "%" in id_:
+        return id_.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return id_
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Builds keys under one prefix. Ids sit inside ``{}`` (escaped by :func:`key_id`) so that
+    a user's vector and its seen-set share a Redis Cluster hash slot (both hash on the id)."""
+
+    prefix: str
+
+    def current(self) -> str:
+        """STRING: the serving model version number; switched with one SET."""
+        return f"{self.prefix}:current"
+
+    def version_counter(self) -> str:
+        """STRING: INCR allocates new version numbers."""
+        return f"{self.prefix}:next_version"
+
+    def meta(self, version: int) -> str:
+        """HASH: mode, rank, format, global_mean, status, grams of one version."""
+        return f"{self.prefix}:v{version}:meta"
+
+    def user(self, version: int, user_id: str) -> str:
+        return f"{self.prefix}:v{version}:u:{{{key_id(user_id)}}}"
+
+    def item(self, version: int, item_id: str) -> str:
+        return f"{self.prefix}:v{version}:i:{{{key_id(item_id)}}}"
+
+    def seen(self, version: int, user_id: str) -> str:
+        """HASH item_id -> summed value: what the user rated/did (serving excludes these)."""
+        return f"{self.prefix}:v{version}:s:{{{key_id(user_id)}}}"
+
+    def user_index(self, version: int) -> str:
+        """SET of user ids present in the version."""
+        return f"{self.prefix}:v{version}:users"
+
+    def item_index(self, version: int) -> str:
+        """SET of item ids present in the version."""
+        return f"{self.prefix}:v{version}:items"
+
+    def item_counts(self, version: int) -> str:
+        """ZSET item_id -> number of events (popularity fallback)."""
+        return f"{self.prefix}:v{version}:popular"
+
+    def checkpoint(self, version: int, topic: str, partition: int) -> str:
+        """HASH offset (next to consume), pending_start, pending_end, updated_at."""
+        return f"{self.prefix}:v{version}:ckpt:{topic}:{partition}"
+
+    def checkpoint_pattern(self, version: int, topic: str) -> str:
+        return f"{self.prefix}:v{version}:ckpt:{topic}:*"
+
+    def version_pattern(self, version: int) -> str:
+        return f"{self.prefix}:v{version}:*"
+
+    def heartbeat(self, worker_name: str) -> str:
+        """STRING with TTL: a worker is alive while its heartbeat key exists."""
+        return f"{self.prefix}:hb:{worker_name}"
+
+    def heartbeat_pattern(self) -> str:
+        return f"{self.prefix}:hb:*"
+
+    def switch_log(self) -> str:
+        """LIST of JSON records: every pointer switch (retrain promotion, rollback) and why."""
+        return f"{self.prefix}:switches"
+
+    def generation(self) -> str:
+        """STRING: a random token set when this key space is created or restored. A worker
+        that finds it changed or gone knows Redis lost its state (wipe, restart without
+        persistence) and stops writing until the key space is restored."""
+        return f"{self.prefix}:generation"
+
+    def restore_lock(self) -> str:
+        """STRING with TTL: held by the one process restoring a lost key space."""
+        return f"{self.prefix}:lock:restore"
+
+    def retrain_lock(self) -> str:
+        """STRING with TTL: held by the one running retrain (renewed while it runs)."""
+        return f"{self.prefix}:lock:retrain"

@@ -1,0 +1,153 @@
+"""Script calls and plain commands sent to Redis together, with the replies read later.
+
+On a standalone Redis a :class:`ScriptBatch` packs every call as ``EVALSHA`` with hiredis (no
+per-argument Python work) and sends the lot on one pooled connection. ``start()`` does the
+sending and the reading on a background thread, so the worker can consume and decode its next
+messages while Redis applies this batch (:class:`worker.runtime.commit.CommitProtocol`); ``result()``
+waits for the replies. Redis runs the calls of one connection in order, one at a time, and
+serves other clients between them, so a bounded script is a bounded pause for serving apps.
+
+On a Redis Cluster the scripts run concurrently, one call per hash-slot group, and the plain
+commands go through a cluster pipeline.
+
+A script missing from Redis's cache (after a restart or ``SCRIPT FLUSH``) is loaded and the
+whole batch is sent again once: every call in it is idempotent (guarded writes, fenced and
+forward-only checkpoint steps, set additions, reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import hiredis
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+
+class ScriptBatch:
+    """Calls queued with :meth:`script` and :meth:`sadd`, run by :meth:`execute` (now) or
+    :meth:`start` + :meth:`result` (in the background)."""
+
+    def __init__(self, client: Any, cluster: bool, pool: ThreadPoolExecutor | None = None) -> None:
+        self.client = client
+        self.cluster = cluster
+        self._pool = pool
+        self._calls: list[tuple[Any, list[Any], list[Any]]] = []  # (script or None, keys, args)
+        self._thread: threading.Thread | None = None
+        self._replies: list[Any] | None = None
+        self._error: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def script(self, script: Any, keys: list[Any], args: list[Any]) -> None:
+        """Queue ``script`` (a redis-py ``Script``) with ``keys`` and ``args``."""
+        self._calls.append((script, keys, args))
+
+    def sadd(self, key: str, *members: Any) -> None:
+        self._calls.append((None, [key], ["SADD", key, *members]))
+
+    # -- running -------------------------------------------------------------------------
+    def execute(self) -> list[Any]:
+        """Run every queued call now; the replies in call order."""
+        return self._run()
+
+    def start(self) -> None:
+        """Run the queued calls on a background thread; :meth:`result` waits for them."""
+        def run() -> None:
+            try:
+                self._replies = self._run()
+            except BaseException as exc:  # handed to result(), on the caller's thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="redis-batch", daemon=True)
+        self._thread.start()
+
+    def result(self) -> list[Any]:
+        """The replies of a started batch (raises what running it raised)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+        assert self._replies is not None
+        return self._replies
+
+    def _run(self) -> list[Any]:
+        if not self._calls:
+            return []
+        if self.cluster:
+            return self._run_cluster()
+        try:
+            replies = self._send_all()
+        except NoScriptError:
+            for script in {id(s): s for s, _, _ in self._calls if s is not None}.values():
+                self.client.script_load(script.script)
+            replies = self._send_all()
+        errors = [r for r in replies if isinstance(r, ResponseError)]
+        if errors:
+            raise errors[0]
+        return replies
+
+    def _send_all(self) -> list[Any]:
+        packed = [hiredis.pack_command(tuple(_command(s, k, a))) for s, k, a in self._calls]
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            for _ in packed:
+                try:
+                    replies.append(conn.read_response())
+                except NoScriptError:
+                    # drain the rest so the connection goes back to the pool clean
+                    for _ in range(len(packed) - len(replies) - 1):
+                        with contextlib.suppress(ResponseError):
+                            conn.read_response()
+                    raise
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _run_cluster(self) -> list[Any]:
+        out: list[Any] = [None] * len(self._calls)
+        scripts = [j for j, c in enumerate(self._calls) if c[0] is not None]
+        plain = [j for j, c in enumerate(self._calls) if c[0] is None]
+        if scripts:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
+            calls = [self._calls[j] for j in scripts]
+            for j, r in zip(scripts, self._pool.map(lambda c: c[0](keys=c[1], args=c[2]), calls),
+                            strict=True):
+                out[j] = r
+        if plain:
+            pipe = self.client.pipeline(transaction=False)
+            for j in plain:
+                pipe.execute_command(*self._calls[j][2])
+            for j, r in zip(plain, pipe.execute(), strict=True):
+                out[j] = r
+        return out
+
+
+def _command(script: Any, keys: list[Any], args: list[Any]) -> list[Any]:
+    """The command as hiredis packs it (str, bytes, memoryview, int and float as they are;
+    keys are str already, so only the few arguments are checked)."""
+    args = [a if type(a) in _PACKABLE else _convert(a) for a in args]
+    if script is None:
+        return args
+    return ["EVALSHA", script.sha, len(keys), *keys, *args]
+
+
+_PACKABLE = frozenset((str, bytes, int, float))
+
+
+def _convert(value: Any) -> Any:
+    return bytes(value) if isinstance(value, bytearray | memoryview) else str(value)

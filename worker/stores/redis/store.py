@@ -1,0 +1,462 @@
+"""The factor store in Redis: batched reads/writes of vectors, checkpoints, versions.
+
+Keys come from :mod:`worker.stores.redis.keys` (spec: ``docs/redis-keys.md``). Every vector write is
+idempotent on its own (a per-key record of the last batch end offset per partition), so the
+design holds on a Redis Cluster, where the client groups keys by hash slot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import msgpack
+import numpy as np
+import redis
+from redis.crc import key_slot
+
+from worker.config import RedisSettings
+from worker.stores.redis.keys import (
+    FIELD_BATCH,
+    FIELD_BEFORE_PREFIX,
+    FIELD_BIAS,
+    FIELD_COUNT,
+    FIELD_FACTORS,
+    FIELD_OFFSET_PREFIX,
+    FORMAT_VERSION,
+    GRAM_DTYPE,
+    VECTOR_DTYPE,
+    RedisKeys,
+)
+from worker.stores.redis.script_batch import ScriptBatch
+
+_FIELD_NAMES = [FIELD_OFFSET_PREFIX, FIELD_BEFORE_PREFIX, FIELD_BATCH, FIELD_COUNT]
+MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
+#: Redis runs a client's buffered commands back to back; sending a long pipeline in rounds of
+#: this many scripts lets it serve other clients (the serving apps) in between.
+SCRIPTS_PER_ROUND_TRIP = 8
+
+
+_CAS_CURRENT = """
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _script(name: str) -> str:
+    return resources.files("worker.stores.redis").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True)
+class VersionMeta:
+    version: int
+    mode: str
+    rank: int
+    global_mean: float
+    status: str
+    gram_serial: int
+    extra: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    offset: int | None  # next offset to consume; None when the partition was never applied
+    pending_end: int | None  # end offset of a batch whose writes may be partial
+    pending_batch: str | None
+
+    @property
+    def has_pending(self) -> bool:
+        return (
+            self.pending_end is not None
+            and (self.offset is None or self.pending_end >= self.offset)
+        )
+
+
+@dataclass
+class VectorBlock:
+    """Vectors of a set of ids read in one call."""
+
+    factors: np.ndarray  # float32 (n, k), a writable copy
+    biases: np.ndarray  # float32 (n,)
+    present: np.ndarray  # bool (n,)
+    from_before_image: np.ndarray  # bool (n,)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # further state fields (n, w)
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    """A client for the configured Redis (a cluster client when ``cluster`` is set), with
+    TLS and an ACL user when configured (``redis.tls*``, ``redis.username``)."""
+    password = settings.password.get_secret_value() if settings.password else None
+    common: dict[str, Any] = {"username": settings.username, "password": password}
+    if settings.tls:
+        common.update(ssl=True, ssl_ca_certs=settings.tls_ca_file,
+                      ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
+                      ssl_check_hostname=settings.tls_check_hostname,
+                      ssl_cert_reqs="required")
+    if settings.cluster:
+        return redis.RedisCluster(  # type: ignore[return-value]
+            host=settings.host, port=settings.port, socket_timeout=settings.socket_timeout_s,
+            **common,
+        )
+    return redis.Redis(
+        host=settings.host, port=settings.port, db=settings.db,
+        socket_timeout=settings.socket_timeout_s, socket_connect_timeout=settings.socket_timeout_s,
+        **common,
+    )
+
+
+class RedisStore:
+    """Batched access to one online-als key space."""
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> RedisStore:
+        """The store for ``settings`` (client, key prefix and cluster mode all from there)."""
+        return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster,
+                   max_keys_per_call=settings.max_keys_per_script,
+                   scripts_per_round_trip=settings.scripts_per_round_trip)
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False,
+                 max_keys_per_call: int = MAX_KEYS_PER_CALL,
+                 scripts_per_round_trip: int = SCRIPTS_PER_ROUND_TRIP) -> None:
+        self.client = client
+        self.keys = keys
+        self.cluster = cluster
+        self.max_keys = max_keys_per_call
+        self.per_round = scripts_per_round_trip
+        self._read = client.register_script(_script("read_vectors.lua"))
+        self._write = client.register_script(_script("write_vectors.lua"))
+        self._cas = client.register_script(_CAS_CURRENT)
+        self._ckpt = client.register_script(_script("checkpoint.lua"))
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- versions -----------------------------------------------------------------------
+    def current_version(self) -> int | None:
+        value = self.client.get(self.keys.current())
+        return int(value) if value is not None else None
+
+    def allocate_version(self) -> int:
+        return int(self.client.incr(self.keys.version_counter()))
+
+    def write_meta(self, version: int, fields: dict[str, Any]) -> None:
+        encoded = {k: (v if isinstance(v, bytes | str) else json.dumps(v)) for k, v in fields.items()}
+        self.client.hset(self.keys.meta(version), mapping=encoded)  # type: ignore[arg-type]
+
+    def read_meta(self, version: int) -> VersionMeta | None:
+        raw: Any = self.client.hgetall(self.keys.meta(version))
+        if not raw:
+            return None
+        meta = {k.decode(): v for k, v in raw.items()}
+        fmt = int(meta.get("format", b"0"))
+        if fmt != FORMAT_VERSION:
+            raise RuntimeError(
+                f"Redis version {version} has key format {fmt}, this code reads {FORMAT_VERSION}; "
+                "restore it with `online-als restore` or use a matching online-als release"
+            )
+        extra = {k: v.decode(errors="replace") for k, v in meta.items() if not k.startswith("gram_")}
+        return VersionMeta(
+            version=version,
+            mode=meta["mode"].decode(),
+            rank=int(meta["rank"]),
+            global_mean=float(meta.get("global_mean", b"0")),
+            status=meta.get("status", b"").decode(),
+            gram_serial=int(meta.get("gram_serial", b"0")),
+            extra=extra,
+        )
+
+    def read_grams(self, version: int, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
+        raw: Any = self.client.hmget(self.keys.meta(version), ["gram_items_inv", "gram_users_inv"])
+        gy, gx = raw
+        if gy is None or gx is None:
+            return None
+        shape = (rank, rank)
+        return (
+            np.frombuffer(gy, dtype=GRAM_DTYPE).reshape(shape).astype(np.float64),
+            np.frombuffer(gx, dtype=GRAM_DTYPE).reshape(shape).astype(np.float64),
+        )
+
+    def write_grams(self, version: int, gy_inv: np.ndarray, gx_inv: np.ndarray) -> None:
+        key = self.keys.meta(version)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={
+            "gram_items_inv": np.ascontiguousarray(gy_inv, dtype=GRAM_DTYPE).tobytes(),
+            "gram_users_inv": np.ascontiguousarray(gx_inv, dtype=GRAM_DTYPE).tobytes(),
+        })
+        pipe.hincrby(key, "gram_serial", 1)
+        pipe.execute()
+
+    def compare_and_switch(self, expected: int | None, version: int, reason: str,
+                           actor: str = "") -> bool:
+        """Point serving at ``version`` only if it still points at ``expected`` (None: at
+        nothing); log the switch. Only :mod:`worker.control.lifecycle` calls this."""
+        ok = bool(self._cas(keys=[self.keys.current()],
+                            args=["" if expected is None else str(expected), str(version)]))
+        if ok:
+            record = json.dumps({"to": version, "from": expected, "reason": reason,
+                                 "actor": actor, "at": time.time()})
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(self.keys.switch_log(), record)
+            pipe.ltrim(self.keys.switch_log(), 0, 999)
+            pipe.execute()
+        return ok
+
+    def probe(self, version: int) -> tuple[int | None, bool, str | None]:
+        """(current version, meta of ``version`` exists, generation token) in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.current())
+        pipe.exists(self.keys.meta(version))
+        pipe.get(self.keys.generation())
+        current, exists, gen = pipe.execute()
+        return (int(current) if current is not None else None, bool(exists),
+                gen.decode() if gen is not None else None)
+
+    def generation(self) -> str | None:
+        value: Any = self.client.get(self.keys.generation())
+        return value.decode() if value is not None else None
+
+    # -- vectors -------------------------------------------------------------------------
+    def vector_keys(self, version: int, kind: str, ids: list[str]) -> list[str]:
+        build = self.keys.user if kind == "u" else self.keys.item
+        return [build(version, i) for i in ids]
+
+    def _groups(self, keys: list[str]) -> list[np.ndarray]:
+        """Index groups of at most ``max_keys`` keys, one hash slot each on a cluster."""
+        n, m = len(keys), self.max_keys
+        if not self.cluster:
+            return [np.arange(s, min(s + m, n)) for s in range(0, n, m)]
+        slots = np.fromiter((key_slot(k.encode()) for k in keys), dtype=np.int64, count=n)
+        order = np.argsort(slots, kind="stable")
+        bounds = np.flatnonzero(np.diff(slots[order])) + 1
+        return [g[s:s + m] for g in np.split(order, bounds) for s in range(0, len(g), m)]
+
+    def read_vectors(self, keys: list[str], rank: int, recovery: str = "",
+                     extra: dict[str, int] | None = None) -> VectorBlock:
+        """The factors and biases of ``keys`` (zeros where missing) in bounded script calls;
+        ``extra`` names further float32 state fields and their widths in floats. With
+        ``recovery`` (a batch id) keys that batch wrote are read from their before-images."""
+        n = len(keys)
+        fields = [(FIELD_FACTORS, rank), (FIELD_BIAS, 1), *(extra or {}).items()]
+        arrays = [np.zeros((n, w), dtype=np.float32) for _, w in fields]
+        flags = np.zeros(n, dtype=np.uint8)
+        if n:
+            spec = [x for name, w in fields for x in (name, 4 * w)]
+            groups = self._groups(keys)
+            head = [recovery, FIELD_BATCH, FIELD_BEFORE_PREFIX]
+            calls = [([keys[i] for i in g], [*head, *spec]) for g in groups]
+            for g, res in zip(groups, self._run_scripts(self._read, calls), strict=True):
+                for a, blob, (_, w) in zip(arrays, res, fields, strict=False):
+                    a[g] = np.frombuffer(blob, dtype=VECTOR_DTYPE).reshape(len(g), w)
+                flags[g] = np.frombuffer(res[-1], dtype=np.uint8)
+        return VectorBlock(arrays[0], arrays[1][:, 0].copy(), flags != ord("0"), flags == ord("r"),
+                           {name: a for (name, _), a in zip(fields[2:], arrays[2:], strict=True)})
+
+    def write_vectors(
+        self,
+        keys: list[str],
+        parts_spec: str,
+        expected_f: np.ndarray,
+        new_f: np.ndarray,
+        expected_b: np.ndarray,
+        new_b: np.ndarray,
+        tags: PartitionTags | None = None,
+        counts: np.ndarray | None = None,
+        seen: SeenUpdates | None = None,
+        pipe: ScriptBatch | None = None,
+        batch_id: str = "",
+        extra: list[tuple[str, np.ndarray, np.ndarray]] | None = None,
+    ) -> Any:
+        """Queue the idempotent write of a batch's vectors on ``pipe`` (or run them now).
+
+        ``tags`` lists, per key, the partitions whose events touched it in the batch: the key
+        records the batch's end offset for each of them (``o:<p>``), so a batch recovered
+        partition by partition is applied once per (key, partition); one before-image per key
+        and field (``bf``/``bb``/..., of batch ``bid``) serves the recovery read. ``extra``
+        adds state fields as (name, expected (n, w), new (n, w)) float32 arrays.
+        """
+        own = pipe is None
+        batch = pipe if pipe is not None else self.batch()
+        n = len(keys)
+        states = [(FIELD_FACTORS, expected_f, new_f),
+                  (FIELD_BIAS, np.reshape(expected_b, (n, 1)), np.reshape(new_b, (n, 1))),
+                  *(extra or [])]
+        names = [name for name, _, _ in states]
+        blobs = [(np.ascontiguousarray(e, dtype=VECTOR_DTYPE).reshape(n, -1),
+                  np.ascontiguousarray(v, dtype=VECTOR_DTYPE).reshape(n, -1)) for _, e, v in states]
+        widths = [4 * e.shape[1] for e, _ in blobs]
+        ends_flat = [int(x) for pair in _parse_spec(parts_spec) for x in pair]
+        cnt = counts if counts is not None else np.zeros(n, dtype=np.int64)
+        tags = tags if tags is not None else PartitionTags.none(n)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for g in self._groups(keys):
+            seen_keys, seen_index, seen_pairs = (seen.for_group(g) if seen is not None
+                                                 else ([], [], []))
+            tag_flat, tag_starts = tags.for_group(g)
+            header = msgpack.packb([
+                len(g), names, widths, ends_flat, tag_flat, tag_starts,
+                cnt[g].tolist() if counts is not None else [],
+                seen.mode if seen is not None else "set", seen_index, seen_pairs, batch_id,
+                _FIELD_NAMES,
+            ])
+            args: list[Any] = [header]
+            for e, v in blobs:
+                args += [e[g].tobytes(), v[g].tobytes()]
+            calls.append(([keys[i] for i in g] + seen_keys, args))
+        for call_keys, call_args in calls:
+            batch.script(self._write, call_keys, call_args)
+        return batch.execute() if own else batch
+
+    def batch(self) -> ScriptBatch:
+        """An empty :class:`worker.stores.redis.script_batch.ScriptBatch` on this store's client."""
+        if self.cluster and self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
+        return ScriptBatch(self.client, self.cluster, self._pool)
+
+    def _run_scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script calls in one batch (one send on a standalone Redis, concurrently per
+        slot on a cluster)."""
+        batch = self.batch()
+        for call_keys, call_args in calls:
+            batch.script(script, call_keys, call_args)
+        return batch.execute()
+
+    def add_to_index(self, version: int, kind: str, ids: list[str], batch: Any) -> None:
+        """Queue SADDs of ``ids`` to a version's id set on ``batch`` (a ScriptBatch or a
+        redis-py pipeline), in bounded chunks like the scripts."""
+        key = self.keys.user_index(version) if kind == "u" else self.keys.item_index(version)
+        for start in range(0, len(ids), self.max_keys):
+            batch.sadd(key, *ids[start:start + self.max_keys])
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def read_checkpoints(self, version: int, topic: str, partitions: list[int]) -> dict[int, Checkpoint]:
+        pipe = self.client.pipeline(transaction=False)
+        for p in partitions:
+            pipe.hmget(self.keys.checkpoint(version, topic, p), ["offset", "pending_end", "pending_batch"])
+        out: dict[int, Checkpoint] = {}
+        for p, (off, pend, batch) in zip(partitions, pipe.execute(), strict=True):
+            out[p] = Checkpoint(
+                offset=int(off) if off is not None else None,
+                pending_end=int(pend) if pend is not None else None,
+                pending_batch=batch.decode() if batch is not None else None,
+            )
+        return out
+
+    def checkpoint_step(self, version: int, topic: str, step: str, token: str | dict[int, str],
+                        args: dict[int, list[Any]]) -> dict[int, int]:
+        """Run one fenced step of ``worker/stores/redis/lua/checkpoint.lua`` ('own' | 'intent' | 'commit')
+        on each partition's checkpoint, all in one pipeline; ``token`` is the caller's owner
+        token, or one per partition. Returns partition -> 1 done, 0 refused (another owner),
+        2 already there. Only :class:`worker.runtime.commit.CommitProtocol` calls this."""
+        batch = self.batch()
+        parts = self.queue_checkpoint_step(batch, version, topic, step, token, args)
+        return {p: int(r) for p, r in zip(parts, batch.execute(), strict=True)}
+
+    def queue_checkpoint_step(self, batch: ScriptBatch, version: int, topic: str, step: str,
+                              token: str | dict[int, str], args: dict[int, list[Any]]) -> list[int]:
+        """Queue :meth:`checkpoint_step` on ``batch``; returns the partitions in reply order."""
+        parts = sorted(args)
+        tokens = token if isinstance(token, dict) else dict.fromkeys(parts, token)
+        for p in parts:
+            batch.script(self._ckpt, [self.keys.checkpoint(version, topic, p)],
+                         [step, tokens.get(p, ""), *args[p]])
+        return parts
+
+    def set_checkpoints(self, version: int, topic: str, offsets: dict[int, int]) -> None:
+        """Set next-offset checkpoints directly (bulk load of a snapshot with its cutoff)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p, off in offsets.items():
+            key = self.keys.checkpoint(version, topic, p)
+            pipe.hset(key, mapping={"offset": off, "updated_at": time.time()})
+            pipe.hdel(key, "pending_end", "pending_batch")
+        pipe.execute()
+
+    def heartbeat(self, worker_name: str, ttl_s: int, info: dict[str, Any]) -> None:
+        self.client.set(self.keys.heartbeat(worker_name), json.dumps(info), ex=ttl_s)
+
+
+class SeenUpdates:
+    """Per-user (item, value) pairs of a batch, laid out as write_vectors.lua expects.
+
+    Built with NumPy from events sorted by user row, so there is no Python loop per event.
+    """
+
+    def __init__(self, seen_keys: list[str], user_rows: np.ndarray, item_ids: np.ndarray,
+                 values: np.ndarray, mode: str) -> None:
+        order = np.argsort(user_rows, kind="stable")
+        rows = np.asarray(user_rows)[order]
+        self.items = np.asarray(item_ids, dtype=object)[order]
+        self.values = np.char.mod("%.9g", np.asarray(values)[order].astype(np.float64)).astype(object)
+        self.seen_keys = seen_keys
+        self.mode = mode
+        self.starts = np.searchsorted(rows, np.arange(len(seen_keys) + 1))
+
+    def for_group(self, group: np.ndarray) -> tuple[list[str], list[int], list[Any]]:
+        """(seen keys, flat (local key index, pair count), flat (item, value)) of ``group``."""
+        counts = self.starts[group + 1] - self.starts[group]
+        has = np.flatnonzero(counts)
+        if len(has) == 0:
+            return [], [], []
+        rows, cnt = group[has], counts[has]
+        pos = _ranges(self.starts[rows], cnt)
+        pairs = np.empty(2 * len(pos), dtype=object)
+        pairs[0::2], pairs[1::2] = self.items[pos], self.values[pos]
+        index = np.column_stack((has + 1, cnt)).ravel()
+        return [self.seen_keys[r] for r in rows.tolist()], index.tolist(), pairs.tolist()
+
+
+@dataclass(frozen=True)
+class PartitionTags:
+    """Per key, the partitions whose events touched it in a batch, as a flat array and
+    starts (key j's are ``flat[starts[j]:starts[j + 1]]``)."""
+
+    flat: np.ndarray  # int64
+    starts: np.ndarray  # int64, n + 1
+
+    @classmethod
+    def none(cls, n: int) -> PartitionTags:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(n + 1, dtype=np.int64))
+
+    @classmethod
+    def of(cls, rows: np.ndarray, partitions: np.ndarray, n: int) -> PartitionTags:
+        """Tags of ``n`` keys from each event's key row and partition."""
+        pairs = np.unique(rows.astype(np.int64) * 65536 + partitions.astype(np.int64))
+        key = pairs // 65536
+        starts = np.searchsorted(key, np.arange(n + 1))
+        return cls(pairs % 65536, starts)
+
+    def for_key(self, j: int) -> list[int]:
+        return self.flat[self.starts[j]:self.starts[j + 1]].tolist()
+
+    def for_group(self, group: np.ndarray) -> tuple[list[int], list[int]]:
+        """The group's tags and 1-based starts, as write_vectors.lua reads them."""
+        lens = self.starts[group + 1] - self.starts[group]
+        flat = self.flat[_ranges(self.starts[group], lens)]
+        starts = np.concatenate(([1], 1 + np.cumsum(lens)))
+        return flat.tolist(), starts.tolist()
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``range(s, s + n)`` for each (s, n), without a Python loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return offsets + np.arange(total)
+
+
+def _parse_spec(spec: str) -> list[tuple[int, int]]:
+    """``"p=e,q=f"`` -> [(p, e), (q, f)]."""
+    return [(int(p), int(e)) for p, e in (x.split("=") for x in spec.split(",") if x)]
+
+
+def dump_vectors(store: RedisStore, version: int, kind: str, rank: int
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every vector of one kind ('u' or 'i') in a version, ids sorted (tests, snapshots)."""
+    index = store.keys.user_index(version) if kind == "u" else store.keys.item_index(version)
+    ids = sorted(m.decode() for m in store.client.smembers(index))  # type: ignore[union-attr]
+    block = store.read_vectors(store.vector_keys(version, kind, ids), rank)
+    return ids, block.factors, block.biases
