@@ -186,6 +186,16 @@ def plot(curves: Sequence[tuple[str, PrequentialResult]], path: Path, window: in
     print(f"plot written to {path}")
 
 
+def worker_learner() -> Any:
+    """What the worker computes on a bootstrap version with no settings given (the in-memory
+    equivalent of its applier, bit for bit: ``tests/test_worker_stream.py``)."""
+    from worker.config import load_config
+    from worker.control.materialize import online_model
+
+    s = load_config(environ={})
+    return online_model(s, "explicit", s.model.rank, s.model.global_mean)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = C.base_parser(__doc__)
     p.add_argument("--batch", type=int, default=1000, help="events per learn_batch call")
@@ -236,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     run("ours, shipped defaults (adaptive)", "online_als.defaults: AdaGrad k=64 lr=0.1 "
         "lr_bias=0.2 reg=0.02 reg_bias=0.1 acc_init=0.1 init=0.03 + session bias 0.1/1.0/1h",
         AdaptiveModel())  # fmt: skip
+    run("ours, the worker's learner (defaults)", "worker.control.materialize.online_model: the "
+        "adaptive learner as the worker applies it (version's global mean 3.5, no running mean)",
+        worker_learner())  # fmt: skip
     run("ours, shipped defaults, plain SGD", "online_als.defaults, k=64 lr=0.1 reg=0.02 "
         "reg_bias=0.1 init_scale=0.03", OnlineModel.explicit(seed=D.SEED,
                                                              global_mean=D.GLOBAL_MEAN))  # fmt: skip
