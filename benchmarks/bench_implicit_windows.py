@@ -50,7 +50,7 @@ from online_als.evaluation.metrics import per_user_ranking_metrics
 from online_als.events import ImplicitEventMap
 from online_als.idmap import IdMap
 from online_als.model import ModelState
-from online_als.online import ImplicitParams as FoldinParams
+from online_als.online import OnlineImplicitParams as FoldinParams
 from online_als.online import OnlineModel
 from online_als.retrain import ImplicitParams, build_matrix, retrain
 from online_als.serving import top_n_batch

@@ -26,8 +26,9 @@ import numpy as np
 import redis
 
 from worker.serving.client import ServingClient
+from worker.stores.redis.batch_args import SeenUpdates
 from worker.stores.redis.keys import FORMAT_VERSION, RedisKeys
-from worker.stores.redis.store import RedisStore, SeenUpdates
+from worker.stores.redis.store import RedisStore
 
 GOAL_RATE, GOAL_P99_MS = 2000.0, 5.0
 

@@ -110,13 +110,18 @@ def produce_at_rate(settings: Settings, n: int, rate: float, seed: int, done: li
 
 
 def reference(settings: Settings, n: int, seed: int) -> Any:
+    from online_als.adaptive import AdaptiveModel, event_seconds
     from worker.control.materialize import online_model
 
     m = settings.model
     model = online_model(settings, "explicit", m.rank, m.global_mean)  # the worker's learner
     for chunk in generate(n_events=n, n_users=20_000, n_items=5_000, k=8, seed=seed,
                           chunk_rows=100_000):
-        model.learn_batch(chunk.user_ids.astype(str), chunk.item_ids.astype(str), chunk.values)
+        users, items = chunk.user_ids.astype(str), chunk.item_ids.astype(str)
+        if isinstance(model, AdaptiveModel):  # its sessions follow the events' own times
+            model.learn_batch(users, items, chunk.values, event_seconds(chunk.timestamps))
+        else:
+            model.learn_batch(users, items, chunk.values)
     return model
 
 

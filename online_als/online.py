@@ -52,7 +52,7 @@ class ExplicitParams:
 
 
 @dataclass(frozen=True)
-class ImplicitParams:
+class OnlineImplicitParams:
     """Fold-in on the HKV objective: ``reg`` (in G = Y^T Y + reg I), ``alpha`` (c = alpha r)."""
 
     reg: float = 0.1
@@ -87,7 +87,7 @@ class OnlineModel:
     ([1, 1], 2, 1)
     """
 
-    def __init__(self, state: ModelState, params: ExplicitParams | ImplicitParams) -> None:
+    def __init__(self, state: ModelState, params: ExplicitParams | OnlineImplicitParams) -> None:
         want = "explicit" if isinstance(params, ExplicitParams) else "implicit"
         if state.mode != want:
             raise ValueError(f"state is {state.mode!r} but params are for {want!r}")
@@ -120,7 +120,7 @@ class OnlineModel:
         """Implicit fold-in model. New users start at 0 (their first fold-in is then the exact
         ALS solve); new items at N(0, item_init_scale), which must be > 0 for a new user and a
         new item in the same event to learn anything."""
-        params = ImplicitParams(reg, alpha, update_items)
+        params = OnlineImplicitParams(reg, alpha, update_items)
         state = ModelState(
             "implicit", k, seed=seed, user_init_scale=user_init_scale,
             item_init_scale=item_init_scale, hyper=asdict(params),
@@ -137,7 +137,7 @@ class OnlineModel:
         Only here and at construction/load, so any process refreshing at the same points
         reproduces the same numbers. Items added since the last refresh are not in gy_inv.
         """
-        if isinstance(self.params, ImplicitParams):
+        if isinstance(self.params, OnlineImplicitParams):
             self.gy_inv = gram_inverse(self.state.item_factors, self.params.reg)
             self.gx_inv = gram_inverse(self.state.user_factors, self.params.reg)
 
@@ -217,9 +217,9 @@ class OnlineModel:
         """Load a snapshot written by :meth:`save` and refresh the grams."""
         state = ModelState.load(path)
         hyper = {k: v for k, v in state.hyper.items() if k != "mode"}
-        params_cls = ExplicitParams if state.mode == "explicit" else ImplicitParams
+        params_cls = ExplicitParams if state.mode == "explicit" else OnlineImplicitParams
         try:
-            params: ExplicitParams | ImplicitParams = params_cls(**hyper)
+            params: ExplicitParams | OnlineImplicitParams = params_cls(**hyper)
         except TypeError as exc:
             raise ModelFormatError(
                 f"{path}: hyper-parameters do not match {params_cls.__name__}: {exc}"

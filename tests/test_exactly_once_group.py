@@ -19,9 +19,8 @@ from tests.streaming import produce, store_for, synthetic_events, wait_for
 from tests.test_worker_stream import reference_model
 from worker.config import Settings, environ_for
 from worker.control import lifecycle
-from worker.runtime.applier import BatchApplier, decode_messages
+from worker.runtime.applier import BatchApplier, decode_config, decode_messages
 from worker.runtime.commit import CommitProtocol, Fenced
-from worker.runtime.loop import decode_config
 from worker.stores import kafka as kafka_io
 from worker.stores.redis.store import RedisStore, dump_vectors
 

@@ -15,7 +15,7 @@ from online_als.kernels import (
     gram_inverse_reference,
     resolve_users,
 )
-from online_als.kernels import implicit_foldin as foldin_module
+from online_als.kernels import linalg as linalg_module
 
 BOTH = pytest.mark.parametrize("kernel", [foldin_update_batch, foldin_update_batch_reference])
 
@@ -180,7 +180,7 @@ def test_gram_inverse_matches_reference(seed, n, k):
 def test_gram_is_chunked(monkeypatch):
     f = np.random.default_rng(14).normal(0, 1, (50, 4)).astype(np.float32)
     whole = gram(f, 0.1)
-    monkeypatch.setattr(foldin_module, "_GRAM_CHUNK", 7)
+    monkeypatch.setattr(linalg_module, "_GRAM_CHUNK", 7)
     np.testing.assert_allclose(gram(f, 0.1), whole, rtol=1e-12)
 
 

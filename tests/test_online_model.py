@@ -15,7 +15,7 @@ import online_als.online
 from online_als.kernels import gram_inverse, resolve_users
 from online_als.kernels.implicit_foldin import gram
 from online_als.model import ModelFormatError
-from online_als.online import ExplicitParams, ImplicitParams, OnlineModel
+from online_als.online import ExplicitParams, OnlineImplicitParams, OnlineModel
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_parameter_validation():
             ExplicitParams(**bad)
     for bad in ({"reg": 0.0}, {"alpha": -1.0}):
         with pytest.raises(ValueError):
-            ImplicitParams(**bad)
+            OnlineImplicitParams(**bad)
     with pytest.raises(ValueError, match="params are for"):
         OnlineModel(OnlineModel.implicit(k=2).state, ExplicitParams())
 

@@ -54,13 +54,13 @@ def test_a_worker_applies_every_event_once_while_redis_forgets_its_scripts(
     stop = threading.Event()
 
     def flush() -> None:
-        while not stop.wait(0.05):
+        while not stop.wait(0.2):
             store.client.script_flush()
 
     flusher = threading.Thread(target=flush, daemon=True)
     flusher.start()
     try:
-        assert wait_for(lambda: worker.applied_total >= 4000, timeout_s=120)
+        assert wait_for(lambda: worker.applied_total >= 4000, timeout_s=240)
     finally:
         stop.set()
         flusher.join()

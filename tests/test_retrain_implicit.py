@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from online_als.retrain.implicit_fit import ImplicitParams, fit_implicit
-from online_als.serving import fold_in_user, regularized_gram, top_n
+from online_als.serving import fold_in_user, gram, top_n
 
 
 def clustered(seed: int = 0, n_users: int = 120, n_items: int = 80, groups: int = 4):
@@ -99,6 +99,6 @@ def test_fold_in_matches_implicit_recalculate_user() -> None:
     vals = np.array([1.0, 2.0, 0.5, -1.0])
     ref = model.recalculate_user(0, sp.csr_matrix((np.array([1.0, 2.5, -1.0], np.float32),
                                                    np.array([3, 7, 40]), [0, 3]), shape=(1, 80)))  # fmt: skip
-    x = fold_in_user(model.item_factors, regularized_gram(model.item_factors, 0.1), rows, vals,
+    x = fold_in_user(model.item_factors, gram(model.item_factors, 0.1), rows, vals,
                      alpha=3.0)  # fmt: skip
     np.testing.assert_allclose(x, ref, rtol=2e-3, atol=2e-4)

@@ -30,8 +30,9 @@ from worker.cli.common import EXIT_DOWN, EXIT_OK
 from worker.cli.main import main
 from worker.config import Settings
 from worker.serving.client import FoldInParams, NoModelError, ServingClient
+from worker.stores.redis.batch_args import SeenUpdates
 from worker.stores.redis.keys import FORMAT_VERSION, RedisKeys
-from worker.stores.redis.store import RedisStore, SeenUpdates, connect
+from worker.stores.redis.store import RedisStore, connect
 
 pytestmark = pytest.mark.stack
 
@@ -92,7 +93,8 @@ def _drop_prefix(settings: Settings) -> None:
 def _train(stack: StackInfo, mode: str) -> Iterator[Trained]:
     settings = make_settings(stack, _isolated(f"serving_{mode[:3]}"), **{
         "model.mode": mode, "model.rank": RANK, "worker.batch_max_events": 257,
-        "cassandra.enabled": False})
+        # serving is under test here, not the learner: the reference is OnlineModel's SGD
+        "model.learner": "sgd", "cassandra.enabled": False})
     events = synthetic_events(N_EVENTS, N_USERS, N_ITEMS, seed=3, implicit=mode == "implicit")
     produce(settings, events)
     worker = run_worker(settings, idle_exit_s=3)
@@ -163,7 +165,7 @@ def test_user_read_on_own_connection_equals_pipeline_and_survives_a_kill(
         assert sorted(rows.tolist()) == sorted(cache.seen_rows(slow).tolist())
     user = explicit_model.users_by_activity()[0]
     want = client.recommend(user, n=10)
-    conn = client._own_connection()
+    conn = client.reads._own_connection()
     assert conn is not None
     conn.send_command("CLIENT", "ID")
     conn_id = int(conn.read_response())

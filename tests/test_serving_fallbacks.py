@@ -11,10 +11,10 @@ from online_als.serving import (
     because,
     fold_in_user,
     fold_in_user_explicit,
+    gram,
     item_stats,
     popular_items,
     predict_explicit,
-    regularized_gram,
 )
 
 
@@ -51,7 +51,7 @@ def test_explicit_fallbacks_for_unknown_ids() -> None:
 def test_implicit_fold_in_is_the_exact_solve() -> None:
     rng = np.random.default_rng(0)
     item_f = rng.standard_normal((30, 4)).astype(np.float32)
-    g = regularized_gram(item_f, 0.5)
+    g = gram(item_f, 0.5)
     rows, vals = np.array([2, 9, 11]), np.array([1.0, 3.0, -2.0])
     x = fold_in_user(item_f, g, rows, vals, alpha=2.0).astype(np.float64)
     # gradient of the HKV objective at x is 0: sum_all c (p - y.x) y - reg x
@@ -79,7 +79,7 @@ def test_explicit_fold_in_keeps_last_rating() -> None:
 def test_because_decomposes_the_fold_in_score() -> None:
     rng = np.random.default_rng(2)
     item_f = rng.standard_normal((40, 5)).astype(np.float32)
-    g = regularized_gram(item_f, 0.2)
+    g = gram(item_f, 0.2)
     hist, vals = np.array([1, 4, 8, 15, 22]), np.array([1.0, 2.0, 1.0, 5.0, -1.0])
     x = fold_in_user(item_f, g, hist, vals, alpha=3.0)
     ex = because(x, hist, item_f, 30, 3, history_values=vals, gram_reg=g, alpha=3.0)

@@ -17,7 +17,8 @@ from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, synthetic_events
 from worker.events import REASONS, decode_batch
 from worker.metrics import ALL_METRIC_NAMES, WorkerMetrics, start_http_server
-from worker.runtime.loop import Worker, decode_config
+from worker.runtime.applier import decode_config
+from worker.runtime.loop import Worker
 from worker.stores.redis.store import RedisStore
 
 pytestmark = pytest.mark.stack

@@ -8,11 +8,11 @@ from online_als.kernels.guard import DENOM_MIN, GUARD_BOUND
 from online_als.kernels.implicit_foldin import (
     foldin_update_batch,
     foldin_update_batch_reference,
-    gram,
     gram_inverse,
     gram_inverse_reference,
 )
 from online_als.kernels.implicit_resolve import resolve_users, resolve_users_reference
+from online_als.kernels.linalg import gram
 
 __all__ = [
     "DENOM_MIN",

@@ -42,27 +42,7 @@ from online_als.kernels.guard import (
     rows_in_range,
     rows_in_range_reference,
 )
-
-_GRAM_CHUNK = 65536  # rows per float64 block in gram(): bounds the temporary to chunk * k * 8 B
-
-
-def gram(factors: np.ndarray, reg: float) -> np.ndarray:
-    """``F^T F + reg I`` in float64, accumulated in row blocks so memory stays bounded."""
-    f = np.asarray(factors)
-    if f.ndim != 2:
-        raise ValueError(f"factors must be 2-D (n, k), got shape {f.shape}")
-    k = f.shape[1]
-    g = np.zeros((k, k), np.float64)
-    for start in range(0, f.shape[0], _GRAM_CHUNK):
-        block = f[start : start + _GRAM_CHUNK].astype(np.float64)
-        if not np.isfinite(block).all():
-            raise ValueError(
-                "factors contain NaN/Inf: reload the last good snapshot or retrain "
-                "(the kernels' guard should have prevented this)"
-            )
-        g += block.T @ block
-    g += reg * np.eye(k)
-    return g
+from online_als.kernels.linalg import gram
 
 
 def gram_inverse(factors: np.ndarray, reg: float) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""The one small dense solver the kernels share: Cholesky solve of a k x k SPD system.
+"""The dense linear algebra the kernels share: the one Gram matrix and the one Cholesky solve.
 
-Used per user/item inside the numba loops of the ALS-WR retrain
+:func:`gram` is ``F^T F + reg I`` for the implicit fold-in's inverses, the implicit re-solve and
+the serving fold-in of a new user; :func:`cholesky_solve` solves a k x k SPD system per
+user/item inside the numba loops of the ALS-WR retrain
 (:mod:`online_als.retrain.als_wr`) and the implicit re-solve
 (:mod:`online_als.kernels.implicit_resolve`); their NumPy twins use ``np.linalg``.
 
@@ -44,3 +46,25 @@ def cholesky_solve(a: np.ndarray, b: np.ndarray, n: int) -> bool:  # pragma: no 
             t -= a[m, i] * b[m]
         b[i] = t / a[i, i]
     return True
+
+
+_GRAM_CHUNK = 65536  # rows per float64 block in gram(): bounds the temporary to chunk * k * 8 B
+
+
+def gram(factors: np.ndarray, reg: float) -> np.ndarray:
+    """``F^T F + reg I`` in float64, accumulated in row blocks so memory stays bounded."""
+    f = np.asarray(factors)
+    if f.ndim != 2:
+        raise ValueError(f"factors must be 2-D (n, k), got shape {f.shape}")
+    k = f.shape[1]
+    g = np.zeros((k, k), np.float64)
+    for start in range(0, f.shape[0], _GRAM_CHUNK):
+        block = f[start : start + _GRAM_CHUNK].astype(np.float64)
+        if not np.isfinite(block).all():
+            raise ValueError(
+                "factors contain NaN/Inf: reload the last good snapshot or retrain "
+                "(the kernels' guard should have prevented this)"
+            )
+        g += block.T @ block
+    g += reg * np.eye(k)
+    return g

@@ -3,9 +3,10 @@
 Arrays in, arrays out (no I/O); rows are the model's ``IdMap`` rows.
 """
 
+from online_als.kernels.linalg import gram
 from online_als.serving.coldstart import ItemStats, item_stats, popular_items, predict_explicit
 from online_als.serving.explain import Explanation, because
-from online_als.serving.foldin import fold_in_user, fold_in_user_explicit, regularized_gram
+from online_als.serving.foldin import fold_in_user, fold_in_user_explicit
 from online_als.serving.similar import SimilarityIndex, normalize_rows
 from online_als.serving.topn import Allow, AllowFn, top_n, top_n_batch, top_n_scores
 
@@ -22,7 +23,7 @@ __all__ = [
     "normalize_rows",
     "popular_items",
     "predict_explicit",
-    "regularized_gram",
+    "gram",
     "top_n",
     "top_n_batch",
     "top_n_scores",

@@ -3,7 +3,7 @@
 * Implicit (:func:`fold_in_user`): the exact ALS user solve of ``implicit`` /
   Hu-Koren-Volinsky with ``c = alpha * r``:
   ``x = (G + sum_j (c_j - 1) y_j y_j^T)^-1 sum_{c_j > 0} c_j y_j``, ``G = Y^T Y + reg I``
-  (:func:`regularized_gram`, computed once per model). A negative weight counts as
+  (:func:`gram`, computed once per model). A negative weight counts as
   confidence ``|c|`` with preference 0. Duplicated items are summed first.
 * Explicit (:func:`fold_in_user_explicit`): the ALS-WR user half-step, a ridge solve of
   ``[x, b]`` against ``[y_j, 1]`` with targets ``r_j - mu - b_j`` and penalty
@@ -15,7 +15,8 @@ Example
 -------
 >>> import numpy as np
 >>> item_f = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
->>> x = fold_in_user(item_f, regularized_gram(item_f, 0.1), [3, 7], [1.0, 2.0], alpha=10.0)
+>>> from online_als.kernels.linalg import gram
+>>> x = fold_in_user(item_f, gram(item_f, 0.1), [3, 7], [1.0, 2.0], alpha=10.0)
 >>> x.shape, x.dtype
 ((4,), dtype('float32'))
 """
@@ -29,13 +30,7 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-__all__ = ["fold_in_user", "fold_in_user_explicit", "regularized_gram", "user_system"]
-
-
-def regularized_gram(factors: npt.ArrayLike, reg: float) -> F64:
-    """``F^T F + reg I`` in float64 (``Y^T Y + reg I`` for user solves)."""
-    f = np.asarray(factors, dtype=np.float64)
-    return f.T @ f + reg * np.eye(f.shape[1])
+__all__ = ["fold_in_user", "fold_in_user_explicit", "user_system"]
 
 
 def _sum_duplicates(rows: npt.ArrayLike, values: npt.ArrayLike) -> tuple[I64, F64]:

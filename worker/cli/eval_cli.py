@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 from typing import Any
 
@@ -54,7 +55,7 @@ def add_learner_flag(p: Any) -> None:
 
 def _online_model(settings: Any, learner: str = "sgd", **params: Any) -> Any:
     """The explicit online learner from ``settings.model`` (defaults: online_als.defaults)."""
-    from online_als.adaptive import AdaptiveModel, AdaptiveParams
+    from online_als.adaptive import AdaptiveModel
     from online_als.online import OnlineModel
 
     m = settings.model
@@ -64,7 +65,10 @@ def _online_model(settings: Any, learner: str = "sgd", **params: Any) -> Any:
     if learner == "sgd":
         return OnlineModel.explicit(track_mean=True, **kw)
     k, seed, init, mean = (kw.pop(name) for name in ("k", "seed", "init_scale", "global_mean"))
-    return AdaptiveModel(int(k), AdaptiveParams(**kw), seed=seed, init_scale=init,
+    # every adaptive setting of model.* (acc_init, session_*, ...), then the grid's values; a
+    # running global mean, as a prequential run over a data set has no version's mean
+    base = dataclasses.replace(m.adaptive_params(), track_mean=True)
+    return AdaptiveModel(int(k), dataclasses.replace(base, **kw), seed=seed, init_scale=init,
                          global_mean=mean)
 
 

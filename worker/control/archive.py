@@ -80,7 +80,7 @@ class Archiver:
     """One archiver process (any number may run: Kafka assigns each partition to one)."""
 
     def __init__(self, settings: Settings, metrics: ArchiveMetrics | None = None) -> None:
-        from worker.runtime.loop import decode_config
+        from worker.runtime.applier import decode_config
 
         self.settings = settings
         self.topic = settings.kafka.topic

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from worker.config import Settings
 from worker.stores.redis.bulk_load import delete_namespace, load_version
 from worker.stores.redis.keys import FORMAT_VERSION
@@ -348,3 +350,45 @@ def apply_retention(settings: Settings, cass: Any, store: RedisStore) -> dict[st
         delete_namespace(store, version)
         cass.delete_version(version)
     return {"evicted_from_redis": evicted, "deleted": doomed}
+
+
+def ensure_serving(settings: Settings, store: RedisStore, stop: threading.Event) -> int | None:
+    """The serving version; when Redis has none, restore it from Cassandra (one process does
+    it under the load lock while the others wait) or, without Cassandra, bootstrap one.
+    None if ``stop`` was set first."""
+    while store.current_version() is None and not stop.is_set():
+        with load_lock(store) as mine:
+            if mine and store.current_version() is None:
+                _restore_or_bootstrap(settings, store, stop)
+            elif not mine:
+                log.info("another process is restoring the Redis key space; waiting")
+                stop.wait(0.5)
+    return store.current_version()
+
+
+def _restore_or_bootstrap(settings: Settings, store: RedisStore, stop: threading.Event) -> None:
+    if not settings.cassandra.enabled:
+        bootstrap(settings, store)
+        return
+    from worker.stores.cassandra.store import CassandraStore
+
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            with CassandraStore(settings.cassandra) as cass:
+                cass.migrate()
+                if serving_version(cass) is None:
+                    bootstrap(settings, store, cass)
+                    return
+                report = restore(settings, cass, store)
+                log.warning("Redis had no model: restored version %d from Cassandra at %s",
+                            report.version, report.checkpoints)
+                return
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # never bootstrap over persisted state we cannot read yet
+            log.warning("cassandra %s:%d: cannot restore the lost Redis state yet (%s); "
+                        "retry in %.0fs", ",".join(settings.cassandra.hosts),
+                        settings.cassandra.port, exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, settings.worker.reconnect_backoff_max_s)

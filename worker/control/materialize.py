@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from online_als.adaptive import AdaptiveModel, event_seconds
 from online_als.idmap import IdMap
 from online_als.model import ModelState
-from online_als.online import ExplicitParams, ImplicitParams, OnlineModel
+from online_als.online import ExplicitParams, OnlineImplicitParams, OnlineModel
 from online_als.retrain.matrix import build_matrix
 from worker.config import Settings
 from worker.stores.redis.bulk_load import ModelArrays
@@ -70,7 +70,7 @@ def online_model(settings: Settings, mode: str, rank: int, global_mean: float,
     without `a`)."""
     m = settings.model
     u_scale, i_scale = m.init_scales()
-    params: ExplicitParams | ImplicitParams
+    params: ExplicitParams | OnlineImplicitParams
     if mode == "explicit" and m.learner == "adaptive":
         state = _state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays)
         return AdaptiveModel.from_state(state, m.adaptive_params(), *aux)
@@ -78,7 +78,7 @@ def online_model(settings: Settings, mode: str, rank: int, global_mean: float,
         params = ExplicitParams(m.learning_rate, m.regularization, m.bias_regularization,
                                 m.gradient_clip, track_mean=False)
     else:
-        params = ImplicitParams(m.foldin_regularization, m.alpha, m.update_items)
+        params = OnlineImplicitParams(m.foldin_regularization, m.alpha, m.update_items)
     return OnlineModel(_state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays), params)
 
 

@@ -221,7 +221,7 @@ def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, versi
     past it (the serving version's checkpoints are re-read as they move)."""
     from confluent_kafka import TopicPartition
 
-    from worker.runtime.loop import decode_config
+    from worker.runtime.applier import decode_config
 
     topic = settings.kafka.topic
     consumer = kafka_io.make_consumer(settings.kafka, **{"group.id": f"{settings.kafka.group_id}-retrain-{version}"})

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from online_als.arrays import concat_ranges
 from worker.events.binary import KIND_RATING, KIND_WEIGHT, MAGIC, VERSION
 from worker.events.schema import MILLIS_THRESHOLD, DecodeConfig
 
@@ -47,13 +48,6 @@ def _gather(buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], width: int,
     return np.ascontiguousarray(cols).view(dtype).reshape(-1)
 
 
-def _ranges(starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-
-
 def _ids(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64],
          lengths: npt.NDArray[np.int64]) -> list[str]:
     """ASCII ids (no NUL byte, checked by the caller) as str, via one decode and one split."""
@@ -63,14 +57,14 @@ def _ids(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64],
     sep = np.cumsum(lengths + 1) - 1
     keep = np.ones(len(out), dtype=bool)
     keep[sep] = False
-    out[keep] = buf[_ranges(starts, lengths)]
+    out[keep] = buf[concat_ranges(starts, lengths)]
     return out.tobytes().decode("ascii").split("\x00")[:-1]
 
 
 def _ascii_ok(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64],
               lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     """Per id: every byte in 1..127 (an empty id passes here; the caller rejects it)."""
-    b = buf[_ranges(starts, lengths)]
+    b = buf[concat_ranges(starts, lengths)]
     bad = np.concatenate(([0], np.cumsum((b == 0) | (b >= 128))))
     ends = np.cumsum(lengths)
     return bad[ends] - bad[ends - lengths] == 0

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from online_als.adaptive import event_seconds, fill_fresh_aux
-from online_als.events import confidence_preference_from_weights
+from online_als.events import ImplicitEventMap, confidence_preference_from_weights
 from online_als.init import ITEM_SALT, USER_SALT, init_vectors
 from online_als.kernels.explicit_adaptive import (
     adaptive_update_batch,
@@ -24,9 +24,11 @@ from online_als.kernels.explicit_adaptive import (
 )
 from online_als.kernels.explicit_sgd import sgd_update_batch
 from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
-from worker.config import ModelSettings
+from worker.config import ModelSettings, Settings
+from worker.events import DecodeConfig
+from worker.stores.redis.batch_args import PartitionTags, SeenUpdates
 from worker.stores.redis.keys import FIELD_AUX
-from worker.stores.redis.store import PartitionTags, RedisStore, SeenUpdates, VersionMeta
+from worker.stores.redis.store import RedisStore, VersionMeta
 
 
 @dataclass
@@ -57,6 +59,15 @@ class DecodedMessages:
     batch: EventBatch | None  # valid events sorted by (partition, offset); None if none
     rejects: list[Any]  # (position in the message list, reason, detail)
     ends: dict[int, int]  # last offset per partition, rejected messages included
+
+
+def decode_config(settings: Settings) -> DecodeConfig:
+    """The decoder's view of the settings: mode, rating range, event weights, id limit."""
+
+    m = settings.model
+    weights = dict(ImplicitEventMap.from_string(m.event_weights).weights)
+    return DecodeConfig(mode=m.mode, rating_min=m.rating_min, rating_max=m.rating_max,
+                        event_weights=weights, max_id_bytes=settings.worker.max_id_bytes)
 
 
 def decode_messages(msgs: list[Any], config: Any) -> DecodedMessages:

@@ -15,7 +15,6 @@ import time
 import uuid
 from typing import Any
 
-import numpy as np
 import redis
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -27,32 +26,25 @@ from confluent_kafka import (
 )
 
 from worker.config import Settings
-from worker.events import INTERNAL, DecodeConfig
+from worker.events import INTERNAL
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.runtime.applier import (
     BatchApplier,
     DecodedMessages,
     EventBatch,
     VersionState,
+    decode_config,
     decode_messages,
 )
 from worker.runtime.commit import CommitProtocol, Fenced, InFlight, Selection
 from worker.runtime.dead_letters import DeadLetterSink, DeadLetterUndelivered
 from worker.runtime.grams import gram_serial, refresh_grams
+from worker.runtime.observe import count_known, observe_batch, probe_lag
 from worker.runtime.redis_retry import RedisRetry
 from worker.stores import kafka as kafka_io
 from worker.stores.redis.store import RedisStore
 
 log = logging.getLogger("online_als.worker")
-
-
-def decode_config(settings: Settings) -> DecodeConfig:
-    from online_als.events import ImplicitEventMap
-
-    m = settings.model
-    weights = dict(ImplicitEventMap.from_string(m.event_weights).weights)
-    return DecodeConfig(mode=m.mode, rating_min=m.rating_min, rating_max=m.rating_max,
-                        event_weights=weights, max_id_bytes=settings.worker.max_id_bytes)
 
 
 class Worker:
@@ -132,52 +124,15 @@ class Worker:
         threading.Thread(target=watch, name="loop-watchdog", daemon=True).start()
 
     def _ensure_key_space(self) -> None:
-        """Serve the current version; when Redis has none, restore it from Cassandra (one
-        worker does it, the others wait for it) or, without Cassandra, bootstrap one."""
+        """Serve the current version, restored or bootstrapped when Redis has none."""
         from worker.control import lifecycle
 
-        while self.store.current_version() is None and not self._stop.is_set():
-            with lifecycle.load_lock(self.store) as mine:
-                if mine and self.store.current_version() is None:
-                    self._restore_or_bootstrap()
-                elif not mine:
-                    log.info("another process is restoring the Redis key space; waiting")
-                    self._stop.wait(0.5)
-        current = self.store.current_version()
+        current = lifecycle.ensure_serving(self.settings, self.store, self._stop)
         if current is None:
             raise RuntimeError("stopped before Redis held a model version")
         self._generation = lifecycle.ensure_generation(self.store)
         self._state = self.applier.load_version(current)
         self._publish_version()
-
-    def _restore_or_bootstrap(self) -> None:
-        from worker.control import lifecycle
-
-        if not self.settings.cassandra.enabled:
-            lifecycle.bootstrap(self.settings, self.store)
-            return
-        from worker.stores.cassandra.store import CassandraStore
-
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                with CassandraStore(self.settings.cassandra) as cass:
-                    cass.migrate()
-                    if lifecycle.serving_version(cass) is None:
-                        lifecycle.bootstrap(self.settings, self.store, cass)
-                        return
-                    report = lifecycle.restore(self.settings, cass, self.store)
-                    log.warning("Redis had no model: restored version %d from Cassandra at %s",
-                                report.version, report.checkpoints)
-                    return
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except Exception as exc:  # never bootstrap over persisted state we cannot read yet
-                log.warning("cassandra %s:%d: cannot restore the lost Redis state yet (%s); "
-                            "retry in %.0fs", ",".join(self.settings.cassandra.hosts),
-                            self.settings.cassandra.port, exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.settings.worker.reconnect_backoff_max_s)
 
     def run(self, idle_exit_s: float | None = None, max_batches: int | None = None) -> None:
         self._connect()
@@ -396,28 +351,13 @@ class Worker:
         self.dead_lettered_total = self._dlq.total
 
     def _observe(self, batch: EventBatch, result: Any, seconds: float) -> None:
-        m = self.metrics
-        applied = int(result.applied.sum())
-        refused = len(batch) - applied
+        mo = self.settings.model
+        explicit = self._state is not None and self._state.meta.mode == "explicit"
+        applied = observe_batch(self.metrics, batch, result, seconds,
+                                (mo.rating_min, mo.rating_max) if explicit else None)
         self.applied_total += applied
-        m.events_applied.inc(applied)
-        if refused:
-            m.nan_guard_refusals.inc(refused)
-        m.batch_size.observe(len(batch))
-        m.batch_latency.observe(seconds)
-        for op, secs in result.timings.items():
-            if op != "kernel":
-                m.redis_latency.labels(op).observe(secs)
-        ok = result.applied.astype(bool)
-        if self._state is not None and self._state.meta.mode == "explicit":
-            mo = self.settings.model
-            pred = np.clip(result.predictions[ok], mo.rating_min, mo.rating_max)
-            m.observe_prequential(pred, batch.values[ok])
-        else:
-            m.observe_prequential(result.predictions[ok], (batch.values[ok] > 0).astype(np.float32))
         if self.on_batch is not None:
-            self.on_batch(applied, m.prequential.rmse())
-        m.set_event_time_lag(batch.event_ts)
+            self.on_batch(applied, self.metrics.prequential.rmse())
 
     def _commit_informational(self, ends: dict[int, int]) -> None:
         assert self._consumer is not None
@@ -443,14 +383,8 @@ class Worker:
             # the lag from the last fetch response costs no round trip; every 30 s a real
             # broker round trip also proves Kafka is reachable (kafka_up)
             self._lag_probes += 1
-            cached = self._lag_probes % 6 != 1
-            highs = kafka_io.high_watermarks(self._consumer, self.topic,
-                                             list(self.commit.positions), cached=cached)
-            for p, high in highs.items():
-                lag = max(0, high - self.commit.positions.get(p, high))
-                self.metrics.set_consumer_lag(self.topic, p, lag)
-            if highs and not cached:
-                self.metrics.set_server_up("kafka", True)
+            probe_lag(self.metrics, self._consumer, self.topic, self.commit.positions,
+                      cached=self._lag_probes % 6 != 1)
 
     def _maybe_refresh_grams(self) -> None:
         state, m = self._state, self.settings.model
@@ -465,13 +399,7 @@ class Worker:
 
     def _count_known(self) -> None:
         if self._state is not None:
-            v = self._state.version
-            pipe = self.store.client.pipeline(transaction=False)
-            pipe.scard(self.store.keys.user_index(v))
-            pipe.scard(self.store.keys.item_index(v))
-            users, items = pipe.execute()
-            self.metrics.users_known.set(users)
-            self.metrics.items_known.set(items)
+            count_known(self.metrics, self.store, self._state.version)
 
     def _redis_state(self, up: bool) -> None:
         self.metrics.set_server_up("redis", up)

@@ -11,7 +11,7 @@ On a Redis Cluster the scripts run concurrently, one call per hash-slot group, a
 commands go through a cluster pipeline.
 
 A script missing from Redis's cache (after a restart or ``SCRIPT FLUSH``) is loaded and the
-whole batch is sent again once: every call in it is idempotent (guarded writes, fenced and
+whole batch is sent again (up to 5 sends): every call in it is idempotent (guarded writes, fenced and
 forward-only checkpoint steps, set additions, reads).
 """
 
@@ -25,6 +25,10 @@ from typing import Any
 import hiredis
 import redis
 from redis.exceptions import NoScriptError, ResponseError
+
+#: Sends of one batch while Redis keeps losing its script cache (each one reloads the scripts);
+#: more means someone is flushing it in a loop.
+_NOSCRIPT_ATTEMPTS = 5
 
 
 class ScriptBatch:
@@ -81,12 +85,15 @@ class ScriptBatch:
             return []
         if self.cluster:
             return self._run_cluster()
-        try:
-            replies = self._send_all()
-        except NoScriptError:
-            for script in {id(s): s for s, _, _ in self._calls if s is not None}.values():
-                self.client.script_load(script.script)
-            replies = self._send_all()
+        for attempt in range(_NOSCRIPT_ATTEMPTS):
+            try:
+                replies = self._send_all()
+                break
+            except NoScriptError:
+                if attempt == _NOSCRIPT_ATTEMPTS - 1:
+                    raise
+                for script in {id(s): s for s, _, _ in self._calls if s is not None}.values():
+                    self.client.script_load(script.script)
         errors = [r for r in replies if isinstance(r, ResponseError)]
         if errors:
             raise errors[0]

@@ -20,6 +20,7 @@ import redis
 from redis.crc import key_slot
 
 from worker.config import RedisSettings
+from worker.stores.redis.batch_args import PartitionTags, SeenUpdates, parse_spec
 from worker.stores.redis.keys import (
     FIELD_BATCH,
     FIELD_BEFORE_PREFIX,
@@ -35,10 +36,7 @@ from worker.stores.redis.keys import (
 from worker.stores.redis.script_batch import ScriptBatch
 
 _FIELD_NAMES = [FIELD_OFFSET_PREFIX, FIELD_BEFORE_PREFIX, FIELD_BATCH, FIELD_COUNT]
-MAX_KEYS_PER_CALL = 128  # default bound on how long one script blocks Redis (~1 ms at k=64)
-#: Redis runs a client's buffered commands back to back; sending a long pipeline in rounds of
-#: this many scripts lets it serve other clients (the serving apps) in between.
-SCRIPTS_PER_ROUND_TRIP = 8
+MAX_KEYS_PER_CALL = 64  # default bound on how long one script blocks Redis (~0.7 ms at k=64)
 
 
 _CAS_CURRENT = """
@@ -118,17 +116,14 @@ class RedisStore:
     def from_settings(cls, settings: RedisSettings) -> RedisStore:
         """The store for ``settings`` (client, key prefix and cluster mode all from there)."""
         return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster,
-                   max_keys_per_call=settings.max_keys_per_script,
-                   scripts_per_round_trip=settings.scripts_per_round_trip)
+                   max_keys_per_call=settings.max_keys_per_script)
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False,
-                 max_keys_per_call: int = MAX_KEYS_PER_CALL,
-                 scripts_per_round_trip: int = SCRIPTS_PER_ROUND_TRIP) -> None:
+                 max_keys_per_call: int = MAX_KEYS_PER_CALL) -> None:
         self.client = client
         self.keys = keys
         self.cluster = cluster
         self.max_keys = max_keys_per_call
-        self.per_round = scripts_per_round_trip
         self._read = client.register_script(_script("read_vectors.lua"))
         self._write = client.register_script(_script("write_vectors.lua"))
         self._cas = client.register_script(_CAS_CURRENT)
@@ -288,7 +283,7 @@ class RedisStore:
         blobs = [(np.ascontiguousarray(e, dtype=VECTOR_DTYPE).reshape(n, -1),
                   np.ascontiguousarray(v, dtype=VECTOR_DTYPE).reshape(n, -1)) for _, e, v in states]
         widths = [4 * e.shape[1] for e, _ in blobs]
-        ends_flat = [int(x) for pair in _parse_spec(parts_spec) for x in pair]
+        ends_flat = [int(x) for pair in parse_spec(parts_spec) for x in pair]
         cnt = counts if counts is not None else np.zeros(n, dtype=np.int64)
         tags = tags if tags is not None else PartitionTags.none(n)
         calls: list[tuple[list[str], list[Any]]] = []
@@ -376,81 +371,6 @@ class RedisStore:
 
     def heartbeat(self, worker_name: str, ttl_s: int, info: dict[str, Any]) -> None:
         self.client.set(self.keys.heartbeat(worker_name), json.dumps(info), ex=ttl_s)
-
-
-class SeenUpdates:
-    """Per-user (item, value) pairs of a batch, laid out as write_vectors.lua expects.
-
-    Built with NumPy from events sorted by user row, so there is no Python loop per event.
-    """
-
-    def __init__(self, seen_keys: list[str], user_rows: np.ndarray, item_ids: np.ndarray,
-                 values: np.ndarray, mode: str) -> None:
-        order = np.argsort(user_rows, kind="stable")
-        rows = np.asarray(user_rows)[order]
-        self.items = np.asarray(item_ids, dtype=object)[order]
-        self.values = np.char.mod("%.9g", np.asarray(values)[order].astype(np.float64)).astype(object)
-        self.seen_keys = seen_keys
-        self.mode = mode
-        self.starts = np.searchsorted(rows, np.arange(len(seen_keys) + 1))
-
-    def for_group(self, group: np.ndarray) -> tuple[list[str], list[int], list[Any]]:
-        """(seen keys, flat (local key index, pair count), flat (item, value)) of ``group``."""
-        counts = self.starts[group + 1] - self.starts[group]
-        has = np.flatnonzero(counts)
-        if len(has) == 0:
-            return [], [], []
-        rows, cnt = group[has], counts[has]
-        pos = _ranges(self.starts[rows], cnt)
-        pairs = np.empty(2 * len(pos), dtype=object)
-        pairs[0::2], pairs[1::2] = self.items[pos], self.values[pos]
-        index = np.column_stack((has + 1, cnt)).ravel()
-        return [self.seen_keys[r] for r in rows.tolist()], index.tolist(), pairs.tolist()
-
-
-@dataclass(frozen=True)
-class PartitionTags:
-    """Per key, the partitions whose events touched it in a batch, as a flat array and
-    starts (key j's are ``flat[starts[j]:starts[j + 1]]``)."""
-
-    flat: np.ndarray  # int64
-    starts: np.ndarray  # int64, n + 1
-
-    @classmethod
-    def none(cls, n: int) -> PartitionTags:
-        return cls(np.zeros(0, dtype=np.int64), np.zeros(n + 1, dtype=np.int64))
-
-    @classmethod
-    def of(cls, rows: np.ndarray, partitions: np.ndarray, n: int) -> PartitionTags:
-        """Tags of ``n`` keys from each event's key row and partition."""
-        pairs = np.unique(rows.astype(np.int64) * 65536 + partitions.astype(np.int64))
-        key = pairs // 65536
-        starts = np.searchsorted(key, np.arange(n + 1))
-        return cls(pairs % 65536, starts)
-
-    def for_key(self, j: int) -> list[int]:
-        return self.flat[self.starts[j]:self.starts[j + 1]].tolist()
-
-    def for_group(self, group: np.ndarray) -> tuple[list[int], list[int]]:
-        """The group's tags and 1-based starts, as write_vectors.lua reads them."""
-        lens = self.starts[group + 1] - self.starts[group]
-        flat = self.flat[_ranges(self.starts[group], lens)]
-        starts = np.concatenate(([1], 1 + np.cumsum(lens)))
-        return flat.tolist(), starts.tolist()
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``range(s, s + n)`` for each (s, n), without a Python loop."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    return offsets + np.arange(total)
-
-
-def _parse_spec(spec: str) -> list[tuple[int, int]]:
-    """``"p=e,q=f"`` -> [(p, e), (q, f)]."""
-    return [(int(p), int(e)) for p, e in (x.split("=") for x in spec.split(",") if x)]
 
 
 def dump_vectors(store: RedisStore, version: int, kind: str, rank: int
