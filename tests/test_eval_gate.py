@@ -108,7 +108,8 @@ def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
     cols = cand.items.rows_for(i[:half], add=False)
     csr = sp.csr_matrix((np.ones(half, np.float32), (rows, cols)),
                         shape=(len(worse.user_ids), len(worse.item_ids)))  # fmt: skip
-    holdout = [(u[half:], i[half:], v[half:])]
+    # (users, items, values, event times) of the held-out log, as _split_log keeps them
+    holdout = [(u[half:], i[half:], v[half:], 1.7e9 + np.arange(len(u) - half, dtype=np.float64))]
     new = _evaluate(mode, cand, holdout, csr, serving=serving,
                     replay_params=ExplicitParams(lr=0.01) if mode == "explicit" else None)
     key = "rmse" if mode == "explicit" else "ndcg_at_10"

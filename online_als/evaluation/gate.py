@@ -48,7 +48,9 @@ GATE_METRIC = {"explicit": ("rmse", True), "implicit": ("ndcg_at_10", False)}
 
 @dataclass(frozen=True, eq=False)
 class GateModel:
-    """A model version's arrays: ids (any sequence of str), float32 factors and biases."""
+    """A model version's arrays: ids (any sequence of str), float32 factors and biases, and
+    the adaptive learner's per-entity state when the version has it (rows in id order; None:
+    every id starts fresh, as a just-promoted retrain does)."""
 
     user_ids: Sequence[Any] | NDArray[Any]
     user_factors: NDArray[Any]
@@ -57,6 +59,8 @@ class GateModel:
     item_factors: NDArray[Any]
     item_bias: NDArray[Any]
     global_mean: float = 0.0
+    user_aux: NDArray[Any] | None = None
+    item_aux: NDArray[Any] | None = None
 
     def state(self, mode: Mode) -> Any:
         from online_als.model import ModelState
@@ -113,19 +117,19 @@ def score_explicit(
         pred = state.global_mean + np.where(ku, state.user_bias[np.maximum(u, 0)], 0.0) + np.where(
             ki, state.item_bias[np.maximum(i, 0)], 0.0) + dot
         return _errors(np.clip(pred, *rating_range), v)
-    learner = _learner(state, params)
+    learner = _learner(state, params, model)
     ts = np.zeros(len(v), np.int64) if timestamps is None else timestamps
     res = prequential(learner, Ratings.from_columns(users, items, v, ts), batch,
                       rating_range=rating_range)  # fmt: skip
     return {"rmse": res.rmse, "mae": res.mae, "n": float(res.n_scored)}
 
 
-def _learner(state: Any, params: Any) -> Any:
+def _learner(state: Any, params: Any, model: GateModel) -> Any:
     from online_als.adaptive import AdaptiveModel, AdaptiveParams
     from online_als.online import OnlineModel
 
     if isinstance(params, AdaptiveParams):
-        return AdaptiveModel.from_state(state, params)
+        return AdaptiveModel.from_state(state, params, model.user_aux, model.item_aux)
     state.hyper = {}
     return OnlineModel(state, params)
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from online_als.adaptive import event_seconds
 from online_als.evaluation import ranking_metrics_at_k, split_by_group
 from online_als.idmap import IdMap
 from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart
@@ -92,11 +93,11 @@ def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int
     """Train chunks for the matrix builder; holdout parts are kept aside (bounded fraction)."""
     bound_of = np.zeros(max(boundary, default=-1) + 1, dtype=np.int64)  # partition -> boundary
     bound_of[list(boundary)] = list(boundary.values())
-    for users, items, values, _ts, parts, offsets in cass.iter_contiguous_log(
+    for users, items, values, ts, parts, offsets in cass.iter_contiguous_log(
             topic, cutoff, chunk_rows=chunk_rows):
         train = offsets < bound_of[parts]  # iter_log returns only the cutoff's partitions
         if not train.all():
-            holdout.append((users[~train], items[~train], values[~train]))
+            holdout.append((users[~train], items[~train], values[~train], ts[~train]))
         yield users[train], items[train], values[train]
 
 
@@ -114,7 +115,9 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
     items = np.concatenate([h[1] for h in holdout])
     values = np.concatenate([h[2] for h in holdout]).astype(np.float32)
     if serving is not None:
-        return _score_both(mode, result, serving, users, items, values, train_csr, replay_params)
+        times = event_seconds(np.concatenate([h[3] for h in holdout]))  # the worker's clock
+        return _score_both(mode, result, serving, users, items, values, train_csr, replay_params,
+                           times)
     u = result.users.rows_for(users, add=False)
     i = result.items.rows_for(items, add=False)
     if mode == "explicit":
@@ -156,13 +159,16 @@ def _serving_at(settings: Settings, cass: Any, current: int | None,
         return None, None
     a = mat.arrays()
     serving = GateModel(a.user_ids, a.user_factors, a.user_bias, a.item_ids, a.item_factors,
-                        a.item_bias, a.global_mean)
+                        a.item_bias, a.global_mean, a.user_aux, a.item_aux)
     return serving, mat.model.params
 
 
 def _score_both(mode: str, result: Any, serving: Any, users: np.ndarray, items: np.ndarray,
-                values: np.ndarray, train_csr: Any, replay_params: Any) -> dict[str, float]:
-    """Candidate and serving model on the same holdout (online_als.evaluation.gate)."""
+                values: np.ndarray, train_csr: Any, replay_params: Any,
+                times: np.ndarray) -> dict[str, float]:
+    """Candidate and serving model on the same holdout (online_als.evaluation.gate), each as
+    it would serve: the serving version with its learner state, the candidate with fresh state
+    (a promoted retrain starts so), both replayed at the events' own times."""
     from online_als.evaluation.gate import GateModel, compare_on_holdout
 
     cand = GateModel(result.users.to_list(), result.user_factors, result.user_bias,
@@ -171,6 +177,7 @@ def _score_both(mode: str, result: Any, serving: Any, users: np.ndarray, items: 
     kw: dict[str, Any] = {}
     if mode == "explicit":
         kw["params"] = replay_params
+        kw["timestamps"] = times
     else:  # same sampled users for both; seen = their training items (candidate's id space)
         pos = values > 0
         eu = np.unique(users[pos].astype(str))
