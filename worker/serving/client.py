@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,19 +54,8 @@ from worker.serving.cache import (
     VersionCache,
 )
 from worker.serving.reads import RedisReads
-from worker.stores.redis.keys import (
-    RedisKeys,
-)
+from worker.stores.redis.keys import RedisKeys
 from worker.stores.redis.store import RedisStore, connect
-
-_Pack: TypeAlias = Callable[[tuple[str, ...]], bytes]
-_pack_command: _Pack | None
-try:  # redis[hiredis] is a dependency; without it redis-py packs the commands
-    import hiredis
-
-    _pack_command = hiredis.pack_command  # type: ignore[assignment]  # its stub takes 1-tuples
-except ImportError:  # pragma: no cover - hiredis missing
-    _pack_command = None
 
 __all__ = [
     "FoldInParams",
