@@ -23,7 +23,7 @@ from worker.control.archive import Archiver
 from worker.control.retrain_job import CRASH_ENV, run_retrain
 from worker.stores.cassandra.store import CassandraStore
 from worker.stores.redis.bulk_load import delete_namespace
-from worker.stores.redis.store import dump_vectors
+from worker.stores.redis.store import RedisStore, dump_vectors
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -228,9 +228,22 @@ def test_catch_up_never_applies_past_the_serving_version(persisted: Settings) ->
     assert item_counts(persisted, version) == Counter(str(e["item_id"]) for e in events)
 
 
+def _stream_and_archive(settings: Settings, n: int, seed: int) -> RedisStore:
+    """``n`` synthetic ratings through Kafka, a worker and the archiver; the worker's store."""
+    from producers.synthetic import generate
+
+    chunk = next(generate(n_events=n, n_users=300, n_items=100, k=4, seed=seed, chunk_rows=n))
+    events = [{"user_id": str(u), "item_id": str(i), "rating": float(v), "ts": 1.7e9 + j}
+              for j, (u, i, v) in enumerate(zip(chunk.user_ids.tolist(), chunk.item_ids.tolist(),
+                                                chunk.values.tolist(), strict=True))]
+    produce(settings, events)
+    run_worker(settings, idle_exit_s=3)
+    archive(settings)
+    return store_for(settings)
+
+
 def test_the_gate_rejects_a_candidate_worse_than_the_serving_model_on_the_same_holdout(
         stack: StackInfo, isolated: Isolated) -> None:
-    from producers.synthetic import generate
 
     settings = make_settings(stack, isolated, **{
         "cassandra.enabled": True, "model.rank": 8, "archive.snapshot_interval_s": 0,
@@ -239,16 +252,7 @@ def test_the_gate_rejects_a_candidate_worse_than_the_serving_model_on_the_same_h
     with CassandraStore(settings.cassandra) as cass:
         cass.migrate()
     try:
-        chunk = next(generate(n_events=8000, n_users=300, n_items=100, k=4, seed=3,
-                              chunk_rows=8000))
-        events = [{"user_id": str(u), "item_id": str(i), "rating": float(v), "ts": 1.7e9 + j}
-                  for j, (u, i, v) in enumerate(zip(chunk.user_ids.tolist(),
-                                                    chunk.item_ids.tolist(),
-                                                    chunk.values.tolist(), strict=True))]
-        produce(settings, events)
-        run_worker(settings, idle_exit_s=3)
-        archive(settings)
-        store = store_for(settings)
+        store = _stream_and_archive(settings, 8000, seed=3)
         serving = store.current_version()
         with CassandraStore(settings.cassandra) as cass:
             report = run_retrain(settings, cass, store, force=True)
@@ -265,7 +269,6 @@ def test_the_shipped_gate_rule_rejects_a_worse_candidate_and_records_why(
         stack: StackInfo, isolated: Isolated) -> None:
     """No gate setting given: the shipped rule (holdout of at least ``holdout_min_events``,
     never more than half the log; margin 0) keeps the serving version and says why."""
-    from producers.synthetic import generate
     from worker.config import RetrainSettings
 
     settings = make_settings(stack, isolated, **{
@@ -280,15 +283,7 @@ def test_the_shipped_gate_rule_rejects_a_worse_candidate_and_records_why(
         cass.migrate()
     try:
         n = 8000
-        chunk = next(generate(n_events=n, n_users=300, n_items=100, k=4, seed=5, chunk_rows=n))
-        events = [{"user_id": str(u), "item_id": str(i), "rating": float(v), "ts": 1.7e9 + j}
-                  for j, (u, i, v) in enumerate(zip(chunk.user_ids.tolist(),
-                                                    chunk.item_ids.tolist(),
-                                                    chunk.values.tolist(), strict=True))]
-        produce(settings, events)
-        run_worker(settings, idle_exit_s=3)
-        archive(settings)
-        store = store_for(settings)
+        store = _stream_and_archive(settings, n, seed=5)
         serving = store.current_version()
         with CassandraStore(settings.cassandra) as cass:
             report = run_retrain(settings, cass, store, force=True)

@@ -22,6 +22,7 @@ from worker.stores.redis.keys import (
     FORMAT_VERSION,
     VECTOR_DTYPE,
 )
+from worker.stores.redis.script_batch import read_replies
 from worker.stores.redis.store import RedisStore
 
 PIPELINE_CHUNK = 2000
@@ -160,15 +161,7 @@ def _stream(store: RedisStore, chunks: Iterable[tuple[bytes, int]]) -> None:
 
 def _read_replies(conn: Any, n: int) -> Exception | None:
     """Read ``n`` replies; the first error reply is returned after all are read (in sync)."""
-    import redis
-
-    first = None
-    for _ in range(n):
-        try:
-            conn.read_response()
-        except redis.ResponseError as exc:
-            first = first or exc
-    return first
+    return next((r for r in read_replies(conn, n) if isinstance(r, Exception)), None)
 
 
 def _token(raw: bytes) -> bytes:

@@ -17,13 +17,11 @@ forward-only checkpoint steps, set additions, reads).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import hiredis
-import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 #: Sends of one batch while Redis keeps losing its script cache (each one reloads the scripts);
@@ -105,24 +103,16 @@ class ScriptBatch:
         conn = pool.get_connection()
         try:
             conn.send_packed_command(packed, check_health=False)
-            replies: list[Any] = []
-            for _ in packed:
-                try:
-                    replies.append(conn.read_response())
-                except NoScriptError:
-                    # drain the rest so the connection goes back to the pool clean
-                    for _ in range(len(packed) - len(replies) - 1):
-                        with contextlib.suppress(ResponseError):
-                            conn.read_response()
-                    raise
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            conn.disconnect()
+            replies = read_replies(conn, len(packed))
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never hand this stream back as is
             raise
         finally:
             pool.release(conn)
+        missing = [r for r in replies if isinstance(r, NoScriptError)]
+        if missing:
+            raise missing[0]  # every reply was read: the connection is clean
+        return replies
 
     def _run_cluster(self) -> list[Any]:
         out: list[Any] = [None] * len(self._calls)
@@ -142,6 +132,18 @@ class ScriptBatch:
             for j, r in zip(plain, pipe.execute(), strict=True):
                 out[j] = r
         return out
+
+
+def read_replies(conn: Any, n: int) -> list[Any]:
+    """Read ``n`` replies of commands sent on ``conn``, an error reply in its place as its
+    ``ResponseError`` (so the connection stays in step whatever the replies say)."""
+    replies: list[Any] = []
+    for _ in range(n):
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 def _command(script: Any, keys: list[Any], args: list[Any]) -> list[Any]:
