@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from online_als.factors import Factors
 from worker.config import CassandraSettings, RedisSettings
 from worker.stores.cassandra.store import CassandraStore
 from worker.stores.redis.keys import FIELD_BIAS, FIELD_FACTORS, RedisKeys
@@ -199,11 +200,11 @@ def _snapshot(store: CassandraStore, a: argparse.Namespace) -> list[Row]:
     factors = rng.standard_normal((a.vectors, a.rank), dtype=np.float32)
     biases = rng.standard_normal(a.vectors, dtype=np.float32)
     rows: list[Row] = []
-    secs = _timed(lambda: store.write_factors(1, "u", ids, factors, biases))
+    secs = _timed(lambda: store.write_factors(1, "u", Factors(ids, factors, biases)))
     rows.append((f"snapshot write ({a.vectors:,} x k={a.rank})", a.vectors / secs, f"{secs:.2f} s"))
-    out: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+    out: list[Factors] = []
     secs = _timed(lambda: out.append(store.read_factors(1, "u")))
-    got_ids, got_f, got_b = out[0]
+    got_ids, got_f, got_b = out[0].id_list(), out[0].vectors, out[0].biases
     assert got_ids == ids and np.array_equal(got_f, factors) and np.array_equal(got_b, biases)
     rows.append(("snapshot read from Cassandra", a.vectors / secs, f"{secs:.2f} s (goal <= 10 s)"))
     if not a.no_redis:

@@ -229,8 +229,7 @@ def stream_snapshot(settings: Settings, cass: CassandraStore, version: int,
 
     mat = materialize_at(cass, settings, version, at)
     arr = mat.arrays()
-    cass.archive.write_snapshot(version, mat.offsets, arr.user_ids, arr.user_factors,
-                                arr.user_bias, arr.item_ids, arr.item_factors, arr.item_bias)
+    cass.archive.write_snapshot(version, mat.offsets, arr.users, arr.items)
 
 
 # -- measurements ----------------------------------------------------------------------

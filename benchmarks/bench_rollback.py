@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 from _common import goal_mark, header, load_average, table, write_json
 
+from online_als.factors import Factors, ModelArrays
 from online_als.retrain.matrix import build_matrix
 from producers.synthetic import ML20M
 from worker.config import Settings, load_config
 from worker.control.lifecycle import rollback
 from worker.stores.cassandra.store import CassandraStore, ModelVersion
-from worker.stores.redis.bulk_load import ModelArrays, delete_namespace, load_version
+from worker.stores.redis.bulk_load import delete_namespace, load_version
 from worker.stores.redis.store import RedisStore
 
 GOAL_COLD_S = 10.0
@@ -81,13 +82,13 @@ def _settings(tag: str, rank: int) -> Settings:
 def _model(a: argparse.Namespace, seed: int) -> ModelArrays:
     rng = np.random.default_rng(seed)
     return ModelArrays(
-        "implicit", a.rank, 0.0,
-        [str(j + 1) for j in range(a.users)],
-        (rng.standard_normal((a.users, a.rank), dtype=np.float32) * 0.1),
-        np.zeros(a.users, dtype=np.float32),
-        [str(j + 1) for j in range(a.items)],
-        (rng.standard_normal((a.items, a.rank), dtype=np.float32) * 0.1),
-        np.zeros(a.items, dtype=np.float32))
+        "implicit",
+        Factors([str(j + 1) for j in range(a.users)],
+                rng.standard_normal((a.users, a.rank), dtype=np.float32) * 0.1,
+                np.zeros(a.users, dtype=np.float32)),
+        Factors([str(j + 1) for j in range(a.items)],
+                rng.standard_normal((a.items, a.rank), dtype=np.float32) * 0.1,
+                np.zeros(a.items, dtype=np.float32)))
 
 
 def persist(cass: CassandraStore, store: RedisStore, topic: str, m: ModelArrays,
@@ -97,9 +98,9 @@ def persist(cass: CassandraStore, store: RedisStore, topic: str, m: ModelArrays,
     cass.create_version(ModelVersion(
         version=version, status="building", mode=m.mode, rank=m.rank, topic=topic,
         params={"global_mean": m.global_mean}, cutoff=cutoff,
-        counts={"users": len(m.user_ids), "items": len(m.item_ids)}, notes=note))
-    cass.write_factors(version, "u", m.user_ids, m.user_factors, m.user_bias)
-    cass.write_factors(version, "i", m.item_ids, m.item_factors, m.item_bias)
+        counts={"users": len(m.users), "items": len(m.items)}, notes=note))
+    cass.write_factors(version, "u", m.users)
+    cass.write_factors(version, "i", m.items)
     cass.set_version_status(version, "ready", "", expected_status="building")
     cass.set_version_status(version, "promoted", "", expected_status="ready")
     return version
@@ -168,8 +169,8 @@ def breakdown(settings: Settings, cass: CassandraStore, store: RedisStore,
     delete_namespace(store, version)
     out: dict[str, float] = {}
     t = time.perf_counter()
-    uids, uf, ub = cass.read_factors(version, "u")
-    iids, itf, ib = cass.read_factors(version, "i")
+    users, items = cass.read_factors(version, "u"), cass.read_factors(version, "i")
+    uids, iids = users.id_list(), items.id_list()
     out["read factors from Cassandra"] = time.perf_counter() - t
     t = time.perf_counter()
     chunks = ((c[0], c[1], c[2]) for c in cass.iter_log(settings.kafka.topic, dict(meta.cutoff),
@@ -177,7 +178,7 @@ def breakdown(settings: Settings, cass: CassandraStore, store: RedisStore,
     hist = build_matrix(chunks, "sum", users=IdMap.from_list(uids), items=IdMap.from_list(iids))
     m = hist.matrix.tocsr()[: len(uids), : len(iids)].tocsr()
     out[f"read log + build seen matrix ({hist.events:,} events)"] = time.perf_counter() - t
-    model = ModelArrays(meta.mode, meta.rank, 0.0, uids, uf, ub, iids, itf, ib)
+    model = ModelArrays(meta.mode, users, items, 0.0)
     t = time.perf_counter()
     delete_namespace(store, version)  # nothing left to delete: the cost is the SCAN alone
     scan = time.perf_counter() - t

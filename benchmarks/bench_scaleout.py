@@ -228,8 +228,8 @@ def redis_bytes(store: RedisStore, s: Settings, sample: int = 300) -> dict[str, 
     c, keys = store.client, store.keys
     version = store.current_version()
     assert version is not None
-    uids = dump_vectors(store, version, "u", s.model.rank)[0]
-    iids = dump_vectors(store, version, "i", s.model.rank)[0]
+    uids = dump_vectors(store, version, "u", s.model.rank).id_list()
+    iids = dump_vectors(store, version, "i", s.model.rank).id_list()
     rng = np.random.default_rng(0)
     su = [uids[j] for j in rng.choice(len(uids), min(sample, len(uids)), replace=False)]
     si = [iids[j] for j in rng.choice(len(iids), min(sample, len(iids)), replace=False)]
@@ -271,8 +271,7 @@ def cassandra_bytes(n: int, k: int) -> dict[str, float]:
     assert version is not None
     with CassandraStore(s.cassandra) as cass:
         for kind in ("u", "i"):  # a snapshot of the model, written as a retrain writes one
-            ids, f, b = dump_vectors(store, version, kind, k)
-            cass.write_factors(version, kind, ids, f, b)
+            cass.write_factors(version, kind, dump_vectors(store, version, kind, k))
         sess, ks = cass.db.session, s.cassandra.keyspace
         log_rows = list(sess.execute(
             f"SELECT topic, user_ids, item_ids, vals, ts, offsets, n FROM {ks}.ratings_log"))

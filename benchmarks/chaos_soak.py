@@ -129,7 +129,8 @@ def max_diff(store: RedisStore, version: int, rank: int, model: Any) -> tuple[fl
     out = []
     s = model.state
     for kind, idmap, f in (("u", s.users, s.user_factors), ("i", s.items, s.item_factors)):
-        ids, got, _ = dump_vectors(store, version, kind, rank)
+        side = dump_vectors(store, version, kind, rank)
+        ids, got = side.id_list(), side.vectors
         rows = idmap.rows_for(ids, add=False)
         ok = rows >= 0
         out.append(float(np.abs(got[ok] - f[rows[ok]]).max()) if ok.any() else float("nan"))
@@ -226,8 +227,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     version = store.current_version()
     assert version is not None
-    ids, _, _ = dump_vectors(store, version, "i", a.rank)
-    print(f"serving version {version}: {len(dump_vectors(store, version, 'u', a.rank)[0]):,} "
+    ids = dump_vectors(store, version, "i", a.rank).id_list()
+    print(f"serving version {version}: {len(dump_vectors(store, version, 'u', a.rank)):,} "
           f"users, {len(ids):,} items; resident {lifecycle.resident_versions(store)}", flush=True)
     pipe = store.client.pipeline(transaction=False)
     for i in ids:
@@ -269,14 +270,13 @@ def main() -> None:
 
 def _live_model(s: Settings, version: int, rank: int) -> Any:
     """The live Redis of the soak as an in-memory model, to compare the restore against."""
-    from online_als.model import ModelState
+    from online_als.factors import ModelArrays
     from online_als.online import ExplicitParams, OnlineModel
 
     live = RedisStore.from_settings(s.redis)
-    uids, uf, ub = dump_vectors(live, version, "u", rank)
-    iids, itf, ib = dump_vectors(live, version, "i", rank)
-    state = ModelState.from_arrays("explicit", uids, uf, ub, iids, itf, ib)
-    return OnlineModel(state, ExplicitParams())
+    model = ModelArrays("explicit", dump_vectors(live, version, "u", rank),
+                        dump_vectors(live, version, "i", rank))
+    return OnlineModel(model.state(), ExplicitParams())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The retrain quality gate as pure functions: score the serving model and the candidate on the
 same holdout, then promote only a candidate that is not worse by more than a margin.
 
-Both models come as :class:`GateModel` (ids, factors, biases, global mean: what a version
-holds). Scoring never mutates them.
+Both models come as :class:`~online_als.factors.ModelArrays` (what a version holds, with the
+adaptive learner's per-entity state when it has it). Scoring never mutates them.
 
 - Explicit ratings: :func:`score_explicit`. With ``params`` (the online learner's settings) the
   holdout is *replayed*, predict then learn, through the online kernel from a copy of each
@@ -17,8 +17,10 @@ holds). Scoring never mutates them.
   shadow beside the serving model on the events that follow (both learning them, only the
   serving model answering) and switched to only if it is not worse there either.
 
->>> ser = GateModel(["u"], np.ones((1, 2)), np.zeros(1), ["a", "b"], np.eye(2), np.zeros(2), 3.0)
->>> bad = GateModel(["u"], -np.ones((1, 2)), np.zeros(1), ["a", "b"], np.eye(2), np.zeros(2), 3.0)
+>>> from online_als.factors import Factors, ModelArrays
+>>> items = Factors(["a", "b"], np.eye(2), np.zeros(2))
+>>> ser = ModelArrays("explicit", Factors(["u"], np.ones((1, 2)), [0]), items, 3.0)
+>>> bad = ModelArrays("explicit", Factors(["u"], -np.ones((1, 2)), [0]), items, 3.0)
 >>> h = (np.array(["u", "u"]), np.array(["a", "b"]), np.array([4.0, 4.0], np.float32))
 >>> res = compare_on_holdout("explicit", ser, bad, *h, margin=0.02)
 >>> res.promote, res.serving["rmse"], res.candidate["rmse"]
@@ -27,7 +29,7 @@ holds). Scoring never mutates them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,39 +39,13 @@ from numpy.typing import ArrayLike, NDArray
 from online_als.evaluation._arrays import split_by_group
 from online_als.evaluation.metrics import ranking_metrics_at_k
 from online_als.evaluation.prequential import prequential
-from online_als.model import Mode
+from online_als.factors import ModelArrays
 
-__all__ = ["GateModel", "GateResult", "compare_on_holdout", "gate_reason", "holdout_sizes",
+__all__ = ["GateResult", "compare_on_holdout", "gate_reason", "holdout_sizes",
            "score_explicit", "score_ranking", "staged_reason"]  # fmt: skip
 
 #: Metric the gate compares, and whether lower is better, per mode.
 GATE_METRIC = {"explicit": ("rmse", True), "implicit": ("ndcg_at_10", False)}
-
-
-@dataclass(frozen=True, eq=False)
-class GateModel:
-    """A model version's arrays: ids (any sequence of str), float32 factors and biases, and
-    the adaptive learner's per-entity state when the version has it (rows in id order; None:
-    every id starts fresh, as a just-promoted retrain does)."""
-
-    user_ids: Sequence[Any] | NDArray[Any]
-    user_factors: NDArray[Any]
-    user_bias: NDArray[Any]
-    item_ids: Sequence[Any] | NDArray[Any]
-    item_factors: NDArray[Any]
-    item_bias: NDArray[Any]
-    global_mean: float = 0.0
-    user_aux: NDArray[Any] | None = None
-    item_aux: NDArray[Any] | None = None
-
-    def state(self, mode: Mode) -> Any:
-        from online_als.model import ModelState
-
-        return ModelState.from_arrays(
-            mode, [str(u) for u in self.user_ids], self.user_factors, self.user_bias,
-            [str(i) for i in self.item_ids], self.item_factors, self.item_bias,
-            global_mean=float(self.global_mean),
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,7 +66,7 @@ def _errors(pred: NDArray[Any], values: NDArray[Any]) -> dict[str, float]:
 
 
 def score_explicit(
-    model: GateModel, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
+    model: ModelArrays, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
     params: Any = None, timestamps: ArrayLike | None = None,
     rating_range: tuple[float, float] = (0.5, 5.0), batch: int = 1000,
 ) -> dict[str, float]:  # fmt: skip
@@ -105,10 +81,10 @@ def score_explicit(
     v = np.asarray(values, np.float32)
     if not v.size:
         return {}
-    state = model.state("explicit")
+    state = model.state()
     if params is None:
-        u = state.users.rows_for(users, add=False)
-        i = state.items.rows_for(items, add=False)
+        u = state.users.rows_for(np.asarray(users), add=False)
+        i = state.items.rows_for(np.asarray(items), add=False)
         ku, ki = u >= 0, i >= 0
         dot = np.zeros(len(v))
         both = ku & ki
@@ -124,18 +100,18 @@ def score_explicit(
     return {"rmse": res.rmse, "mae": res.mae, "n": float(res.n_scored)}
 
 
-def _learner(state: Any, params: Any, model: GateModel) -> Any:
+def _learner(state: Any, params: Any, model: ModelArrays) -> Any:
     from online_als.adaptive import AdaptiveModel, AdaptiveParams
     from online_als.online import OnlineModel
 
     if isinstance(params, AdaptiveParams):
-        return AdaptiveModel.from_state(state, params, model.user_aux, model.item_aux)
+        return AdaptiveModel.from_state(state, params, model.users.aux, model.items.aux)
     state.hyper = {}
     return OnlineModel(state, params)
 
 
 def score_ranking(
-    model: GateModel, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
+    model: ModelArrays, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
     seen_users: ArrayLike, seen_items: ArrayLike, eval_users: ArrayLike | None = None,
     k: int = 10, max_users: int = 5000, seed: int = 0,
 ) -> dict[str, float]:  # fmt: skip
@@ -162,7 +138,7 @@ def score_ranking(
     su, si = np.asarray(seen_users).astype(str), np.asarray(seen_items).astype(str)
     sk = np.isin(su, eu)
     seen = split_by_group(np.searchsorted(eu, su[sk]), si[sk], len(eu))
-    state = model.state("implicit")
+    state = model.state()
     rows = state.users.rows_for(eu, add=False)
     known = np.flatnonzero(rows >= 0)
     recs = np.full((len(eu), k), "", dtype=object)
@@ -244,7 +220,7 @@ def staged_reason(
 
 
 def compare_on_holdout(
-    mode: str, serving: GateModel | None, candidate: GateModel, users: ArrayLike,
+    mode: str, serving: ModelArrays | None, candidate: ModelArrays, users: ArrayLike,
     items: ArrayLike, values: ArrayLike, *, margin: float = 0.02, **score_kw: Any,
 ) -> GateResult:  # fmt: skip
     """Score both models on the same holdout and decide (see the module docstring).

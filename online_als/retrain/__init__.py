@@ -15,7 +15,7 @@ Example
 -------
 >>> m = build_matrix([(["a", "a", "b"], ["x", "y", "x"], [5.0, 3.0, 4.0])], "last")
 >>> r = retrain("explicit", m, AlsWrParams(factors=2, iterations=3))
->>> r.user_factors.shape, r.users.ids, sorted(r.seconds)
+>>> r.users.vectors.shape, r.users.ids, sorted(r.seconds)
 ((2, 2), ['a', 'b'], ['build_matrix', 'check', 'fit', 'warm_start'])
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from online_als.factors import Factors, ModelArrays
 from online_als.idmap import IdMap
 from online_als.init import ITEM_SALT, USER_SALT, init_vectors
 from online_als.model import MODES, Mode, ModelState
@@ -55,47 +56,44 @@ __all__ = [
 
 @dataclass(frozen=True)
 class WarmStart:
-    """Factors to start from. Biases are used in explicit mode only.
+    """Factors to start from; biases are used in explicit mode only.
 
-    ``users``/``items`` name the rows of the arrays; without them row j of the arrays is row
-    j of the matrix (the arrays may have fewer rows than the matrix: the rest are new).
-    ``seed`` feeds :func:`~online_als.init.init_vectors` for new ids.
+    ``users.ids``/``items.ids`` name the rows; when None, row j of the arrays is row j of the
+    matrix (there may be fewer rows than the matrix has: the rest are new). ``seed`` feeds
+    :func:`~online_als.init.init_vectors` for new ids.
     """
 
-    user_factors: F32
-    item_factors: F32
-    user_bias: F32 | None = None
-    item_bias: F32 | None = None
-    users: IdMap | None = None
-    items: IdMap | None = None
+    users: Factors
+    items: Factors
     seed: int = 0
 
     @classmethod
     def from_state(cls, state: ModelState) -> WarmStart:
         """Warm start from a live model (arrays are copied by :func:`retrain`, not here)."""
         return cls(
-            state.user_factors, state.item_factors, state.user_bias, state.item_bias,
-            state.users, state.items, state.seed,
+            Factors(state.users.ids, state.user_factors, state.user_bias),
+            Factors(state.items.ids, state.item_factors, state.item_bias), state.seed,
         )  # fmt: skip
 
 
 @dataclass
 class RetrainResult:
-    """Float32 factors/biases (biases 0 and ``global_mean`` 0.0 in implicit mode), the id
-    maps of the matrix (``None`` for row-only matrices), wall seconds per phase, the number
-    of stored ratings and the hyper-parameters used (JSON-able)."""
+    """The fitted ``users``/``items`` (float32; biases 0 and ``global_mean`` 0.0 in implicit
+    mode), named by the matrix's ids (``ids`` None for row-only matrices), wall seconds per
+    phase, the number of stored ratings and the hyper-parameters used (JSON-able)."""
 
     mode: Mode
-    user_factors: F32
-    item_factors: F32
-    user_bias: F32
-    item_bias: F32
+    users: Factors
+    items: Factors
     global_mean: float
-    users: IdMap | None
-    items: IdMap | None
     seconds: dict[str, float] = field(default_factory=dict)
     n_ratings: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> ModelArrays:
+        """The result as a model version's arrays (needs ids)."""
+        return ModelArrays(self.mode, self.users, self.items, self.global_mean)
 
     def to_state(self, *, seed: int = 0, hyper: dict[str, Any] | None = None) -> ModelState:
         """A :class:`ModelState` holding this result (needs the id maps).
@@ -103,9 +101,9 @@ class RetrainResult:
         ``hyper`` defaults to the retrain parameters; ``n_ratings`` is carried over so the
         state's running global mean goes on from the retrained one.
         """
-        if self.users is None or self.items is None:
+        if self.users.ids is None or self.items.ids is None:
             raise ValueError("to_state needs id maps; build the matrix from ids")
-        k = self.user_factors.shape[1]
+        k = self.users.rank
         state = ModelState(
             self.mode,
             k,
@@ -116,41 +114,33 @@ class RetrainResult:
         state.n_ratings = self.n_ratings
         state.ensure_users(self.users.ids)
         state.ensure_items(self.items.ids)
-        state.user_factors[:] = self.user_factors
-        state.item_factors[:] = self.item_factors
-        state.user_bias[:] = self.user_bias
-        state.item_bias[:] = self.item_bias
+        state.user_factors[:] = self.users.vectors
+        state.item_factors[:] = self.items.vectors
+        state.user_bias[:] = self.users.biases
+        state.item_bias[:] = self.items.biases
         return state
 
 
-def _align(
-    n: int,
-    k: int,
-    factors: F32,
-    bias: F32 | None,
-    src: IdMap | None,
-    dst: IdMap | None,
-    seed: int,
-    scale: float,
-    salt: str,
-) -> tuple[F32, F32]:
+def _align(n: int, k: int, warm: Factors, dst: IdMap | None, seed: int, scale: float,
+           salt: str) -> tuple[F32, F32]:
     """Warm-start arrays reordered to the matrix rows; unknown rows get init_vectors."""
-    factors = np.asarray(factors, dtype=np.float32)
-    if factors.ndim != 2 or factors.shape[1] != k:
+    factors, bias = warm.vectors, warm.biases
+    if factors.shape[1] != k:
         raise ValueError(f"warm-start factors have shape {factors.shape}, need (n, {k})")
-    b = np.zeros(factors.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32)
     out_f = np.empty((n, k), np.float32)
     out_b = np.zeros(n, np.float32)
-    if src is not None and dst is not None:
-        rows = src.rows_for(dst.ids, add=False)
+    known = np.zeros(n, bool)
+    if warm.ids is not None and dst is not None:
+        rows = dst.rows_for(warm.ids, add=False)  # matrix row of each warm row, or -1
+        ok = rows >= 0
+        out_f[rows[ok]] = factors[ok]
+        out_b[rows[ok]] = bias[ok]
+        known[rows[ok]] = True
     else:
         if factors.shape[0] > n:
             raise ValueError(f"warm start has {factors.shape[0]} rows, the matrix {n}")
-        rows = np.full(n, -1, np.int64)
-        rows[: factors.shape[0]] = np.arange(factors.shape[0])
-    known = rows >= 0
-    out_f[known] = factors[rows[known]]
-    out_b[known] = b[rows[known]]
+        m = factors.shape[0]
+        out_f[:m], out_b[:m], known[:m] = factors, bias, True
     new = np.flatnonzero(~known)
     if new.size:
         ids = [dst.ids[j] for j in new] if dst is not None else [str(j) for j in new]
@@ -186,12 +176,10 @@ def retrain(
     if ws is not None:
         scale = params.init_scale
         warm["user_factors"], warm["user_bias"] = _align(
-            n_users, k, ws.user_factors, ws.user_bias, ws.users, matrix.users,
-            ws.seed, scale, USER_SALT,
+            n_users, k, ws.users, matrix.users, ws.seed, scale, USER_SALT,
         )  # fmt: skip
         warm["item_factors"], warm["item_bias"] = _align(
-            n_items, k, ws.item_factors, ws.item_bias, ws.items, matrix.items,
-            ws.seed, scale, ITEM_SALT,
+            n_items, k, ws.items, matrix.items, ws.seed, scale, ITEM_SALT,
         )  # fmt: skip
     seconds["warm_start"] = time.perf_counter() - t0
 
@@ -205,13 +193,8 @@ def retrain(
             user_bias=warm.get("user_bias"),
             item_bias=warm.get("item_bias"),
         )
-        uf, itf, ub, ib, mu = (
-            fit.user_factors,
-            fit.item_factors,
-            fit.user_bias,
-            fit.item_bias,
-            fit.global_mean,
-        )
+        uf, itf, ub, ib = fit.users.vectors, fit.items.vectors, fit.users.biases, fit.items.biases
+        mu = fit.global_mean
     else:
         uf, itf = fit_implicit(
             matrix.matrix, params,
@@ -231,7 +214,11 @@ def retrain(
             raise FloatingPointError(f"retrain produced non-finite {name}; raise reg")
     seconds["check"] = time.perf_counter() - t0
     return RetrainResult(
-        mode, np.ascontiguousarray(uf), np.ascontiguousarray(itf), ub, ib, float(mu),
-        matrix.users, matrix.items, seconds, int(matrix.matrix.nnz),
-        {"mode": mode, **dataclasses.asdict(params)},
+        mode, Factors(_ids(matrix.users), np.ascontiguousarray(uf), ub),
+        Factors(_ids(matrix.items), np.ascontiguousarray(itf), ib), float(mu), seconds,
+        int(matrix.matrix.nnz), {"mode": mode, **dataclasses.asdict(params)},
     )  # fmt: skip
+
+
+def _ids(ids: IdMap | None) -> list[str] | None:
+    return None if ids is None else ids.ids

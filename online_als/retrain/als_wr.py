@@ -22,7 +22,7 @@ Example
 >>> import numpy as np, scipy.sparse as sp
 >>> r = sp.csr_matrix(np.array([[5, 3, 0], [4, 0, 1], [0, 2, 5]], dtype=np.float32))
 >>> f = fit_als_wr(r, AlsWrParams(factors=2, reg=0.05, iterations=10))
->>> f.user_factors.shape, f.item_factors.dtype
+>>> f.users.vectors.shape, f.items.vectors.dtype
 ((3, 2), dtype('float32'))
 >>> bool(rmse(r, f) < 0.5)
 True
@@ -40,6 +40,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from numba import njit, prange
 
+from online_als.factors import Factors
 from online_als.kernels.linalg import cholesky_solve
 
 F32 = npt.NDArray[np.float32]
@@ -99,12 +100,11 @@ class AlsWrParams:
 
 @dataclass
 class AlsWrFactors:
-    """Result of :func:`fit_als_wr`: float32 factors/biases, the global mean, loss history."""
+    """Result of :func:`fit_als_wr`: float32 ``users``/``items`` (rows of the matrix, no ids),
+    the global mean and the objective history."""
 
-    user_factors: F32
-    item_factors: F32
-    user_bias: F32
-    item_bias: F32
+    users: Factors
+    items: Factors
     global_mean: float
     objective: list[float]
 
@@ -307,10 +307,10 @@ def rmse(ratings: sp.spmatrix | sp.sparray, model: AlsWrFactors) -> float:
         return float("nan")
     u, i = _coo_rows(csr)
     pred = predict_pairs(
-        model.user_factors,
-        model.user_bias,
-        model.item_factors,
-        model.item_bias,
+        model.users.vectors,
+        model.users.biases,
+        model.items.vectors,
+        model.items.biases,
         model.global_mean,
         u,
         i,
@@ -329,10 +329,10 @@ def als_wr_objective(
     csr = _as_csr(ratings)
     u, i = _coo_rows(csr)
     pred = predict_pairs(
-        model.user_factors,
-        model.user_bias,
-        model.item_factors,
-        model.item_bias,
+        model.users.vectors,
+        model.users.biases,
+        model.items.vectors,
+        model.items.biases,
         model.global_mean,
         u,
         i,
@@ -340,11 +340,11 @@ def als_wr_objective(
     err = csr.data.astype(np.float64) - pred
     n_u = np.diff(csr.indptr).astype(np.float64)
     n_i = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.float64)
-    xu = np.sum(model.user_factors.astype(np.float64) ** 2, axis=1)
-    yi = np.sum(model.item_factors.astype(np.float64) ** 2, axis=1)
+    xu = np.sum(model.users.vectors.astype(np.float64) ** 2, axis=1)
+    yi = np.sum(model.items.vectors.astype(np.float64) ** 2, axis=1)
     penalty = reg * (n_u @ xu + n_i @ yi) + reg_bias * (
-        n_u @ model.user_bias.astype(np.float64) ** 2
-        + n_i @ model.item_bias.astype(np.float64) ** 2
+        n_u @ model.users.biases.astype(np.float64) ** 2
+        + n_i @ model.items.biases.astype(np.float64) ** 2
     )
     return float(err @ err + penalty)
 
@@ -396,7 +396,7 @@ def fit_als_wr(
     else:
         mu = float(np.mean(csr.data, dtype=np.float64)) if csr.nnz else 0.0
 
-    model = AlsWrFactors(uf, itf, ub, ib, mu, [])
+    model = AlsWrFactors(Factors(None, uf, ub), Factors(None, itf, ib), mu, [])
     csc = csr.T.tocsr()  # items x users
     reg, reg_b = params.reg, params.bias_reg
     with numba_threads(params.num_threads):

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from online_als.factors import Factors
 from online_als.retrain import Mode, RetrainResult
 from online_als.retrain.matrix import RatingMatrix
 
@@ -168,6 +169,8 @@ def fit_spark(matrix: RatingMatrix, params: SparkParams, spark: Any = None, *,
         if not np.isfinite(arr).all():
             raise FloatingPointError(f"spark retrain produced non-finite {name}; raise reg")
     seconds["check"] = time.perf_counter() - t0
-    return RetrainResult(mode, uf, itf, ub, ib, float(mu), matrix.users, matrix.items, seconds,
-                         int(coo.nnz), {"mode": mode, "backend": "spark",
-                                        **dataclasses.asdict(params)})
+    users = None if matrix.users is None else matrix.users.ids
+    items = None if matrix.items is None else matrix.items.ids
+    return RetrainResult(mode, Factors(users, uf, ub), Factors(items, itf, ib), float(mu),
+                         seconds, int(coo.nnz), {"mode": mode, "backend": "spark",
+                                                 **dataclasses.asdict(params)})

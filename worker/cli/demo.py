@@ -250,9 +250,10 @@ def _ndcg(store: Any, version: int | None, train: Any, test: Any, rank: int) -> 
 
     if version is None:
         return float("nan")
-    uids, uf, _ = dump_vectors(store, version, "u", rank)
-    iids, itf, ib = dump_vectors(store, version, "i", rank)
-    users_map, items_map = IdMap.from_list(uids), IdMap.from_list(iids)
+    users_f = dump_vectors(store, version, "u", rank)
+    items_f = dump_vectors(store, version, "i", rank)
+    uf, itf, ib = users_f.vectors, items_f.vectors, items_f.biases
+    users_map, items_map = IdMap.from_list(users_f.id_list()), IdMap.from_list(items_f.id_list())
     tu = users_map.rows_for(train.user_ids, add=False)
     ti = items_map.rows_for(train.item_ids, add=False)
     su = users_map.rows_for(test.user_ids, add=False)

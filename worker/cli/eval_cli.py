@@ -88,11 +88,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         res = retrain("explicit", matrix, AlsWrParams(factors=m.rank, reg=r.explicit_reg,
                                                       reg_bias=r.explicit_reg_bias,
                                                       iterations=r.iterations))
-        assert res.users is not None and res.items is not None
-        pred = np.clip(predict_explicit(res.users.rows_for(test.user_ids, add=False),
-                                        res.items.rows_for(test.item_ids, add=False),
-                                        res.user_factors, res.user_bias, res.item_factors,
-                                        res.item_bias, res.global_mean),
+        assert matrix.users is not None and matrix.items is not None
+        pred = np.clip(predict_explicit(matrix.users.rows_for(test.user_ids, add=False),
+                                        matrix.items.rows_for(test.item_ids, add=False),
+                                        res.users.vectors, res.users.biases, res.items.vectors,
+                                        res.items.biases, res.global_mean),
                        m.rating_min, m.rating_max)
         err = pred - test.values
         out = {"dataset": args.dataset, "protocol": "ALS-WR, 90/10 temporal split",

@@ -296,10 +296,7 @@ class Archiver:
             self._mat = None  # half-advanced: start from the stored snapshot next time
             raise
         arrays = self._mat.arrays()
-        snap = cass.archive.write_snapshot(
-            version, self._mat.offsets, arrays.user_ids, arrays.user_factors, arrays.user_bias,
-            arrays.item_ids, arrays.item_factors, arrays.item_bias, arrays.user_aux,
-            arrays.item_aux)
+        snap = cass.archive.write_snapshot(version, self._mat.offsets, arrays.users, arrays.items)
         self.metrics.snapshots.inc()
         self.metrics.snapshot_offsets.set(sum(snap.offsets.values()))
         log.info("stream snapshot %d of version %d at %s: %d users, %d items",

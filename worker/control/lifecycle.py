@@ -100,11 +100,12 @@ def bootstrap(settings: Settings, store: RedisStore, cass: Any = None) -> int:
     if cass is not None:
         import numpy as np
 
+        from online_als.factors import Factors
         from worker.stores.cassandra.store import ModelVersion
 
-        empty = np.zeros((0, m.rank), dtype=np.float32)
-        cass.write_factors(version, "u", [], empty)
-        cass.write_factors(version, "i", [], empty)
+        empty = Factors([], np.zeros((0, m.rank), dtype=np.float32), np.zeros(0, np.float32))
+        cass.write_factors(version, "u", empty)
+        cass.write_factors(version, "i", empty)
         cass.create_version(ModelVersion(
             version=version, status="promoted", mode=m.mode, rank=m.rank,
             topic=settings.kafka.topic, params={"global_mean": m.global_mean},
@@ -152,7 +153,7 @@ def load_from_cassandra(settings: Settings, cass: Any, store: RedisStore, versio
     load_version(store, version, arrays, item_counts=hist.item_events, checkpoints=upto,
                  topic=settings.kafka.topic, implicit_reg=settings.model.foldin_regularization,
                  source=source, seen=(hist.seen.indptr, hist.seen.indices, hist.seen.data))
-    return LoadReport(version, len(arrays.user_ids), len(arrays.item_ids), hist.events,
+    return LoadReport(version, len(arrays.users), len(arrays.items), hist.events,
                       mat.replayed, upto, time.perf_counter() - t0)
 
 

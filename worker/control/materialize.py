@@ -25,12 +25,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from online_als.adaptive import AdaptiveModel, event_seconds
+from online_als.factors import Factors, ModelArrays
 from online_als.idmap import IdMap
 from online_als.model import ModelState
 from online_als.online import ExplicitParams, OnlineImplicitParams, OnlineModel
 from online_als.retrain.matrix import build_matrix
 from worker.config import Settings
-from worker.stores.redis.bulk_load import ModelArrays
 
 log = logging.getLogger("online_als.materialize")
 
@@ -45,34 +45,31 @@ class Materialized:
     replayed: int = 0
 
     def arrays(self) -> ModelArrays:
+        """A copy of the version's arrays, with the adaptive learner's per-entity state (the
+        Redis field `a`) as each side's ``aux`` (None for the other learners)."""
         s = self.model.state
-        return ModelArrays(s.mode, s.k, float(s.global_mean), s.users.to_list(),
-                           s.user_factors.copy(), s.user_bias.copy(), s.items.to_list(),
-                           s.item_factors.copy(), s.item_bias.copy(), *self.aux())
-
-    def aux(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Copies of the adaptive learner's per-entity state (the Redis field `a`), rows in
-        the model's id order; (None, None) for the other learners."""
-        if not isinstance(self.model, AdaptiveModel):
-            return None, None
-        return self.model.user_aux.copy(), self.model.item_aux.copy()
+        ua = ia = None
+        if isinstance(self.model, AdaptiveModel):
+            ua, ia = self.model.user_aux.copy(), self.model.item_aux.copy()
+        return ModelArrays(
+            s.mode, Factors(s.users.to_list(), s.user_factors.copy(), s.user_bias.copy(), ua),
+            Factors(s.items.to_list(), s.item_factors.copy(), s.item_bias.copy(), ia),
+            float(s.global_mean))
 
 
 def online_model(settings: Settings, mode: str, rank: int, global_mean: float,
-                 arrays: ModelArrays | None = None,
-                 aux: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
-                 ) -> OnlineModel | AdaptiveModel:
+                 arrays: ModelArrays | None = None) -> OnlineModel | AdaptiveModel:
     """The in-memory learner a worker's applier is equivalent to (same kernels, init, params).
 
     Explicit mode with ``model.learner = "adaptive"``: an :class:`AdaptiveModel` with the
-    worker's init and params, starting from ``aux`` (user, item tables in ``arrays``' id
-    order) where it has some (rows without are initialised as the worker initialises a key
-    without `a`)."""
+    worker's init and params, starting from each side's ``aux`` where it has one (without,
+    every row is initialised as the worker initialises a key without `a`)."""
     m = settings.model
     u_scale, i_scale = m.init_scales()
     params: ExplicitParams | OnlineImplicitParams
     if mode == "explicit" and m.learner == "adaptive":
         state = _state(mode, rank, m.seed, u_scale, i_scale, global_mean, arrays)
+        aux = (None, None) if arrays is None else (arrays.users.aux, arrays.items.aux)
         return AdaptiveModel.from_state(state, m.adaptive_params(), *aux)
     if mode == "explicit":
         params = ExplicitParams(m.learning_rate, m.regularization, m.bias_regularization,
@@ -88,9 +85,7 @@ def _state(mode: str, rank: int, seed: int, u_scale: float, i_scale: float, glob
                               "item_init_scale": i_scale, "global_mean": float(global_mean)}
     if arrays is None:
         return ModelState(mode, rank, **kwargs)  # type: ignore[arg-type]
-    return ModelState.from_arrays(
-        mode, arrays.user_ids, arrays.user_factors, arrays.user_bias,  # type: ignore[arg-type]
-        arrays.item_ids, arrays.item_factors, arrays.item_bias, **kwargs)
+    return arrays.state(**kwargs)
 
 
 def load_base(cass: Any, settings: Settings, version: int,
@@ -109,24 +104,22 @@ def load_base(cass: Any, settings: Settings, version: int,
                  if all(o <= not_after.get(p, 0) for p, o in sn.offsets.items())]
         if any(o > not_after.get(p, 0) for p, o in meta.cutoff.items()):
             raise LookupError(f"version {version} starts after {not_after}")
-    ua = ia = None  # aux state: only stream snapshots carry it (a retrain's base has none)
-    if snaps:
+    if snaps:  # aux state: only stream snapshots carry it (a retrain's base has none)
         snap = snaps[0]
-        uids, uf, ub, ua = cass.archive.read_snapshot(snap, "u", aux=True)
-        iids, itf, ib, ia = cass.archive.read_snapshot(snap, "i", aux=True)
+        users = cass.archive.read_snapshot(snap, "u")
+        items = cass.archive.read_snapshot(snap, "i")
         offsets = dict(snap.offsets)
     else:
         try:
-            uids, uf, ub = cass.read_factors(version, "u")
-            iids, itf, ib = cass.read_factors(version, "i")
+            users = cass.read_factors(version, "u")
+            items = cass.read_factors(version, "i")
         except FactorsNotFound:  # a bootstrap version that never got its empty base
-            uids, iids = [], []
-            uf = itf = np.zeros((0, meta.rank), np.float32)
-            ub = ib = np.zeros(0, np.float32)
+            users = items = Factors([], np.zeros((0, meta.rank), np.float32),
+                                    np.zeros(0, np.float32))
         offsets = {int(p): int(o) for p, o in meta.cutoff.items()}
-    arrays = ModelArrays(meta.mode, meta.rank, global_mean, uids, uf, ub, iids, itf, ib)
+    arrays = ModelArrays(meta.mode, users, items, global_mean)
     return Materialized(version, offsets, online_model(settings, meta.mode, meta.rank,
-                                                       global_mean, arrays, (ua, ia)))
+                                                       global_mean, arrays))
 
 
 def replay_chunks(mat: Materialized, chunks: Iterator[Any]) -> Iterator[Any]:

@@ -37,7 +37,7 @@ from worker.control.materialize import ItemEventCounter
 from worker.runtime.applier import BatchApplier, decode_messages
 from worker.runtime.commit import CommitProtocol
 from worker.stores import kafka as kafka_io
-from worker.stores.redis.bulk_load import ModelArrays, load_version
+from worker.stores.redis.bulk_load import load_version
 from worker.stores.redis.store import RedisStore, dump_vectors
 
 log = logging.getLogger("online_als.retrain")
@@ -101,28 +101,28 @@ def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int
         yield users[train], items[train], values[train]
 
 
-def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
+def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[tuple[np.ndarray, ...]],
               train_csr: Any, serving: Any = None, replay_params: Any = None) -> dict[str, float]:
-    """The candidate's holdout metrics; with ``serving`` (an
-    :class:`online_als.evaluation.gate.GateModel` of the serving version as of the holdout
+    """The candidate's holdout metrics (``matrix``: the one it was fitted on, for its id maps);
+    with ``serving`` (the :class:`~online_als.factors.ModelArrays` of the serving version at the holdout
     boundary) both models are scored on the same holdout by the same functions, the serving
     model's scores under ``serving_<metric>`` (what :func:`_gate` compares). Explicit mode
     with ``replay_params`` (the online learner's params) replays the holdout through the online
     kernel from each model, so both are scored as they would serve, online updates included."""
-    if not holdout or result.users is None:
+    if not holdout or matrix.users is None:
         return {}
     users = np.concatenate([h[0] for h in holdout])
     items = np.concatenate([h[1] for h in holdout])
     values = np.concatenate([h[2] for h in holdout]).astype(np.float32)
     if serving is not None:
         times = event_seconds(np.concatenate([h[3] for h in holdout]))  # the worker's clock
-        return _score_both(mode, result, serving, users, items, values, train_csr, replay_params,
-                           times)
-    u = result.users.rows_for(users, add=False)
-    i = result.items.rows_for(items, add=False)
+        return _score_both(mode, result, matrix, serving, users, items, values, train_csr,
+                           replay_params, times)
+    u = matrix.users.rows_for(users, add=False)
+    i = matrix.items.rows_for(items, add=False)
     if mode == "explicit":
-        pred = np.clip(predict_explicit(u, i, result.user_factors, result.user_bias,
-                                        result.item_factors, result.item_bias,
+        pred = np.clip(predict_explicit(u, i, result.users.vectors, result.users.biases,
+                                        result.items.vectors, result.items.biases,
                                         result.global_mean), 0.5, 5.0)
         err = pred - values
         return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
@@ -136,7 +136,7 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
                                                              replace=False))
     keep = np.isin(ku, eval_users)
     relevant = split_by_group(np.searchsorted(eval_users, ku[keep]), ki[keep], len(eval_users))
-    rows, _ = top_n_batch(result.user_factors[eval_users], result.item_factors, 10,
+    rows, _ = top_n_batch(result.users.vectors[eval_users], result.items.vectors, 10,
                           exclude=train_csr[eval_users])
     m = ranking_metrics_at_k(rows, relevant, k=10)
     return {"ndcg_at_10": float(m["ndcg"]), "recall_at_10": float(m["recall"])}
@@ -145,11 +145,10 @@ def _evaluate(mode: str, result: Any, holdout: list[tuple[np.ndarray, ...]],
 def _serving_at(settings: Settings, cass: Any, current: int | None,
                 boundary: dict[int, int]) -> tuple[Any, Any]:
     """The serving version as it was at the holdout boundary (its online updates included),
-    as the gate's :class:`GateModel`, and the online learner's params; (None, None) when it
+    as :class:`~online_als.factors.ModelArrays`, and the online learner's params; (None, None) when it
     cannot be rebuilt (then the gate falls back to the stored metric and says so)."""
     if current is None:
         return None, None
-    from online_als.evaluation.gate import GateModel
     from worker.control.materialize import materialize_at
 
     try:
@@ -157,23 +156,18 @@ def _serving_at(settings: Settings, cass: Any, current: int | None,
     except LookupError as exc:
         log.warning("gate: the serving version cannot be rebuilt at the boundary (%s)", exc)
         return None, None
-    a = mat.arrays()
-    serving = GateModel(a.user_ids, a.user_factors, a.user_bias, a.item_ids, a.item_factors,
-                        a.item_bias, a.global_mean, a.user_aux, a.item_aux)
-    return serving, mat.model.params
+    return mat.arrays(), mat.model.params
 
 
-def _score_both(mode: str, result: Any, serving: Any, users: np.ndarray, items: np.ndarray,
-                values: np.ndarray, train_csr: Any, replay_params: Any,
+def _score_both(mode: str, result: Any, matrix: Any, serving: Any, users: np.ndarray,
+                items: np.ndarray, values: np.ndarray, train_csr: Any, replay_params: Any,
                 times: np.ndarray) -> dict[str, float]:
     """Candidate and serving model on the same holdout (online_als.evaluation.gate), each as
     it would serve: the serving version with its learner state, the candidate with fresh state
     (a promoted retrain starts so), both replayed at the events' own times."""
-    from online_als.evaluation.gate import GateModel, compare_on_holdout
+    from online_als.evaluation.gate import compare_on_holdout
 
-    cand = GateModel(result.users.to_list(), result.user_factors, result.user_bias,
-                     result.items.to_list(), result.item_factors, result.item_bias,
-                     float(result.global_mean))
+    cand = result.model  # fresh adaptive state (aux None), as a promoted retrain starts
     kw: dict[str, Any] = {}
     if mode == "explicit":
         kw["params"] = replay_params
@@ -183,10 +177,10 @@ def _score_both(mode: str, result: Any, serving: Any, users: np.ndarray, items: 
         eu = np.unique(users[pos].astype(str))
         if len(eu) > MAX_EVAL_USERS:
             eu = np.sort(np.random.default_rng(0).choice(eu, MAX_EVAL_USERS, replace=False))
-        rows = result.users.rows_for(eu, add=False)
+        rows = matrix.users.rows_for(eu, add=False)
         sub = train_csr[np.maximum(rows, 0)].tocoo()
         keep = rows[sub.row] >= 0
-        item_ids = np.asarray(result.items.to_list(), dtype=object)
+        item_ids = np.asarray(matrix.items.to_list(), dtype=object)
         kw.update(eval_users=eu, seen_users=eu[sub.row[keep]],
                   seen_items=item_ids[sub.col[keep]].astype(str))
     res = compare_on_holdout(mode, serving, cand, users, items, values, **kw)
@@ -217,9 +211,8 @@ def _gate(mode: str, new: dict[str, float], base: dict[str, float], margin: floa
 
 
 def _warm_start(store: RedisStore, version: int, rank: int) -> WarmStart:
-    uids, uf, ub = dump_vectors(store, version, "u", rank)
-    iids, itf, ib = dump_vectors(store, version, "i", rank)
-    return WarmStart(uf, itf, ub, ib, IdMap.from_list(uids), IdMap.from_list(iids))
+    return WarmStart(dump_vectors(store, version, "u", rank),
+                     dump_vectors(store, version, "i", rank))
 
 
 def catch_up(settings: Settings, store: RedisStore, applier: BatchApplier, version: int,
@@ -337,7 +330,7 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
     phases.done("fit")
     csr = matrix.matrix.tocsr()
     serving, replay = _serving_at(settings, cass, current, boundary)
-    report.metrics = _evaluate(m.mode, result, holdout, csr, serving, replay)
+    report.metrics = _evaluate(m.mode, result, matrix, holdout, csr, serving, replay)
     report.baseline = dict(cur_meta.metrics) if cur_meta else {}
     rejected = _gate(m.mode, report.metrics, report.baseline, r.gate_margin)
     phases.done("evaluate")
@@ -345,8 +338,7 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
 
     version = store.allocate_version()
     report.version = version
-    assert result.users is not None and result.items is not None
-    user_ids, item_ids = result.users.to_list(), result.items.to_list()
+    user_ids, item_ids = result.users.id_list(), result.items.id_list()
     cass.create_version(ModelVersion(
         version=version, status="building", mode=m.mode, rank=m.rank, topic=topic,
         params={**result.params, "global_mean": float(result.global_mean), "warm": bool(use_warm)},
@@ -355,8 +347,8 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
                                  "holdout_ratings": report.holdout_ratings},
         metrics=report.metrics, notes="retrain"))
     try:
-        cass.write_factors(version, "u", user_ids, result.user_factors, result.user_bias)
-        cass.write_factors(version, "i", item_ids, result.item_factors, result.item_bias)
+        cass.write_factors(version, "u", result.users)
+        cass.write_factors(version, "i", result.items)
         phases.done("snapshot")
         if rejected:
             cass.set_version_status(version, "rejected", rejected, expected_status="building")
@@ -364,12 +356,11 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
             log.warning("retrain version %d rejected by the quality gate: %s", version, rejected)
             return report
         cass.set_version_status(version, "ready", "", expected_status="building")
-        model = ModelArrays(m.mode, m.rank, float(result.global_mean), user_ids,
-                            result.user_factors, result.user_bias, item_ids,
-                            result.item_factors, result.item_bias)
+        model = result.model
         # `n` = events per item (not distinct users), the same meaning the workers keep
         counts = np.zeros(len(item_ids), np.int64)
-        rows = result.items.rows_for(items.to_list(), add=False)
+        assert matrix.items is not None  # built from ids
+        rows = matrix.items.rows_for(items.to_list(), add=False)
         known = rows >= 0
         counts[rows[known]] = counter.counts[: len(rows)][known]
         load_version(store, version, model, item_counts=counts, checkpoints=boundary,

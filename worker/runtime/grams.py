@@ -21,8 +21,8 @@ def refresh_grams(store: RedisStore, version: int, rank: int, reg: float) -> boo
     if not store.client.set(lock, "1", nx=True, ex=60):
         return False
     try:
-        _, items, _ = dump_vectors(store, version, "i", rank)
-        _, users, _ = dump_vectors(store, version, "u", rank)
+        items = dump_vectors(store, version, "i", rank).vectors
+        users = dump_vectors(store, version, "u", rank).vectors
         store.write_grams(version, gram_inverse(items, reg), gram_inverse(users, reg))
         log.info("refreshed gram inverses of version %d (%d items, %d users)",
                  version, len(items), len(users))

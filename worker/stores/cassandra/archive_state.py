@@ -13,13 +13,9 @@ mid-write leaves the previous snapshot as the newest committed one.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, overload
 
-import numpy as np
-
-from worker.stores.cassandra import codec
+from online_als.factors import Factors
 from worker.stores.cassandra.session import Db
 from worker.stores.cassandra.snapshots import (
     aux_blobs,
@@ -117,35 +113,32 @@ class ArchiveState:
                 "(another archiver owns the partition now)")
 
     # -- stream snapshots ----------------------------------------------------------------
-    def write_snapshot(self, version: int, offsets: dict[int, int], user_ids: Sequence[str],
-                       user_factors: np.ndarray, user_bias: np.ndarray, item_ids: Sequence[str],
-                       item_factors: np.ndarray, item_bias: np.ndarray,
-                       user_aux: np.ndarray | None = None,
-                       item_aux: np.ndarray | None = None) -> StreamSnapshot:
-        """Write every block, then the commit row; returns the committed snapshot.
-        ``user_aux``/``item_aux``: the adaptive learner's state per entity (rows as ids)."""
+    def write_snapshot(self, version: int, offsets: dict[int, int], users: Factors,
+                       items: Factors) -> StreamSnapshot:
+        """Write every block, then the commit row; returns the committed snapshot. Each side's
+        ``aux`` (the adaptive learner's state per entity) is stored when present."""
         previous = self.snapshots(version)
         seq = (previous[0].seq + 1) if previous else 1
-        rank = int(user_factors.shape[1]) if user_factors.ndim == 2 else int(item_factors.shape[1])
+        if users.rank != items.rank:
+            raise ValueError(f"user rank {users.rank} != item rank {items.rank}")
+        rank = users.rank
         counts, widths = {}, {}
-        for kind, ids, f, b, aux in (("u", user_ids, user_factors, user_bias, user_aux),
-                                     ("i", item_ids, item_factors, item_bias, item_aux)):
-            f32 = np.ascontiguousarray(f, dtype=codec.F32).reshape(len(ids), rank)
-            b32 = np.ascontiguousarray(b, dtype=codec.F32)
-            params = vector_blocks((version, seq, kind), ids, f32, b32, ROWS_PER_BLOCK)
-            blobs = aux_blobs(aux, len(ids), ROWS_PER_BLOCK)
+        for kind, side in (("u", users), ("i", items)):
+            aux = side.aux
+            params = vector_blocks((version, seq, kind), side, ROWS_PER_BLOCK)
+            blobs = aux_blobs(aux, len(side), ROWS_PER_BLOCK)
             self.db.write_many(_INSERT_SNAP_BLOCK,
                                [(*row, a) for row, a in zip(params, blobs, strict=True)])
             counts[kind] = len(params)
             widths[kind] = int(aux.shape[1]) if aux is not None else 0
         now = time.time()
         self.db.execute(_COMMIT_SNAP, (
-            version, seq, {int(p): int(o) for p, o in offsets.items()}, len(user_ids),
-            len(item_ids), rank, counts["u"], counts["i"], int(now * 1000), widths["u"],
+            version, seq, {int(p): int(o) for p, o in offsets.items()}, len(users),
+            len(items), rank, counts["u"], counts["i"], int(now * 1000), widths["u"],
             widths["i"]))
         for old in previous[KEEP_SNAPSHOTS - 1:]:
             self._delete_snapshot(old)
-        return StreamSnapshot(version, seq, dict(offsets), len(user_ids), len(item_ids), rank,
+        return StreamSnapshot(version, seq, dict(offsets), len(users), len(items), rank,
                               counts["u"], counts["i"], now, widths["u"], widths["i"])
 
     def snapshots(self, version: int) -> list[StreamSnapshot]:
@@ -159,30 +152,21 @@ class ArchiveState:
                                       int(au or 0), int(ai or 0)))
         return sorted(out, key=lambda s: -s.seq)
 
-    @overload
-    def read_snapshot(self, snap: StreamSnapshot, kind: str, aux: Literal[False] = False
-                      ) -> tuple[list[str], np.ndarray, np.ndarray]: ...
-
-    @overload
-    def read_snapshot(self, snap: StreamSnapshot, kind: str, aux: Literal[True]
-                      ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]: ...
-
-    def read_snapshot(self, snap: StreamSnapshot, kind: str, aux: bool = False) -> Any:
-        """(ids, factors, biases) of one kind; with ``aux`` also its aux table (None when the
-        snapshot holds none, e.g. one written by the SGD learner or before migration 3)."""
+    def read_snapshot(self, snap: StreamSnapshot, kind: str) -> Factors:
+        """The factors of one kind, with their aux state (None when the snapshot holds none,
+        e.g. one written by the SGD learner or before migration 3)."""
         blocks = snap.blocks_u if kind == "u" else snap.blocks_i
         n = snap.users if kind == "u" else snap.items
         results = self.db.read_many(_READ_SNAP_BLOCK,
                                     [(snap.version, snap.seq, kind, j) for j in range(blocks)])
         what = f"stream snapshot {snap.seq} of version {snap.version} {kind!r}"
-        ids, f, b = unpack_vector_blocks([[r[:5] for r in rows] for rows in results], n,
-                                         snap.rank, what)
-        if not aux:
-            return ids, f, b
+        factors = unpack_vector_blocks([[r[:5] for r in rows] for rows in results], n,
+                                       snap.rank, what)
         width = snap.aux_u if kind == "u" else snap.aux_i
-        table = unpack_aux([rows[0][5] for rows in results], [rows[0][0] for rows in results],
-                           width, what) if width else None
-        return ids, f, b, table
+        if not width:
+            return factors
+        return factors.with_aux(unpack_aux([rows[0][5] for rows in results],
+                                           [rows[0][0] for rows in results], width, what))
 
     def delete_version(self, version: int) -> None:
         for snap in self.snapshots(version):

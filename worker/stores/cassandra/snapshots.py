@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 
+from online_als.factors import Factors
 from worker.stores.cassandra import codec
 from worker.stores.cassandra.schema import DELTA_BUCKETS
 from worker.stores.cassandra.session import Db
@@ -66,21 +66,13 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind must be 'u' or 'i', got {kind!r}")
 
 
-def _as_factors(ids: Sequence[str], factors: npt.ArrayLike, biases: npt.ArrayLike | None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    f = np.ascontiguousarray(factors, dtype=codec.F32)
-    if f.ndim != 2 or f.shape[0] != len(ids):
-        raise ValueError(f"factors must be (len(ids)={len(ids)}, k), got {f.shape}")
-    b = np.zeros(len(ids), codec.F32) if biases is None else np.ascontiguousarray(biases, codec.F32)
-    if b.shape != (len(ids),):
-        raise ValueError(f"biases must be ({len(ids)},), got {b.shape}")
-    return f, b
-
-
-def vector_blocks(key: tuple[Any, ...], ids: Sequence[str], f: np.ndarray, b: np.ndarray,
+def vector_blocks(key: tuple[Any, ...], factors: Factors,
                   rows_per_block: int) -> list[tuple[Any, ...]]:
     """Rows ``(*key, block, n, rank, ids, factors, biases)`` of ``rows_per_block`` vectors each
     (the layout of ``factor_blocks`` and ``stream_snapshot_blocks``)."""
+    ids = factors.id_list()
+    f = np.ascontiguousarray(factors.vectors)
+    b = np.ascontiguousarray(factors.biases)
     n, rank = f.shape
     return [(*key, block, min(s + rows_per_block, n) - s, rank,
              codec.pack_ids(list(ids[s:s + rows_per_block])),
@@ -89,8 +81,8 @@ def vector_blocks(key: tuple[Any, ...], ids: Sequence[str], f: np.ndarray, b: np
 
 
 def unpack_vector_blocks(results: Sequence[Sequence[tuple[Any, ...]]], n: int, rank: int,
-                         what: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, factors (n, rank), biases) from the rows of each block, in block order."""
+                         what: str) -> Factors:
+    """The factors (ids, (n, rank) vectors, biases) in the rows of each block, in block order."""
     factors = np.empty((n, rank), dtype=np.float32)
     biases = np.empty(n, dtype=np.float32)
     ids: list[str] = []
@@ -104,7 +96,7 @@ def unpack_vector_blocks(results: Sequence[Sequence[tuple[Any, ...]]], n: int, r
         biases[s:s + m] = codec.unpack_array(b_blob, codec.F32, m)
     if len(ids) != n:
         raise codec.BlockFormatError(f"the blocks of {what} hold {len(ids)} vectors, not {n}")
-    return ids, factors, biases
+    return Factors(ids, factors, biases)
 
 
 def aux_blobs(aux: np.ndarray | None, n: int, rows_per_block: int) -> list[bytes | None]:
@@ -140,21 +132,20 @@ class Snapshots:
     def __init__(self, db: Db) -> None:
         self.db = db
 
-    def write(self, version: int, kind: str, ids: Sequence[str], factors: npt.ArrayLike,
-              biases: npt.ArrayLike | None = None, rows_per_block: int = ROWS_PER_BLOCK) -> int:
+    def write(self, version: int, kind: str, factors: Factors,
+              rows_per_block: int = ROWS_PER_BLOCK) -> int:
         """Store the base snapshot of (version, kind); returns the number of blocks."""
         _check_kind(kind)
         if rows_per_block < 1:
             raise ValueError("rows_per_block must be >= 1")
-        f, b = _as_factors(ids, factors, biases)
-        n, rank = f.shape
+        n, rank = len(factors), factors.rank
         blocks = -(-n // rows_per_block)
         reserved = max([blocks] + [m.reserved for m in self._manifests(version) if m.kind == kind])
         # Un-commit first (complete=false): a rewrite that crashes midway must not look complete.
         now = int(time.time() * 1000)
         self.db.execute(_INSERT_MANIFEST, (version, kind, blocks, reserved, n, rank,
                                            rows_per_block, now))
-        self.db.write_many(_INSERT_BLOCK, vector_blocks((version, kind), ids, f, b,
+        self.db.write_many(_INSERT_BLOCK, vector_blocks((version, kind), factors,
                                                         rows_per_block))
         self.db.execute(_COMPLETE_MANIFEST, (int(time.time() * 1000), version, kind))
         return blocks
@@ -166,8 +157,8 @@ class Snapshots:
         """kind -> (blocks, n, rank) of the complete snapshots of ``version``."""
         return {m.kind: (m.blocks, m.n, m.rank) for m in self._manifests(version) if m.complete}
 
-    def read(self, version: int, kind: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(ids, factors float32 (n, k), biases float32 (n,)) of the base snapshot."""
+    def read(self, version: int, kind: str) -> Factors:
+        """The factors of the base snapshot (float32 (n, k) vectors, (n,) biases)."""
         _check_kind(kind)
         manifest = self.manifests(version).get(kind)
         if manifest is None:

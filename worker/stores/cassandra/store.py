@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
-import numpy as np
 import numpy.typing as npt
 
+from online_als.factors import Factors
 from worker.config import CassandraSettings
 from worker.stores.cassandra.archive_state import (
     ArchiveConflict,
@@ -142,15 +142,14 @@ class CassandraStore:
         return {p: r.next for p, r in self.archive_ranges(topic).items()}
 
     # -- factors -------------------------------------------------------------------------
-    def write_factors(self, version: int, kind: str, ids: Sequence[str], factors: npt.ArrayLike,
-                      biases: npt.ArrayLike | None = None,
+    def write_factors(self, version: int, kind: str, factors: Factors,
                       rows_per_block: int = ROWS_PER_BLOCK) -> int:
         """Store the base snapshot of ``kind`` ('u'|'i'); complete only when it returns."""
         with self.db.timed("write_factors"):
-            return self.snapshots.write(version, kind, ids, factors, biases, rows_per_block)
+            return self.snapshots.write(version, kind, factors, rows_per_block)
 
-    def read_factors(self, version: int, kind: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(ids, factors float32 (n, k), biases float32 (n,)) = base blocks + deltas."""
+    def read_factors(self, version: int, kind: str) -> Factors:
+        """The base snapshot of ``kind`` (float32 (n, k) vectors, (n,) biases)."""
         with self.db.timed("read_factors"):
             return self.snapshots.read(version, kind)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from online_als.factors import Factors, ModelArrays
 from online_als.kernels.implicit_foldin import gram_inverse
 from worker.stores.redis.keys import (
     FIELD_AUX,
@@ -26,25 +26,6 @@ from worker.stores.redis.script_batch import read_replies
 from worker.stores.redis.store import RedisStore
 
 PIPELINE_CHUNK = 2000
-
-
-@dataclass(frozen=True)
-class ModelArrays:
-    """A model version as plain arrays (what Cassandra snapshots and retrains produce)."""
-
-    mode: str
-    rank: int
-    global_mean: float
-    user_ids: list[str]
-    user_factors: np.ndarray
-    user_bias: np.ndarray
-    item_ids: list[str]
-    item_factors: np.ndarray
-    item_bias: np.ndarray
-    # explicit mode, adaptive learner: per-entity state rows (the field `a`); None: not
-    # written, and the worker gives each entity fresh state on its first update
-    user_aux: np.ndarray | None = None
-    item_aux: np.ndarray | None = None
 
 
 def delete_namespace(store: RedisStore, version: int) -> int:
@@ -61,17 +42,15 @@ def delete_namespace(store: RedisStore, version: int) -> int:
     return deleted
 
 
-def _write_vectors(store: RedisStore, version: int, kind: str, ids: list[str],
-                   factors: np.ndarray, biases: np.ndarray, counts: np.ndarray | None,
-                   aux: np.ndarray | None = None) -> None:
+def _write_vectors(store: RedisStore, version: int, kind: str, side: Factors,
+                   counts: np.ndarray | None) -> None:
+    ids = side.id_list()
     keys = store.vector_keys(version, kind, ids)
-    f = np.ascontiguousarray(factors, dtype=VECTOR_DTYPE)
-    b = np.ascontiguousarray(biases, dtype=VECTOR_DTYPE)
+    f = np.ascontiguousarray(side.vectors, dtype=VECTOR_DTYPE)
+    b = np.ascontiguousarray(side.biases, dtype=VECTOR_DTYPE)
     stride = f.shape[1] * 4
     fb, bb = f.tobytes(), b.tobytes()
-    a = None if aux is None else np.ascontiguousarray(aux, dtype=VECTOR_DTYPE)
-    if a is not None and (a.ndim != 2 or a.shape[0] != len(ids)):
-        raise ValueError(f"aux state must be ({len(ids)}, width), got {a.shape}")
+    a = None if side.aux is None else np.ascontiguousarray(side.aux, dtype=VECTOR_DTYPE)
     index = store.keys.user_index(version) if kind == "u" else store.keys.item_index(version)
     if not store.cluster:  # encoded here and streamed, as the seen-hashes (write_seen)
         _stream(store, (_vector_commands(keys, ids, fb, bb, stride, counts, index, start,
@@ -235,7 +214,7 @@ def load_version(store: RedisStore, version: int, model: ModelArrays, *,
     """Write ``model`` into namespace ``version`` (replacing any partial one). Returns seconds.
 
     ``seen`` is ``(indptr, indices, values)`` of the user x item history matrix whose rows and
-    columns follow ``model.user_ids``/``model.item_ids``.
+    columns follow ``model.users.ids``/``model.items.ids``.
     """
     t0 = time.perf_counter()
     delete_namespace(store, version)
@@ -244,16 +223,15 @@ def load_version(store: RedisStore, version: int, model: ModelArrays, *,
         "global_mean": float(model.global_mean), "status": "loading", "created_at": time.time(),
         "source": source, **(extra_meta or {}),
     })
-    _write_vectors(store, version, "u", model.user_ids, model.user_factors, model.user_bias, None,
-                   model.user_aux)
-    _write_vectors(store, version, "i", model.item_ids, model.item_factors, model.item_bias,
-                   item_counts, model.item_aux)
+    _write_vectors(store, version, "u", model.users, None)
+    _write_vectors(store, version, "i", model.items, item_counts)
     if seen is not None:
         indptr, indices, values = (np.asarray(a) for a in seen)
-        write_seen(store, version, model.user_ids, model.item_ids, indptr, indices, values)
+        write_seen(store, version, model.users.id_list(), model.items.id_list(), indptr, indices,
+                   values)
     if model.mode == "implicit":
-        store.write_grams(version, gram_inverse(model.item_factors, implicit_reg),
-                          gram_inverse(model.user_factors, implicit_reg))
+        store.write_grams(version, gram_inverse(model.items.vectors, implicit_reg),
+                          gram_inverse(model.users.vectors, implicit_reg))
     if checkpoints:
         store.set_checkpoints(version, topic, checkpoints)
     store.write_meta(version, {"status": "ready"})

@@ -19,6 +19,7 @@ import numpy as np
 import redis
 from redis.crc import key_slot
 
+from online_als.factors import Factors
 from worker.config import RedisSettings
 from worker.stores.redis.batch_args import PartitionTags, SeenUpdates, parse_spec
 from worker.stores.redis.keys import (
@@ -373,10 +374,9 @@ class RedisStore:
         self.client.set(self.keys.heartbeat(worker_name), json.dumps(info), ex=ttl_s)
 
 
-def dump_vectors(store: RedisStore, version: int, kind: str, rank: int
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every vector of one kind ('u' or 'i') in a version, ids sorted (tests, snapshots)."""
+def dump_vectors(store: RedisStore, version: int, kind: str, rank: int) -> Factors:
+    """Every vector of one kind ('u' or 'i') in a version, ids sorted (tests, warm starts)."""
     index = store.keys.user_index(version) if kind == "u" else store.keys.item_index(version)
     ids = sorted(m.decode() for m in store.client.smembers(index))  # type: ignore[union-attr]
     block = store.read_vectors(store.vector_keys(version, kind, ids), rank)
-    return ids, block.factors, block.biases
+    return Factors(ids, block.factors, block.biases)
