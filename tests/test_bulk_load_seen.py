@@ -8,6 +8,7 @@ import pytest
 import redis
 import scipy.sparse as sp
 
+from online_als.factors import Factors
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import store_for
 from worker.stores.redis import bulk_load
@@ -81,8 +82,8 @@ def test_streamed_vectors_equal_the_pipeline(stack: StackInfo, isolated: Isolate
     n = rng.integers(0, 10**6, len(ids)) if counts else None
     try:
         cluster = RedisStore(store.client, store.keys, cluster=True)  # the pipeline path
-        bulk_load._write_vectors(cluster, 1, "i", ids, f, b, n)
-        bulk_load._write_vectors(store, 2, "i", ids, f, b, n)
+        bulk_load._write_vectors(cluster, 1, "i", Factors(ids, f, b), n)
+        bulk_load._write_vectors(store, 2, "i", Factors(ids, f, b), n)
         for j in range(0, len(ids), 7):
             assert (store.client.hgetall(store.keys.item(1, ids[j]))
                     == store.client.hgetall(store.keys.item(2, ids[j])))  # fmt: skip

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from online_als.factors import Factors
 from tests.conftest import Isolated, StackInfo, make_settings
 from worker.config import CassandraSettings
 from worker.stores.cassandra import codec
@@ -176,15 +177,17 @@ def test_factors_roundtrip_and_smaller_rewrite(store: CassandraStore) -> None:
     ids = [f"user{j}" for j in range(2500)] + ["nul\0id", "ü"]
     f = rng.standard_normal((len(ids), 16), dtype=np.float32)
     b = rng.standard_normal(len(ids), dtype=np.float32)
-    assert store.write_factors(7, "u", ids, f, b, rows_per_block=1000) == 3
-    got_ids, got_f, got_b = store.read_factors(7, "u")
-    assert got_ids == ids and np.array_equal(got_f, f) and np.array_equal(got_b, b)
+    assert store.write_factors(7, "u", Factors(ids, f, b), rows_per_block=1000) == 3
+    got = store.read_factors(7, "u")
+    assert got.ids == ids and np.array_equal(got.vectors, f) and np.array_equal(got.biases, b)
+    assert got.aux is None
     with pytest.raises(FactorsNotFound):
         store.read_factors(7, "i")
 
-    store.write_factors(7, "u", ids[:10], f[:10], None, rows_per_block=4)  # smaller rewrite
-    got_ids, got_f, got_b = store.read_factors(7, "u")
-    assert got_ids == ids[:10] and not got_b.any()
+    store.write_factors(7, "u", Factors(ids[:10], f[:10], np.zeros(10)),
+                        rows_per_block=4)  # smaller rewrite
+    got = store.read_factors(7, "u")
+    assert got.ids == ids[:10] and np.array_equal(got.vectors, f[:10]) and not got.biases.any()
     store.delete_version(7)
     with pytest.raises(FactorsNotFound):
         store.read_factors(7, "u")
@@ -200,9 +203,9 @@ def test_many_mib_blocks_in_flight(store: CassandraStore) -> None:
     n, k = 40 * 4096, 64
     f = np.random.default_rng(1).standard_normal((n, k), dtype=np.float32)
     ids = [str(j) for j in range(n)]
-    assert store.write_factors(1, "i", ids, f) == 40
-    got_ids, got_f, _ = store.read_factors(1, "i")
-    assert got_ids == ids and np.array_equal(got_f, f)
+    assert store.write_factors(1, "i", Factors(ids, f, np.zeros(n))) == 40
+    got = store.read_factors(1, "i")
+    assert got.ids == ids and np.array_equal(got.vectors, f)
 
 
 # -- versions, checkpoints, switches -------------------------------------------------------
@@ -219,10 +222,10 @@ def test_version_lifecycle(store: CassandraStore) -> None:
 
     with pytest.raises(VersionConflict, match="write_factors"):
         store.set_version_status(3, "ready")  # no factor blocks yet
-    store.write_factors(3, "u", ["a"], np.ones((1, 8)))
+    store.write_factors(3, "u", Factors(["a"], np.ones((1, 8)), np.zeros(1)))
     with pytest.raises(VersionConflict, match="write_factors"):
         store.set_version_status(3, "ready")  # items still missing
-    store.write_factors(3, "i", ["x"], np.ones((1, 8)))
+    store.write_factors(3, "i", Factors(["x"], np.ones((1, 8)), np.zeros(1)))
     store.set_version_status(3, "ready", "trained", expected_status="building")
     with pytest.raises(VersionConflict, match="expected"):
         store.set_version_status(3, "promoted", expected_status="building")
@@ -309,14 +312,15 @@ def test_stream_snapshots_commit_last_and_keep_two(store: CassandraStore) -> Non
     rng = np.random.default_rng(4)
     for seq in (1, 2, 3):
         uf = rng.standard_normal((5000, 4), dtype=np.float32)
-        snap = store.archive.write_snapshot(9, {0: 100 * seq}, [f"u{j}" for j in range(5000)], uf,
-                                            np.zeros(5000, np.float32), ["x"], uf[:1],
-                                            np.ones(1, np.float32))
+        snap = store.archive.write_snapshot(
+            9, {0: 100 * seq}, Factors([f"u{j}" for j in range(5000)], uf, np.zeros(5000)),
+            Factors(["x"], uf[:1], np.ones(1, np.float32)))
         assert snap.seq == seq
     snaps = store.archive.snapshots(9)
     assert [s.seq for s in snaps] == [3, 2] and snaps[0].offsets == {0: 300}
-    ids, f, _ = store.archive.read_snapshot(snaps[0], "u")
-    assert len(ids) == 5000 and np.array_equal(f, uf)
+    got = store.archive.read_snapshot(snaps[0], "u")
+    assert len(got) == 5000 and got.ids is not None and len(got.ids) == 5000
+    assert np.array_equal(got.vectors, uf) and got.aux is None
     # blocks written without their commit row (a crash mid-write) are never read
     store.db.execute("INSERT INTO {ks}.stream_snapshot_blocks (version, seq, kind, block, n,"
                      " rank, ids, factors, biases) VALUES (?,?,?,?,?,?,?,?,?)",

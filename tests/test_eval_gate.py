@@ -7,16 +7,17 @@ import pytest
 
 from online_als.adaptive import AdaptiveParams
 from online_als.evaluation.gate import (
-    GateModel,
     compare_on_holdout,
     gate_reason,
     score_explicit,
     score_ranking,
 )
+from online_als.factors import Factors, ModelArrays
 from online_als.online import ExplicitParams
 
 
-def _world(seed: int = 0, nu: int = 60, ni: int = 40, k: int = 3, n: int = 800):
+def _world(seed: int = 0, nu: int = 60, ni: int = 40, k: int = 3, n: int = 800,
+           mode: str = "explicit"):
     rng = np.random.default_rng(seed)
     uf = rng.normal(0, 0.8, (nu, k)).astype(np.float32)
     itf = rng.normal(0, 0.8, (ni, k)).astype(np.float32)
@@ -25,9 +26,10 @@ def _world(seed: int = 0, nu: int = 60, ni: int = 40, k: int = 3, n: int = 800):
     values = np.clip(3.0 + np.einsum("ij,ij->i", uf[users], itf[items]), 0.5, 5.0)
     uids = np.array([f"u{j}" for j in range(nu)])
     iids = np.array([f"i{j}" for j in range(ni)])
-    truth = GateModel(uids, uf, np.zeros(nu, np.float32), iids, itf, np.zeros(ni, np.float32), 3.0)
-    noisy = GateModel(uids, rng.normal(0, 0.8, (nu, k)).astype(np.float32),
-                      np.zeros(nu, np.float32), iids, itf, np.zeros(ni, np.float32), 3.0)  # fmt: skip
+    side = Factors(list(iids), itf, np.zeros(ni, np.float32))
+    truth = ModelArrays(mode, Factors(list(uids), uf, np.zeros(nu, np.float32)), side, 3.0)
+    noisy = ModelArrays(mode, Factors(list(uids), rng.normal(0, 0.8, (nu, k)).astype(np.float32),
+                                      np.zeros(nu, np.float32)), side, 3.0)  # fmt: skip
     return truth, noisy, uids[users], iids[items], values.astype(np.float32)
 
 
@@ -43,11 +45,11 @@ def test_explicit_worse_candidate_is_rejected(params) -> None:
 
 def test_bootstrap_candidate_is_promoted_and_inputs_untouched() -> None:
     serving, worse, u, i, v = _world(1)
-    before = serving.user_factors.copy()
+    before = serving.users.vectors.copy()
     res = compare_on_holdout("explicit", None, worse, u, i, v, params=ExplicitParams(lr=0.1))
     assert res.promote and res.serving == {} and "rmse" in res.candidate
     score_explicit(serving, u, i, v, params=AdaptiveParams())
-    np.testing.assert_array_equal(serving.user_factors, before)
+    np.testing.assert_array_equal(serving.users.vectors, before)
 
 
 def test_replay_includes_the_online_updates() -> None:
@@ -58,7 +60,7 @@ def test_replay_includes_the_online_updates() -> None:
 
 
 def test_implicit_worse_candidate_is_rejected() -> None:
-    serving, worse, u, i, v = _world(3, n=3000)
+    serving, worse, u, i, v = _world(3, n=3000, mode="implicit")
     # positives: each user's pairs with a high true affinity; seen = the first half
     pos = v > 3.8
     u, i = u[pos], i[pos]
@@ -80,16 +82,16 @@ def test_gate_reason_margin() -> None:
     assert "no rmse" in gate_reason("explicit", {"rmse": 1.0}, {}, 0.02)
 
 
-def _result(model: GateModel):
+def _result(model: ModelArrays):
+    """(a retrain's result holding ``model``, the matrix it was fitted on: its id maps)."""
     from types import SimpleNamespace
 
     from online_als.idmap import IdMap
+    from online_als.retrain import RetrainResult
 
-    return SimpleNamespace(users=IdMap.from_list(list(model.user_ids)),
-                           items=IdMap.from_list(list(model.item_ids)),
-                           user_factors=model.user_factors, user_bias=model.user_bias,
-                           item_factors=model.item_factors, item_bias=model.item_bias,
-                           global_mean=model.global_mean)  # fmt: skip
+    matrix = SimpleNamespace(users=IdMap.from_list(model.users.id_list()),
+                             items=IdMap.from_list(model.items.id_list()))
+    return RetrainResult(model.mode, model.users, model.items, model.global_mean), matrix
 
 
 @pytest.mark.parametrize("mode", ["explicit", "implicit"])
@@ -98,28 +100,28 @@ def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
 
     from worker.control.retrain_job import _evaluate, _gate
 
-    serving, worse, u, i, v = _world(4, n=3000)
+    serving, worse, u, i, v = _world(4, n=3000, mode=mode)
     if mode == "implicit":
         keep = v > 3.8
         u, i, v = u[keep], i[keep], np.ones(int(keep.sum()), np.float32)
     half = len(u) // 2
-    cand = _result(worse)
-    rows = cand.users.rows_for(u[:half], add=False)
-    cols = cand.items.rows_for(i[:half], add=False)
+    cand, matrix = _result(worse)
+    rows = matrix.users.rows_for(u[:half], add=False)
+    cols = matrix.items.rows_for(i[:half], add=False)
     csr = sp.csr_matrix((np.ones(half, np.float32), (rows, cols)),
-                        shape=(len(worse.user_ids), len(worse.item_ids)))  # fmt: skip
+                        shape=(len(worse.users), len(worse.items)))  # fmt: skip
     # (users, items, values, event times) of the held-out log, as _split_log keeps them
     holdout = [(u[half:], i[half:], v[half:], 1.7e9 + np.arange(len(u) - half, dtype=np.float64))]
-    new = _evaluate(mode, cand, holdout, csr, serving=serving,
+    new = _evaluate(mode, cand, matrix, holdout, csr, serving=serving,
                     replay_params=ExplicitParams(lr=0.01) if mode == "explicit" else None)
     key = "rmse" if mode == "explicit" else "ndcg_at_10"
     assert key in new and f"serving_{key}" in new
     reason = _gate(mode, new, {}, 0.02)
     assert "worse than the serving model" in reason
     # the better candidate against the worse serving model is promoted
-    better = _evaluate(mode, _result(serving), holdout, csr, serving=worse)
+    better = _evaluate(mode, *_result(serving), holdout, csr, serving=worse)
     assert _gate(mode, better, {}, 0.02) == ""
     # without a serving model: the legacy path (stored metric of an older holdout)
-    legacy = _evaluate(mode, cand, holdout, csr)
+    legacy = _evaluate(mode, cand, matrix, holdout, csr)
     assert "serving_" + key not in legacy
     assert _gate(mode, legacy, {}, 0.02) == ""  # bootstrap

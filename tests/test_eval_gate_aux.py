@@ -7,16 +7,18 @@ import dataclasses
 import numpy as np
 
 from online_als.adaptive import AdaptiveParams, new_item_aux, new_user_aux
-from online_als.evaluation.gate import GateModel, score_explicit
+from online_als.evaluation.gate import score_explicit
+from online_als.factors import Factors, ModelArrays
 
 
-def _model(user_aux: np.ndarray | None = None, item_aux: np.ndarray | None = None) -> GateModel:
+def _model(user_aux: np.ndarray | None = None, item_aux: np.ndarray | None = None) -> ModelArrays:
     rng = np.random.default_rng(5)
     nu, ni, k = 30, 20, 4
-    return GateModel([f"u{j}" for j in range(nu)], rng.normal(0, 0.3, (nu, k)).astype(np.float32),
-                     np.zeros(nu, np.float32), [f"i{j}" for j in range(ni)],
-                     rng.normal(0, 0.3, (ni, k)).astype(np.float32), np.zeros(ni, np.float32),
-                     3.5, user_aux, item_aux)
+    users = Factors([f"u{j}" for j in range(nu)], rng.normal(0, 0.3, (nu, k)).astype(np.float32),
+                    np.zeros(nu, np.float32), user_aux)
+    items = Factors([f"i{j}" for j in range(ni)], rng.normal(0, 0.3, (ni, k)).astype(np.float32),
+                    np.zeros(ni, np.float32), item_aux)
+    return ModelArrays("explicit", users, items, 3.5)
 
 
 def test_serving_state_and_times_change_the_replay_and_fresh_state_equals_none() -> None:

@@ -70,7 +70,8 @@ def _apply(commit: CommitProtocol, settings: Settings, state: Any, msgs: list[An
 
 
 def _item(store: RedisStore, version: int, rank: int, item: str) -> tuple[np.ndarray, int]:
-    ids, f, _ = dump_vectors(store, version, "i", rank)
+    items = dump_vectors(store, version, "i", rank)
+    ids, f = items.id_list(), items.vectors
     n = int(store.client.hget(store.keys.item(version, item), "n") or 0)
     return f[ids.index(item)], n
 
@@ -206,7 +207,8 @@ def test_three_workers_killed_mid_batch_keep_counts_exact(
     assert {p: cp.offset for p, cp in cps.items()} == ends
     assert not any(cp.has_pending for cp in cps.values())
     counts = Counter(str(e["item_id"]) for e in events)
-    ids, f, _ = dump_vectors(store, version, "i", 8)
+    items = dump_vectors(store, version, "i", 8)
+    ids, f, ib = items.id_list(), items.vectors, items.biases
     got = {i: int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in ids}
     assert got == counts  # every event counted exactly once per item
     assert np.isfinite(f).all()
@@ -216,10 +218,10 @@ def test_three_workers_killed_mid_batch_keep_counts_exact(
     s = model.state
     rows = s.items.rows_for(ids, add=False)
     item_diff = float(np.abs(f - s.item_factors[rows]).mean())
-    uids, uf, ub = dump_vectors(store, version, "u", 8)
+    users = dump_vectors(store, version, "u", 8)
+    uids, uf, ub = users.id_list(), users.vectors, users.biases
     urows = s.users.rows_for(uids, add=False)
     user_diff = float(np.abs(uf - s.user_factors[urows]).mean())
-    _, _, ib = dump_vectors(store, version, "i", 8)
     u_of = {u: j for j, u in enumerate(uids)}
     i_of = {i: j for j, i in enumerate(ids)}
     eu = np.array([u_of[str(e["user_id"])] for e in events])

@@ -120,8 +120,8 @@ def test_brace_ids_stay_in_one_slot_on_a_redis_cluster(
     store = RedisStore.from_settings(settings.redis)
     version = store.current_version()
     assert version is not None
-    ids, f, _ = dump_vectors(store, version, "u", 4)
-    assert ids == sorted(WEIRD_IDS) and np.isfinite(f).all()
+    users = dump_vectors(store, version, "u", 4)
+    assert users.ids == sorted(WEIRD_IDS) and np.isfinite(users.vectors).all()
 
 
 # -- the fuzz test ----------------------------------------------------------------------------
@@ -208,8 +208,8 @@ def _run_fuzz(settings: Settings, n: int) -> None:
     assert version is not None
     assert store.read_checkpoints(version, settings.kafka.topic, [0])[0].offset == n
     for kind in ("u", "i"):
-        _, f, b = dump_vectors(store, version, kind, settings.model.rank)
-        assert np.isfinite(f).all() and np.isfinite(b).all(), kind
+        got = dump_vectors(store, version, kind, settings.model.rank)
+        assert np.isfinite(got.vectors).all() and np.isfinite(got.biases).all(), kind
 
 
 def test_fuzz_single_redis(stack: StackInfo, isolated: Isolated) -> None:

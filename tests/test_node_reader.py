@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from online_als.factors import Factors, ModelArrays
 from tests.conftest import Isolated, StackInfo, make_settings, unavailable
 from tests.streaming import produce, run_worker, store_for, synthetic_events
 from worker.config import Settings
 from worker.serving.client import Recommendations, ServingClient
-from worker.stores.redis.bulk_load import ModelArrays, load_version
+from worker.stores.redis.bulk_load import load_version
 from worker.stores.redis.store import connect
 
 pytestmark = pytest.mark.stack
@@ -177,8 +178,9 @@ def bulk(request: pytest.FixtureRequest, stack: StackInfo) -> Iterator[tuple[Set
     if mode == "implicit":
         item_b[:] = 0.0
         user_b[:] = 0.0
-    model = ModelArrays(mode, rank, 3.52986 if mode == "explicit" else 0.0, user_ids, user_f,
-                        user_b, item_ids, item_f, item_b.astype(np.float32))
+    model = ModelArrays(mode, Factors(user_ids, user_f, user_b),
+                        Factors(item_ids, item_f, item_b.astype(np.float32)),
+                        3.52986 if mode == "explicit" else 0.0)
     # popularity in tied pairs so the fallback's id tie-break decides, too
     counts = np.repeat(np.arange(len(item_ids) // 2 + 1, 0, -1), 2)[:len(item_ids)] * 7
     # seen: "watcher" and "zero" saw parts of several groups, the others one item each
@@ -200,7 +202,7 @@ def bulk(request: pytest.FixtureRequest, stack: StackInfo) -> Iterator[tuple[Set
 def test_node_matches_serving_client_on_ties_and_odd_ids(
         node_reader: Path, bulk: tuple[Settings, ModelArrays]) -> None:
     settings, model = bulk
-    users = [*model.user_ids, f"nobody-{uuid.uuid4().hex[:6]}", "{unknown}"]
+    users = [*model.users.id_list(), f"nobody-{uuid.uuid4().hex[:6]}", "{unknown}"]
     wants = assert_same(node_reader, settings, users)
     by_user = dict(zip(users, wants, strict=True))
     # the cases this fixture exists for really happened

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from online_als.factors import Factors
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, start_worker_thread, store_for, synthetic_events
 from tests.test_system_of_record import assert_same_state, redis_state, wipe
@@ -49,7 +50,7 @@ def archive(settings: Settings, idle_exit_s: float = 2.0) -> Archiver:
 
 def item_counts(settings: Settings, version: int) -> dict[str, int]:
     store = store_for(settings)
-    ids = dump_vectors(store, version, "i", settings.model.rank)[0]
+    ids = dump_vectors(store, version, "i", settings.model.rank).id_list()
     return {i: int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in ids}
 
 
@@ -101,7 +102,7 @@ def test_retrain_while_streaming_keeps_every_event_and_rollback_serves_old_vecto
         seen = sum(int(store.client.hlen(store.keys.seen(new_version, u)))
                    for u in {str(e["user_id"]) for e in total})
         assert seen == len({(e["user_id"], e["item_id"]) for e in total})
-        users = set(dump_vectors(store, new_version, "u", persisted.model.rank)[0])
+        users = set(dump_vectors(store, new_version, "u", persisted.model.rank).id_list())
         assert users == {str(e["user_id"]) for e in total}
         # `n` counts events per item after a retrain too (not distinct users)
         assert item_counts(persisted, new_version) == Counter(str(e["item_id"]) for e in total)
@@ -111,9 +112,9 @@ def test_retrain_while_streaming_keeps_every_event_and_rollback_serves_old_vecto
         result = lifecycle.rollback(persisted, cass, store, old_v, "test rollback")
         assert result["loaded_from_cassandra"] is False
         assert store.current_version() == old_v
-        ids, f, _ = dump_vectors(store, old_v, "i", persisted.model.rank)
-        assert ids == resident[0]
-        np.testing.assert_array_equal(f, resident[1])
+        got = dump_vectors(store, old_v, "i", persisted.model.rank)
+        assert got.ids == resident.ids
+        np.testing.assert_array_equal(got.vectors, resident.vectors)
         # not resident any more: rollback rebuilds it from Cassandra, as of the whole log
         lifecycle.rollback(persisted, cass, store, int(new_version), "forward again")  # type: ignore[arg-type]
         delete_namespace(store, old_v)
@@ -179,8 +180,9 @@ def test_a_retrain_never_switches_away_from_a_rollback_made_meanwhile(persisted:
         from worker.stores.cassandra.store import ModelVersion
 
         cass.create_version(ModelVersion(version=third, mode="explicit", rank=8))
-        cass.write_factors(third, "u", [], np.zeros((0, 8)))
-        cass.write_factors(third, "i", [], np.zeros((0, 8)))
+        empty = Factors([], np.zeros((0, 8)), np.zeros(0))
+        cass.write_factors(third, "u", empty)
+        cass.write_factors(third, "i", empty)
         cass.set_version_status(third, "ready")
         with pytest.raises(lifecycle.SwitchRefused, match="someone switched"):
             lifecycle.promote(persisted, cass, store, third, expected=second)

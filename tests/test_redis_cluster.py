@@ -97,8 +97,8 @@ def test_worker_on_a_redis_cluster_equals_the_in_memory_model(
     model = reference_model(settings, events)
     for kind, idmap, factors in (("u", model.state.users, model.state.user_factors),
                                  ("i", model.state.items, model.state.item_factors)):
-        ids, f, _ = dump_vectors(store, version, kind, settings.model.rank)
-        assert ids == sorted(idmap.ids)
-        np.testing.assert_array_equal(f, factors[idmap.rows_for(ids, add=False)])
+        got = dump_vectors(store, version, kind, settings.model.rank)
+        assert got.ids == sorted(idmap.ids)
+        np.testing.assert_array_equal(got.vectors, factors[idmap.rows_for(got.ids, add=False)])
     cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
     assert cp.offset == len(events)

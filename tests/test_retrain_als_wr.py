@@ -88,11 +88,11 @@ def test_monotone_and_recovers_planted_matrix() -> None:
     assert np.all(np.diff(obj) <= 1e-6 * obj[:-1])  # each half-step minimises exactly
     assert np.all(np.diff(history) <= 1e-6)
     assert history[-1] < 0.05 < history[0]
-    pred = predict_pairs(model.user_factors, model.user_bias, model.item_factors,
-                         model.item_bias, model.global_mean, tu, ti)  # fmt: skip
+    pred = predict_pairs(model.users.vectors, model.users.biases, model.items.vectors,
+                         model.items.biases, model.global_mean, tu, ti)  # fmt: skip
     held_out = float(np.sqrt(np.mean((pred - tr) ** 2)))
     assert held_out < 0.1, held_out  # signal std is ~2
-    for arr in (model.user_factors, model.item_factors, model.user_bias, model.item_bias):
+    for arr in (model.users.vectors, model.items.vectors, model.users.biases, model.items.biases):
         assert arr.dtype == np.float32 and np.isfinite(arr).all()
 
 
@@ -104,21 +104,21 @@ def test_warm_start_converges_faster_and_inputs_untouched() -> None:
     extra = csr.copy()
     extra.data = extra.data + np.float32(0.05) * np.sign(extra.data - 3)
     few = AlsWrParams(factors=3, reg=0.01, iterations=2, seed=0)
-    warm_in = [a.copy() for a in (base.user_factors, base.item_factors, base.user_bias,
-                                  base.item_bias)]  # fmt: skip
+    warm_in = [a.copy() for a in (base.users.vectors, base.items.vectors, base.users.biases,
+                                  base.items.biases)]  # fmt: skip
     warm = fit_als_wr(extra, few, user_factors=warm_in[0], item_factors=warm_in[1],
                       user_bias=warm_in[2], item_bias=warm_in[3], track_objective=True)  # fmt: skip
     cold = fit_als_wr(extra, few, track_objective=True)
     full = fit_als_wr(extra, AlsWrParams(factors=3, reg=0.01, iterations=30), track_objective=True)
     assert warm.objective[-1] < cold.objective[-1]
     assert warm.objective[-1] <= 1.01 * full.objective[-1]
-    np.testing.assert_array_equal(warm_in[1], base.item_factors)  # not mutated
+    np.testing.assert_array_equal(warm_in[1], base.items.vectors)  # not mutated
 
 
 def test_no_bias_mode_and_validation() -> None:
     csr, _ = planted(seed=3)
     m = fit_als_wr(csr, AlsWrParams(factors=2, iterations=3, biases=False, global_mean=3.0))
-    assert m.global_mean == 3.0 and not m.user_bias.any() and not m.item_bias.any()
+    assert m.global_mean == 3.0 and not m.users.biases.any() and not m.items.biases.any()
     with pytest.raises(ValueError):
         AlsWrParams(reg=0.0)
     with pytest.raises(ValueError):
@@ -133,4 +133,4 @@ def test_deterministic_over_threads() -> None:
     csr, _ = planted(seed=4)
     a = fit_als_wr(csr, AlsWrParams(factors=3, iterations=4, num_threads=1))
     b = fit_als_wr(csr, AlsWrParams(factors=3, iterations=4, num_threads=2))
-    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    np.testing.assert_array_equal(a.items.vectors, b.items.vectors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from online_als.idmap import IdMap
+from online_als.factors import Factors
 from online_als.init import ITEM_SALT, init_vectors
 from online_als.retrain import (
     AlsWrParams,
@@ -32,17 +32,17 @@ def _explicit_chunks(seed: int, n: int = 3000):
 def test_explicit_retrain_result_and_state_round_trip() -> None:
     m = build_matrix(_explicit_chunks(0), "last")
     res = retrain("explicit", m, AlsWrParams(factors=3, iterations=8))
-    assert res.mode == "explicit" and res.users is m.users
+    assert m.users is not None and m.items is not None
+    assert res.mode == "explicit" and res.users.ids is m.users.ids and res.items.ids is m.items.ids
     assert set(res.seconds) == {"build_matrix", "warm_start", "fit", "check"}
-    assert res.user_factors.shape == (len(m.users or []), 3)
+    assert res.users.vectors.shape == (len(m.users), 3)
     assert res.global_mean == pytest.approx(float(m.matrix.data.mean()), rel=1e-6)
     state = res.to_state(seed=5)
-    assert res.users is not None
     assert state.users.ids == res.users.ids and state.global_mean == res.global_mean
     assert state.n_ratings == m.matrix.nnz and state.hyper["factors"] == 3
     assert state.hyper["mode"] == "explicit"
-    np.testing.assert_array_equal(state.item_factors, res.item_factors)
-    np.testing.assert_array_equal(state.user_bias, res.user_bias)
+    np.testing.assert_array_equal(state.item_factors, res.items.vectors)
+    np.testing.assert_array_equal(state.user_bias, res.users.biases)
 
 
 def test_warm_start_from_model_state_aligns_by_id() -> None:
@@ -59,12 +59,12 @@ def test_warm_start_from_model_state_aligns_by_id() -> None:
     for row, item in enumerate(second.items.ids):
         if item == "brand-new":
             want = init_vectors([item], 3, 9, zero.init_scale, salt=ITEM_SALT)[0]
-            np.testing.assert_array_equal(res.item_factors[row], want)
-            assert res.item_bias[row] == 0.0
+            np.testing.assert_array_equal(res.items.vectors[row], want)
+            assert res.items.biases[row] == 0.0
         else:
             j = state.items.row(item)
-            np.testing.assert_array_equal(res.item_factors[row], state.item_factors[j])
-            assert res.item_bias[row] == state.item_bias[j]
+            np.testing.assert_array_equal(res.items.vectors[row], state.item_factors[j])
+            assert res.items.biases[row] == state.item_bias[j]
     # a 2-iteration partial retrain from the state beats a 2-iteration cold one
     two = AlsWrParams(factors=3, iterations=2)
     part = retrain("explicit", second, two, warm_start=state)
@@ -74,8 +74,8 @@ def test_warm_start_from_model_state_aligns_by_id() -> None:
 
 def _train_rmse(csr, res) -> float:
     u = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    pred = predict_pairs(res.user_factors, res.user_bias, res.item_factors, res.item_bias,
-                         res.global_mean, u, csr.indices)  # fmt: skip
+    pred = predict_pairs(res.users.vectors, res.users.biases, res.items.vectors,
+                         res.items.biases, res.global_mean, u, csr.indices)  # fmt: skip
     return float(np.sqrt(np.mean((pred - csr.data) ** 2)))
 
 
@@ -85,11 +85,13 @@ def test_implicit_retrain_with_row_warm_start() -> None:
     m = build_matrix(chunks, "sum", ids_are_rows=True)
     params = ImplicitParams(factors=4, iterations=3, num_threads=1)
     res = retrain("implicit", m, params)
-    assert res.users is None and res.global_mean == 0.0 and not res.item_bias.any()
-    ws = WarmStart(res.user_factors[:10], res.item_factors)  # rows 10.. are "new"
+    assert res.users.ids is None and res.global_mean == 0.0 and not res.items.biases.any()
+    # ids None: matched by row; rows 10.. are "new"
+    ws = WarmStart(Factors(None, res.users.vectors[:10], np.zeros(10, np.float32)),
+                   Factors(None, res.items.vectors, np.zeros(len(res.items), np.float32)))
     again = retrain("implicit", m, ImplicitParams(factors=4, iterations=0), warm_start=ws)
-    np.testing.assert_array_equal(again.user_factors[:10], res.user_factors[:10])
-    assert np.isfinite(again.user_factors).all()
+    np.testing.assert_array_equal(again.users.vectors[:10], res.users.vectors[:10])
+    assert np.isfinite(again.users.vectors).all()
     with pytest.raises(ValueError):
         res.to_state()
 
@@ -100,6 +102,7 @@ def test_bad_arguments() -> None:
         retrain("implicit", m, AlsWrParams())
     with pytest.raises(TypeError):
         retrain("explicit", m, ImplicitParams())
-    ws = WarmStart(np.zeros((1, 5), np.float32), np.zeros((1, 5), np.float32), users=IdMap())
+    ws = WarmStart(Factors(["a"], np.zeros((1, 5), np.float32), np.zeros(1, np.float32)),
+                   Factors(None, np.zeros((1, 5), np.float32), np.zeros(1, np.float32)))
     with pytest.raises(ValueError):
         retrain("explicit", m, AlsWrParams(factors=3), warm_start=ws)

@@ -1,4 +1,4 @@
-"""Run the docstring examples of the retrain and serving modules."""
+"""Run the docstring examples of the retrain (model arrays, fit, gate) and serving modules."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import importlib
 import pytest
 
 MODULES = [
+    "online_als.factors",
     "online_als.retrain",
     "online_als.retrain.matrix",
     "online_als.retrain.als_wr",
     "online_als.retrain.implicit_fit",
+    "online_als.evaluation.gate",
     "online_als.serving.topn",
     "online_als.serving.similar",
     "online_als.serving.coldstart",

@@ -52,9 +52,11 @@ def test_gpu_factors_match_cpu_on_ml100k(movielens: Path) -> None:
     rng = np.random.default_rng(0)
     start_u = (rng.standard_normal((n_users, PARAMS.factors)) * 0.01).astype(np.float32)
     start_i = (rng.standard_normal((n_items, PARAMS.factors)) * 0.01).astype(np.float32)
+    from online_als.factors import Factors
     from online_als.retrain import WarmStart
 
-    warm = WarmStart(start_u, start_i)
+    warm = WarmStart(Factors(None, start_u, np.zeros(n_users, np.float32)),
+                     Factors(None, start_i, np.zeros(n_items, np.float32)))
     timings = {}
     res = {}
     for name, use_gpu in (("cpu", False), ("gpu", True)):
@@ -64,12 +66,12 @@ def test_gpu_factors_match_cpu_on_ml100k(movielens: Path) -> None:
         res[name] = retrain("implicit", m, params, warm)
         timings[name] = time.perf_counter() - t0
     cpu, gpu = res["cpu"], res["gpu"]
-    s_cpu = cpu.user_factors @ cpu.item_factors.T
-    s_gpu = gpu.user_factors @ gpu.item_factors.T
+    s_cpu = cpu.users.vectors @ cpu.items.vectors.T
+    s_gpu = gpu.users.vectors @ gpu.items.vectors.T
     corr = np.array([np.corrcoef(a, b)[0, 1] for a, b in zip(s_cpu, s_gpu, strict=True)])
     seen = m.matrix.tocsr()
-    top_c, _ = top_n_batch(cpu.user_factors, cpu.item_factors, 10, exclude=seen)
-    top_g, _ = top_n_batch(gpu.user_factors, gpu.item_factors, 10, exclude=seen)
+    top_c, _ = top_n_batch(cpu.users.vectors, cpu.items.vectors, 10, exclude=seen)
+    top_g, _ = top_n_batch(gpu.users.vectors, gpu.items.vectors, 10, exclude=seen)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_c, top_g, strict=True)])
     print(f"ML-100K implicit k=64 x15: CPU {timings['cpu']:.2f} s, GPU {timings['gpu']:.2f} s "
           f"(speed-up {timings['cpu'] / timings['gpu']:.1f}x); score correlation median "

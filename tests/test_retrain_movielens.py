@@ -45,7 +45,7 @@ def fold_rmse(data: np.ndarray, fold: int, params: AlsWrParams = PARAMS) -> floa
     pred = predict_explicit(
         m.users.rows_for(data[test, 0], add=False),
         m.items.rows_for(data[test, 1], add=False),
-        res.user_factors, res.user_bias, res.item_factors, res.item_bias, res.global_mean,
+        res.users.vectors, res.users.biases, res.items.vectors, res.items.biases, res.global_mean,
         item_mean=item_stats(m.matrix).mean,
     )  # fmt: skip
     err = np.clip(pred, 1.0, 5.0) - data[test, 2]

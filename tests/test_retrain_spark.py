@@ -56,11 +56,11 @@ def test_string_ids_map_to_spark_ids_and_back(spark: Any) -> None:
 
     res = fit_spark(m, spark_params("explicit", AlsWrParams(factors=4, iterations=3),
                                     num_blocks=2), spark)
-    assert res.users is not None and res.items is not None
+    assert res.users.ids is not None and res.items.ids is not None
     assert res.users.ids == users and res.items.ids == items  # every id kept, none merged
-    assert res.user_factors.shape == (7, 4) and res.item_factors.shape == (4, 4)
-    assert np.all(np.abs(res.user_factors).sum(1) > 0)  # each id got its own Spark factor
-    assert len({row.tobytes() for row in res.user_factors}) == len(users)
+    assert res.users.vectors.shape == (7, 4) and res.items.vectors.shape == (4, 4)
+    assert np.all(np.abs(res.users.vectors).sum(1) > 0)  # each id got its own Spark factor
+    assert len({row.tobytes() for row in res.users.vectors}) == len(users)
 
 
 def _fold_u1(movielens: Any) -> tuple[Any, Any]:
@@ -72,8 +72,8 @@ def _fold_u1(movielens: Any) -> tuple[Any, Any]:
 def _rmse(res: Any, m: Any, test: Any) -> float:
     pred = predict_explicit(m.users.rows_for(test.user_ids, add=False),
                             m.items.rows_for(test.item_ids, add=False),
-                            res.user_factors, res.user_bias, res.item_factors, res.item_bias,
-                            res.global_mean, item_mean=item_stats(m.matrix).mean)
+                            res.users.vectors, res.users.biases, res.items.vectors,
+                            res.items.biases, res.global_mean, item_mean=item_stats(m.matrix).mean)
     return float(np.sqrt(np.mean((np.clip(pred, 1.0, 5.0) - test.values) ** 2)))
 
 
@@ -92,14 +92,15 @@ def test_explicit_rmse_within_2pct_of_als_wr_on_ml100k(spark: Any, movielens: An
 class _Recommender:
     def __init__(self) -> None:
         self.res: Any = None
+        self.matrix: Any = None  # the one res was fitted on: its id maps
 
     def __call__(self, user_ids: np.ndarray, n: int, exclude: Sequence[np.ndarray]) -> Any:
-        users: IdMap = self.res.users
-        items: IdMap = self.res.items
+        users: IdMap = self.matrix.users
+        items: IdMap = self.matrix.items
         rows = users.rows_for(user_ids, add=False)
-        vecs = np.where((rows >= 0)[:, None], self.res.user_factors[np.maximum(rows, 0)], 0)
+        vecs = np.where((rows >= 0)[:, None], self.res.users.vectors[np.maximum(rows, 0)], 0)
         seen = [(r := items.rows_for(e, add=False))[r >= 0] for e in exclude]
-        top, _ = top_n_batch(vecs.astype(np.float32), self.res.item_factors, n, exclude=seen)
+        top, _ = top_n_batch(vecs.astype(np.float32), self.res.items.vectors, n, exclude=seen)
         ids = np.asarray(items.ids, dtype=object)
         return np.where(top >= 0, ids[np.maximum(top, 0)], "").astype(str)
 
@@ -118,7 +119,7 @@ def test_implicit_ndcg_within_5pct_of_implicit_on_ml100k(spark: Any, movielens: 
         def before(split: Any) -> None:
             h = split.history
             m = build_matrix([(h.user_ids, h.item_ids, np.ones(len(h), np.float32))], "sum")
-            rec.res = fit(m)
+            rec.res, rec.matrix = fit(m), m
 
         return evaluate_windows(data, rec, before_window=before).mean_ndcg
 
@@ -180,6 +181,6 @@ def test_backend_must_match_the_mode_and_spark_conf_is_parsed() -> None:
         fit_model(s, m, ImplicitParams(factors=2, iterations=1), None)
     auto = load_config(overrides={"model.mode": "implicit"}, environ={})
     res = fit_model(auto, m, ImplicitParams(factors=2, iterations=1, use_gpu=False), None)
-    assert res.user_factors.shape == (2, 2)  # auto = the mode's own solver, as before
+    assert res.users.vectors.shape == (2, 2)  # auto = the mode's own solver, as before
     with pytest.raises(ConfigError, match="retrain.spark_conf"):
         load_config(overrides={"retrain.spark_conf": "novalue"}, environ={})

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from online_als.factors import Factors
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, store_for, synthetic_events, wait_for
 from tests.test_worker_stream import assert_redis_equals, reference_model
@@ -73,10 +74,11 @@ def redis_state(settings: Settings) -> dict[str, object]:
     assert version is not None
     users = dump_vectors(store, version, "u", settings.model.rank)
     items = dump_vectors(store, version, "i", settings.model.rank)
-    counts = [int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in items[0]]
+    counts = [int(store.client.hget(store.keys.item(version, i), "n") or 0)
+              for i in items.id_list()]
     return {"version": version, "users": users, "items": items, "n": counts,
-            "offset": applied_offset(settings, store), "aux": redis_aux(settings, store, version,
-                                                                       users[0], items[0])}
+            "offset": applied_offset(settings, store),
+            "aux": redis_aux(settings, store, version, users.id_list(), items.id_list())}
 
 
 def redis_aux(settings: Settings, store: RedisStore, version: int, users: list[str],
@@ -98,11 +100,11 @@ def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
         for x, y in zip(a["aux"], b["aux"], strict=True):  # type: ignore[call-overload]
             np.testing.assert_array_equal(x, y)
     for kind in ("users", "items"):
-        ids_a, f_a, b_a = a[kind]  # type: ignore[misc]
-        ids_b, f_b, b_b = b[kind]  # type: ignore[misc]
-        assert ids_a == ids_b
-        np.testing.assert_array_equal(f_a, f_b)
-        np.testing.assert_array_equal(b_a, b_b)
+        side_a, side_b = a[kind], b[kind]
+        assert isinstance(side_a, Factors) and isinstance(side_b, Factors)
+        assert side_a.ids == side_b.ids
+        np.testing.assert_array_equal(side_a.vectors, side_b.vectors)
+        np.testing.assert_array_equal(side_a.biases, side_b.biases)
 
 
 def assert_materialised_equals_redis(settings: Settings, cass: CassandraStore) -> None:
@@ -112,18 +114,22 @@ def assert_materialised_equals_redis(settings: Settings, cass: CassandraStore) -
     s = mat.model.state
     for kind, idmap, f, b in (("users", s.users, s.user_factors, s.user_bias),
                               ("items", s.items, s.item_factors, s.item_bias)):
-        ids, f_r, b_r = state[kind]  # type: ignore[misc]
-        assert sorted(idmap.ids) == ids
-        rows = idmap.rows_for(ids, add=False)
-        np.testing.assert_array_equal(f[rows], f_r)
-        np.testing.assert_array_equal(b[rows], b_r)
-    aux_mat, aux_redis = mat.aux(), state["aux"]
-    assert (aux_mat[0] is None) == (aux_redis is None)
+        side = state[kind]
+        assert isinstance(side, Factors)
+        assert sorted(idmap.ids) == side.ids
+        rows = idmap.rows_for(side.id_list(), add=False)
+        np.testing.assert_array_equal(f[rows], side.vectors)
+        np.testing.assert_array_equal(b[rows], side.biases)
+    arrays, aux_redis = mat.arrays(), state["aux"]
+    assert (arrays.users.aux is None) == (aux_redis is None)
+    assert (arrays.items.aux is None) == (aux_redis is None)
+    # the arrays are the model's, in its id order
+    assert arrays.users.ids == s.users.ids and arrays.items.ids == s.items.ids
     if aux_redis is not None:
-        for idmap, table, got, kind in ((s.users, aux_mat[0], aux_redis[0], "users"),  # type: ignore[index]
-                                        (s.items, aux_mat[1], aux_redis[1], "items")):  # type: ignore[index]
-            rows = idmap.rows_for(state[kind][0], add=False)  # type: ignore[index]
-            np.testing.assert_array_equal(table[rows], got)
+        for idmap, table, got, kind in ((s.users, arrays.users.aux, aux_redis[0], "users"),  # type: ignore[index]
+                                        (s.items, arrays.items.aux, aux_redis[1], "items")):  # type: ignore[index]
+            rows = idmap.rows_for(state[kind].id_list(), add=False)  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(table[rows], got)  # type: ignore[index]
 
 
 def test_kill9_of_worker_and_archiver_loses_nothing_and_restore_is_exact(
@@ -225,7 +231,7 @@ def test_restore_with_several_partitions_keeps_counts_exact(
         assert version is not None
         before = redis_state(settings)
         seen_before = {u: store.client.hgetall(store.keys.seen(version, u))
-                       for u in before["users"][0]}  # type: ignore[index]
+                       for u in before["users"].id_list()}  # type: ignore[attr-defined]
         wipe(store)
         with CassandraStore(settings.cassandra) as cass:
             report = lifecycle_restore(settings, cass, store)
@@ -233,12 +239,13 @@ def test_restore_with_several_partitions_keeps_counts_exact(
         after = redis_state(settings)
         assert after["n"] == before["n"] and sum(after["n"]) == len(events)  # type: ignore[arg-type]
         seen_after = {u: store.client.hgetall(store.keys.seen(version, u))
-                      for u in after["users"][0]}  # type: ignore[index]
+                      for u in after["users"].id_list()}  # type: ignore[attr-defined]
         assert seen_after == seen_before
         for kind in ("users", "items"):
-            ids_a, f_a, b_a = before[kind]  # type: ignore[misc]
-            ids_b, f_b, b_b = after[kind]  # type: ignore[misc]
-            assert ids_a == ids_b
+            side_a, side_b = before[kind], after[kind]
+            assert isinstance(side_a, Factors) and isinstance(side_b, Factors)
+            f_a, b_a, f_b, b_b = side_a.vectors, side_a.biases, side_b.vectors, side_b.biases
+            assert side_a.ids == side_b.ids
             assert np.isfinite(f_b).all()
             worst = max(float(np.abs(f_a - f_b).max()), float(np.abs(b_a - b_b).max()))
             mean = float(np.abs(f_a - f_b).mean())

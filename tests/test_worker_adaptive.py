@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from online_als.adaptive import AdaptiveModel, event_seconds, fill_fresh_aux, new_item_aux
+from online_als.factors import Factors, ModelArrays
 from online_als.model import ModelState
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, store_for, synthetic_events
 from tests.test_worker_stream import assert_redis_equals
 from worker.config import ConfigError, load_config
 from worker.control import lifecycle
-from worker.stores.redis.bulk_load import ModelArrays, load_version
+from worker.stores.redis.bulk_load import load_version
 
 
 def test_learner_settings_come_from_the_defaults_and_bad_values_say_how_to_fix_them() -> None:
@@ -62,11 +63,12 @@ def test_a_version_loaded_without_aux_state_learns_like_the_library_from_its_fac
     m = settings.model
     rng = np.random.default_rng(4)
     users, items = [f"u{j}" for j in range(0, 200, 2)], [f"i{j}" for j in range(0, 100, 2)]
-    arrays = ModelArrays("explicit", 8, 3.3, users,
-                         rng.normal(0, 0.1, (len(users), 8)).astype(np.float32),
-                         rng.normal(0, 0.1, len(users)).astype(np.float32), items,
-                         rng.normal(0, 0.1, (len(items), 8)).astype(np.float32),
-                         rng.normal(0, 0.1, len(items)).astype(np.float32))
+    user_side = Factors(users, rng.normal(0, 0.1, (len(users), 8)).astype(np.float32),
+                        rng.normal(0, 0.1, len(users)).astype(np.float32))
+    item_side = Factors(items, rng.normal(0, 0.1, (len(items), 8)).astype(np.float32),
+                        rng.normal(0, 0.1, len(items)).astype(np.float32))
+    arrays = ModelArrays("explicit", user_side, item_side, 3.3)
+    assert arrays.rank == 8 and user_side.aux is None and item_side.aux is None
     store = store_for(settings)
     version = store.allocate_version()
     load_version(store, version, arrays, checkpoints={0: 0}, topic=settings.kafka.topic,
@@ -77,8 +79,8 @@ def test_a_version_loaded_without_aux_state_learns_like_the_library_from_its_fac
     worker = run_worker(settings, idle_exit_s=3)
     assert worker.applied_total == len(events)
 
-    state = ModelState.from_arrays("explicit", users, arrays.user_factors, arrays.user_bias,
-                                   items, arrays.item_factors, arrays.item_bias, seed=m.seed,
+    state = ModelState.from_arrays("explicit", users, user_side.vectors, user_side.biases,
+                                   items, item_side.vectors, item_side.biases, seed=m.seed,
                                    user_init_scale=m.init_scale, item_init_scale=m.init_scale,
                                    global_mean=3.3)
     model = AdaptiveModel.from_state(state, m.adaptive_params())
@@ -103,18 +105,25 @@ def test_stream_snapshots_carry_aux_state(stack: StackInfo, isolated: Isolated) 
             a_u = rng.normal(size=(n_u, k + 3)).astype(np.float32)
             a_i = rng.normal(size=(n_i, k + 1)).astype(np.float32)
             uids, iids = [f"u{j}" for j in range(n_u)], [f"i{j}" for j in range(n_i)]
-            cass.archive.write_snapshot(7, {0: 10}, uids, f_u, b_u, iids, f_i, b_i, a_u, a_i)
+            users, items = Factors(uids, f_u, b_u, a_u), Factors(iids, f_i, b_i, a_i)
+            cass.archive.write_snapshot(7, {0: 10}, users, items)
             snap = cass.archive.snapshots(7)[0]
             assert (snap.aux_u, snap.aux_i) == (k + 3, k + 1)
-            ids, _, _, got = cass.archive.read_snapshot(snap, "u", aux=True)
-            assert ids == uids and got is not None
-            np.testing.assert_array_equal(got, a_u)
-            np.testing.assert_array_equal(cass.archive.read_snapshot(snap, "i", aux=True)[3], a_i)
-            cass.archive.write_snapshot(7, {0: 20}, uids, f_u, b_u, iids, f_i, b_i)  # SGD: none
+            got = cass.archive.read_snapshot(snap, "u")
+            assert got.ids == uids and got.aux is not None
+            np.testing.assert_array_equal(got.aux, a_u)
+            np.testing.assert_array_equal(got.vectors, users.vectors)
+            np.testing.assert_array_equal(got.biases, users.biases)
+            got_i = cass.archive.read_snapshot(snap, "i")
+            assert got_i.ids == iids and got_i.aux is not None
+            np.testing.assert_array_equal(got_i.aux, a_i)
+            # SGD: none
+            cass.archive.write_snapshot(7, {0: 20}, users.with_aux(None), items.with_aux(None))
             snap = cass.archive.snapshots(7)[0]
             assert (snap.seq, snap.aux_u, snap.aux_i) == (2, 0, 0)
-            assert cass.archive.read_snapshot(snap, "u", aux=True)[3] is None
-            assert len(cass.archive.read_snapshot(snap, "u")) == 3
+            got = cass.archive.read_snapshot(snap, "u")
+            assert got.aux is None and got.ids == uids
+            np.testing.assert_array_equal(got.vectors, users.vectors)
         finally:
             cass.drop_keyspace()
 
@@ -136,8 +145,8 @@ def test_bulk_load_writes_aux_state_on_both_paths(stack: StackInfo, isolated: Is
     n = rng.integers(0, 10**6, len(ids)) if counts else None
     try:
         cluster = RedisStore(store.client, store.keys, cluster=True)  # the pipeline path
-        bulk_load._write_vectors(cluster, 1, "i", ids, f, b, n, a)
-        bulk_load._write_vectors(store, 2, "i", ids, f, b, n, a)
+        bulk_load._write_vectors(cluster, 1, "i", Factors(ids, f, b, a), n)
+        bulk_load._write_vectors(store, 2, "i", Factors(ids, f, b, a), n)
         for j in range(0, len(ids), 7):
             assert (store.client.hgetall(store.keys.item(1, ids[j]))
                     == store.client.hgetall(store.keys.item(2, ids[j])))  # fmt: skip
@@ -145,7 +154,7 @@ def test_bulk_load_writes_aux_state_on_both_paths(stack: StackInfo, isolated: Is
         np.testing.assert_array_equal(got.extra[AUX_FIELD], a)
         np.testing.assert_array_equal(got.factors, f)
         with pytest.raises(ValueError, match="aux state"):
-            bulk_load._write_vectors(store, 3, "i", ids, f, b, n, a[:-1])
+            bulk_load._write_vectors(store, 3, "i", Factors(ids, f, b, a[:-1]), n)
     finally:
         for key in list(store.client.scan_iter(match=f"{store.keys.prefix}:*", count=5000)):
             store.client.unlink(key)

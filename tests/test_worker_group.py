@@ -31,7 +31,8 @@ def test_two_workers_share_items_without_losing_or_doubling_updates(
     assert all(not cp.has_pending for cp in cps.values())
     # the offsets sum to the event count: each partition's checkpoint is its end
     assert sum(cp.offset or 0 for cp in cps.values()) == len(events)
-    ids, factors, _ = dump_vectors(store, version, "i", settings.model.rank)
+    items = dump_vectors(store, version, "i", settings.model.rank)
+    ids, factors = items.id_list(), items.vectors
     counts = [int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in ids]
     # every event incremented its item's count exactly once, whichever worker applied it
     assert sum(counts) == len(events)

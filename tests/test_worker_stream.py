@@ -60,8 +60,9 @@ def assert_redis_equals(settings: Settings, model: OnlineModel | AdaptiveModel) 
         ("u", state.users, state.user_factors, state.user_bias, aux[0]),
         ("i", state.items, state.item_factors, state.item_bias, aux[1]),
     ):
-        ids, f, b = dump_vectors(store, version, kind, settings.model.rank)
-        assert ids == sorted(idmap.ids)
+        got_side = dump_vectors(store, version, kind, settings.model.rank)
+        ids, f, b = got_side.id_list(), got_side.vectors, got_side.biases
+        assert got_side.ids == sorted(idmap.ids)
         rows = idmap.rows_for(ids, add=False)
         np.testing.assert_array_equal(f, factors[rows])
         np.testing.assert_array_equal(b, biases[rows])
