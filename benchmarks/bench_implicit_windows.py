@@ -63,11 +63,13 @@ LABELS = {
     "w-fast": "(w-fast) worker path, replayed as a backlog",
     "c": "(c) full retrain, plain implicit fit",
 }
-Factors = tuple[np.ndarray, np.ndarray, IdMap, IdMap]
+#: A fit to rank with: user and item vectors and the id maps naming their rows (the maps are
+#: what `recommend` needs; `online_als.factors.Factors` keeps plain id lists).
+RankingFit = tuple[np.ndarray, np.ndarray, IdMap, IdMap]
 
 
 def plain_implicit(history: Ratings, k: int, reg: float, conf: float, iters: int,
-                   seed: int) -> Factors:  # fmt: skip
+                   seed: int) -> RankingFit:  # fmt: skip
     """``implicit.cpu.als`` on the binary user x item matrix of positives (confidence
     ``conf``), its own random start: the reference of the issue's protocol."""
     import implicit.cpu.als
@@ -142,12 +144,12 @@ class WorkerPath:
             self.model.learn_batch(b.user_ids, b.item_ids, np.full(len(b), self.weight, np.float32))
         self.seconds += time.perf_counter() - t0
 
-    def factors(self) -> Factors:
+    def factors(self) -> RankingFit:
         s = self.model.state
         return s.user_factors, s.item_factors, s.users, s.items
 
 
-def recommend(f: Factors, split: WindowSplit, item_uniques: np.ndarray, k: int = 10) -> np.ndarray:
+def recommend(f: RankingFit, split: WindowSplit, item_uniques: np.ndarray, k: int = 10) -> np.ndarray:
     """Top-k rows (in ``item_uniques``) for the split's users, history excluded; users the
     model does not know get no list."""
     uf, itf, users, items = f
@@ -170,10 +172,10 @@ def run_seed(data: Ratings, a: Any, seed: int) -> dict[str, Any]:
     m, w, r = ModelSettings(mode="implicit"), WorkerSettings(), RetrainSettings()
     weight = ImplicitEventMap.from_string(m.event_weights).weights[a.event]
     item_uniques = np.unique(data.item_ids[data.values >= 4]).astype(np.str_)
-    fit: Callable[[Ratings], Factors] = lambda h: plain_implicit(  # noqa: E731
+    fit: Callable[[Ratings], RankingFit] = lambda h: plain_implicit(  # noqa: E731
         h, a.k, a.reg, a.confidence, a.iterations, seed)
     out: dict[str, Any] = {v: {"ndcg": [], "recall": [], "seconds": 0.0} for v in VARIANTS}
-    stale: Factors | None = None
+    stale: RankingFit | None = None
     paths: dict[str, WorkerPath] = {}
     for split in window_protocol(data):
         t0 = time.perf_counter()

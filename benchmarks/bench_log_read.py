@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from online_als.factors import Factors
+from online_als.ratings import Ratings, object_ids
 from worker.config import CassandraSettings, RedisSettings
 from worker.stores.cassandra.store import CassandraStore
 from worker.stores.redis.keys import FIELD_BIAS, FIELD_FACTORS, RedisKeys
@@ -73,8 +74,9 @@ def _write_log(store: CassandraStore, topic: str, a: argparse.Namespace) -> int:
             vals = rng.integers(1, 11, n).astype(np.float32) / 2
             ts = 1.7e9 + np.arange(done, done + n, dtype=np.float64)
             offs = np.arange(done, done + n, dtype=np.int64)
-            store.append_log_blocks(topic, p, done, done + n - 1, [users[j] for j in u.tolist()],
-                                    [items[j] for j in i.tolist()], vals, ts, offs)
+            store.append_log_blocks(topic, p, done, done + n - 1, Ratings(
+                object_ids([users[j] for j in u.tolist()]),
+                object_ids([items[j] for j in i.tolist()]), vals, ts, None, None, offs))
             done += n
         return done
 

@@ -152,7 +152,8 @@ def als_folds(data: Ratings, n_folds: int, params: AlsWrParams) -> list[tuple[fl
         res = retrain("explicit", m, params)
         pred = predict_explicit(
             m.users.rows_for(test.user_ids, add=False), m.items.rows_for(test.item_ids, add=False),
-            res.user_factors, res.user_bias, res.item_factors, res.item_bias, res.global_mean,
+            res.users.vectors, res.users.biases, res.items.vectors, res.items.biases,
+            res.global_mean,
             item_mean=item_stats(m.matrix).mean,
         )  # fmt: skip
         err = np.clip(pred, 1.0, 5.0).astype(np.float64) - test.values

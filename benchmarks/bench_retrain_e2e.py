@@ -57,6 +57,7 @@ from threadpoolctl import threadpool_limits
 
 import worker.runtime.loop  # noqa: F401 - catch_up imports it lazily: load it at start
 from online_als.events import ImplicitEventMap
+from online_als.ratings import Ratings
 from online_als.retrain.matrix import RatingMatrix, build_matrix
 from producers.synthetic import ML20M, generate
 from worker.config import Settings, load_config
@@ -201,9 +202,8 @@ def write_log(cass: CassandraStore, topic: str, s: Stream, block: int) -> None:
         ix = s.by_part[p]
         for start in range(0, len(ix), block):
             j = ix[start:start + block]
-            cass.append_log_blocks(topic, p, start, start + len(j) - 1, s.users[j].tolist(),
-                                   s.items[j].tolist(), s.weights[j], s.ts[j].astype(np.float64),
-                                   s.offsets[j])
+            cass.append_log_blocks(topic, p, start, start + len(j) - 1, Ratings(
+                s.users[j], s.items[j], s.weights[j], s.ts[j], None, None, s.offsets[j]))
         return len(ix)
 
     with ThreadPoolExecutor(max_workers=len(s.by_part)) as pool:

@@ -35,6 +35,7 @@ import numpy as np
 from _common import goal_mark, header, load_average, table, write_json
 
 from online_als.factors import Factors, ModelArrays
+from online_als.ratings import Ratings
 from online_als.retrain.matrix import build_matrix
 from producers.synthetic import ML20M
 from worker.config import Settings, load_config
@@ -119,9 +120,9 @@ def write_log(cass: CassandraStore, topic: str, a: argparse.Namespace) -> dict[i
         ix = np.flatnonzero(parts == p)
         for s in range(0, len(ix), 20_000):
             j = ix[s:s + 20_000]
-            cass.append_log_blocks(topic, p, s, s + len(j) - 1, users[j].astype(str).tolist(),
-                                   items[j].astype(str).tolist(), weights[j],
-                                   np.full(len(j), 1.7e9), np.arange(s, s + len(j)))
+            cass.append_log_blocks(topic, p, s, s + len(j) - 1, Ratings(
+                users[j], items[j], weights[j], np.full(len(j), 1.7e9), None, None,
+                np.arange(s, s + len(j))))
         cutoff[p] = len(ix)
     return cutoff
 
@@ -173,8 +174,7 @@ def breakdown(settings: Settings, cass: CassandraStore, store: RedisStore,
     uids, iids = users.id_list(), items.id_list()
     out["read factors from Cassandra"] = time.perf_counter() - t
     t = time.perf_counter()
-    chunks = ((c[0], c[1], c[2]) for c in cass.iter_log(settings.kafka.topic, dict(meta.cutoff),
-                                                       settings.retrain.chunk_rows))
+    chunks = cass.iter_log(settings.kafka.topic, dict(meta.cutoff), settings.retrain.chunk_rows)
     hist = build_matrix(chunks, "sum", users=IdMap.from_list(uids), items=IdMap.from_list(iids))
     m = hist.matrix.tocsr()[: len(uids), : len(iids)].tocsr()
     out[f"read log + build seen matrix ({hist.events:,} events)"] = time.perf_counter() - t

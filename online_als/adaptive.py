@@ -74,8 +74,8 @@ class AdaptiveParams:
 
 
 def event_seconds(ts: Any) -> NDArray[np.int64]:
-    """The kernel's clock from event times in float unix seconds (the worker's
-    ``EventBatch.event_ts``, the ratings log's ``ts``): floored to int64, non-finite -> 0.
+    """The kernel's clock from event times in float unix seconds (``Ratings.timestamps`` of
+    a decoded batch, of the ratings log or of a dataset): floored to int64, non-finite -> 0.
     The worker and the log replay both go through here, so they agree on every session."""
     t = np.nan_to_num(np.asarray(ts, np.float64).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
     return np.floor(t).astype(np.int64)
@@ -205,7 +205,7 @@ class AdaptiveModel:
 
     def learn_batch(
         self, user_ids: Iterable[Any], item_ids: Iterable[Any], values: Iterable[float],
-        timestamps: Iterable[int] | None = None,
+        timestamps: Iterable[float] | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:  # fmt: skip
         users, items = as_id_list(user_ids), as_id_list(item_ids)
         v = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float32)
@@ -214,7 +214,8 @@ class AdaptiveModel:
                 f"lengths differ: {len(users)} users, {len(items)} items, {len(v)} values"
             )
         t = (np.zeros(len(v), np.int64) if timestamps is None
-             else np.asarray(timestamps, np.int64).reshape(-1))  # fmt: skip
+             else event_seconds(list(timestamps) if not isinstance(timestamps, np.ndarray)
+                                else timestamps))  # fmt: skip
         if len(t) != len(v):
             raise ValueError(f"{len(t)} timestamps for {len(v)} values")
         u, i = self.ensure(users, items)

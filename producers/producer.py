@@ -182,9 +182,9 @@ class RatingProducer:
             users: list[str] = part.user_ids.tolist()
             with _gc_paused():
                 values = self._encode(part, users)
-            stamps = None
+            stamps: list[int] | None = None
             if self.kafka_timestamps == "event":
-                stamps = (part.timestamps * 1000).tolist()
+                stamps = [int(t) for t in np.round(part.timestamps * 1000)]
             self._produce([u.encode() for u in users], values, stamps)
         return len(r)
 
@@ -208,7 +208,9 @@ class RatingProducer:
         items: list[str] = r.item_ids.tolist()
         # 6 decimals in float64: float32 widening would print 3.7 as 3.700000047683716.
         vals: list[float] = np.round(r.values.astype(np.float64), 6).tolist()
-        stamps: list[int | None] = [t or None for t in r.timestamps.tolist()]
+        # whole seconds go out as JSON integers, as they were read (float64 holds them exactly)
+        stamps: list[float | None] = [(int(t) if t.is_integer() else t) if t else None
+                                      for t in r.timestamps.tolist()]
         rows = zip(users, items, vals, stamps, strict=True)
         if self.fmt == "binary":
             if self.mode == "explicit":

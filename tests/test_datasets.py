@@ -23,6 +23,7 @@ from online_als.datasets import (
     rechunk,
     sort_by_time,
 )
+from online_als.ratings import object_ids
 from tests.conftest import require_module
 
 DATA: Path | None
@@ -54,7 +55,7 @@ def _same(a: Ratings, b: Ratings) -> bool:
 def test_ratings_coerces_dtypes_and_validates_lengths() -> None:
     r = Ratings.from_columns([1, 2], ["a", "b"], [4, 5])
     assert r.user_ids.tolist() == ["1", "2"]
-    assert r.values.dtype == np.float32 and r.timestamps.dtype == np.int64
+    assert r.values.dtype == np.float32 and r.timestamps.dtype == np.float64
     assert r.timestamps.tolist() == [0, 0]
     with pytest.raises(ValueError, match="differ in length"):
         Ratings.from_columns([1, 2], ["a"], [4, 5])
@@ -67,6 +68,26 @@ def test_take_slice_concat_sort() -> None:
     assert _same(concat([r.slice(0, 1), r.slice(1, 4)]), r)
     assert [len(b) for b in r.iter_batches(3)] == [3, 1]
     assert len(concat([Ratings.empty(), Ratings.empty()])) == 0
+
+
+def test_kafka_columns_travel_with_the_rows() -> None:
+    """Decoded batches and log chunks carry partitions and offsets in the same type."""
+    r = Ratings(np.array(["u1", "u2", "u3"], dtype=object), ["a", "b", "c"], [1, 2, 3],
+                [1.5, np.nan, 3.0], None, [1, 0, 1], [7, 9, 3])
+    assert r.partitions is not None and r.partitions.dtype == np.int32
+    assert r.offsets is not None and r.offsets.dtype == np.int64
+    s = r.sort_by_offset()
+    assert s.user_ids.tolist() == ["u2", "u3", "u1"]
+    assert s.offsets.tolist() == [9, 3, 7] and s.partitions.tolist() == [0, 1, 1]  # type: ignore[union-attr]
+    assert np.isnan(s.timestamps[0])  # unknown event time survives
+    joined = concat([r.take([0]), r.slice(1, 3)])
+    assert joined.offsets.tolist() == [7, 9, 3]  # type: ignore[union-attr]
+    assert concat([r, Ratings.from_columns(["x"], ["y"], [1.0])]).offsets is None
+    with pytest.raises(ValueError, match="differ in length"):
+        Ratings(["u"], ["a"], [1.0], [0.0], None, None, [1, 2])
+    with pytest.raises(ValueError, match="partitions and offsets"):
+        Ratings.from_columns(["u"], ["a"], [1.0]).sort_by_offset()
+    assert object_ids(["a", "bb"]).dtype == object
 
 
 def test_rechunk_exact_sizes() -> None:

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "online_als.datasets.ratings",
+    "online_als.ratings",
     "online_als.datasets.readers",
     "online_als.datasets.movielens",
     "online_als.evaluation.metrics",

@@ -112,7 +112,7 @@ def test_kfold_covers_each_row_once() -> None:
 
 def _lines(r: Ratings) -> list[str]:
     return [
-        f"{u}\t{i}\t{int(v)}\t{t}"
+        f"{u}\t{i}\t{int(v)}\t{int(t)}"
         for u, i, v, t in zip(r.user_ids, r.item_ids, r.values, r.timestamps, strict=True)
     ]
 

@@ -68,7 +68,7 @@ def batch_view(values: list[bytes | None], cfg: DecodeConfig) -> list[tuple[obje
     for pos, reason, _ in d.rejects:
         out[pos] = reason
     for j, pos in enumerate(d.index.tolist()):
-        out[pos] = (d.user_ids[j], d.item_ids[j], float(d.values[j]), float(d.ts[j]))
+        out[pos] = (d.ratings.user_ids[j], d.ratings.item_ids[j], float(d.ratings.values[j]), float(d.ratings.timestamps[j]))
     return out
 
 

@@ -455,18 +455,18 @@ def check_batch(cfg: DecodeConfig, cases: list[tuple[Case, int]]) -> Counter[str
     assert all(not d.startswith("internal") for _, _, d in out.rejects)
     assert out.index.tolist() == [i for i, _ in want_good]  # order preserved
     rows = [e for _, e in want_good]
-    assert out.user_ids == [r[0] for r in rows]  # type: ignore[index]
-    assert out.item_ids == [r[1] for r in rows]  # type: ignore[index]
-    assert out.values.dtype == np.float32 and out.ts.dtype == np.float64
+    assert out.ratings.user_ids.tolist() == [r[0] for r in rows]  # type: ignore[index]
+    assert out.ratings.item_ids.tolist() == [r[1] for r in rows]  # type: ignore[index]
+    assert out.ratings.values.dtype == np.float32 and out.ratings.timestamps.dtype == np.float64
     assert out.index.dtype == np.int64
-    np.testing.assert_array_equal(out.values, np.array([r[2] for r in rows], np.float32))  # type: ignore[index]
-    assert out.event_types == [r[3] for r in rows]  # type: ignore[index]
+    np.testing.assert_array_equal(out.ratings.values, np.array([r[2] for r in rows], np.float32))  # type: ignore[index]
+    assert out.ratings.events.tolist() == [r[3] for r in rows]  # type: ignore[index]
     assert out.event_ids == [r[5] for r in rows]  # type: ignore[index]
     want_ts = [
         r[4] if r[4] is not None else (kafka[i] / 1000.0 if kafka[i] >= 0 else math.nan)  # type: ignore[index]
         for (i, _), r in zip(want_good, rows, strict=True)
     ]
-    np.testing.assert_array_equal(out.ts, np.array(want_ts, dtype=np.float64))
+    np.testing.assert_array_equal(out.ratings.timestamps, np.array(want_ts, dtype=np.float64))
     return Counter(reason for _, reason in want_bad)
 
 
@@ -544,8 +544,8 @@ def test_binary_event_with_and_without_weight_override() -> None:
     no_override = encode_binary("u", "i", event="purchase")
     override = encode_binary("u", "i", event="purchase", weight=2.5)
     out = decode_batch([no_override, override], [KAFKA_MS, KAFKA_MS], IMPLICIT)
-    assert out.values.tolist() == [8.0, 2.5]
-    assert out.event_types == ["purchase", "purchase"]
+    assert out.ratings.values.tolist() == [8.0, 2.5]
+    assert out.ratings.events.tolist() == ["purchase", "purchase"]
 
 
 @pytest.mark.parametrize(
@@ -633,14 +633,14 @@ def test_id_limit_counts_utf8_bytes_not_characters() -> None:
     out = decode_batch(
         [encode_json(ok, "i", rating=3), encode_json(too_long, "i", rating=3)], None, EXPLICIT
     )
-    assert out.user_ids == [ok] and out.rejects[0][:2] == (1, "id_too_long")
+    assert out.ratings.user_ids.tolist() == [ok] and out.rejects[0][:2] == (1, "id_too_long")
 
 
 def test_integer_ids_become_decimal_strings_and_nulls_are_absent() -> None:
     raw = b'{"user_id":-7,"item_id":18446744073709551615,"rating":3,"ts":null,"event_id":null}'
     out = decode_batch([raw], [KAFKA_MS], EXPLICIT)
-    assert out.user_ids == ["-7"] and out.item_ids == ["18446744073709551615"]
-    assert out.event_ids == [None] and out.ts.tolist() == [KAFKA_MS / 1000]
+    assert out.ratings.user_ids.tolist() == ["-7"] and out.ratings.item_ids.tolist() == ["18446744073709551615"]
+    assert out.event_ids == [None] and out.ratings.timestamps.tolist() == [KAFKA_MS / 1000]
 
 
 def test_ts_seconds_millis_and_kafka_fallback() -> None:
@@ -653,21 +653,21 @@ def test_ts_seconds_millis_and_kafka_fallback() -> None:
     ]
     out = decode_batch(values, [0, 0, KAFKA_MS, -1, 0], EXPLICIT)
     np.testing.assert_array_equal(
-        out.ts, [1718000000.0, 1718000000.123, KAFKA_MS / 1000, math.nan, 1718000000.5]
+        out.ratings.timestamps, [1718000000.0, 1718000000.123, KAFKA_MS / 1000, math.nan, 1718000000.5]
     )
 
 
 def test_rating_range_is_a_parameter() -> None:
     values = [encode_json("u", "i", rating=r) for r in (0.5, 1, 7.5, 10, 10.5)]
     out = decode_batch(values, None, EXPLICIT_1_10)
-    assert out.values.tolist() == [1.0, 7.5, 10.0]
+    assert out.ratings.values.tolist() == [1.0, 7.5, 10.0]
     assert [(p, r) for p, r, _ in out.rejects] == [(0, "out_of_range"), (4, "out_of_range")]
 
 
 def test_negative_event_weights_and_unknown_fields() -> None:
     raw = b'{"user_id":"u","item_id":"i","event":"dislike","extra":{"x":[1]},"v":2}'
     out = decode_batch([raw], None, IMPLICIT)
-    assert out.values.tolist() == [-4.0] and out.event_types == ["dislike"]
+    assert out.ratings.values.tolist() == [-4.0] and out.ratings.events.tolist() == ["dislike"]
 
 
 def test_buffer_types_are_accepted() -> None:
@@ -678,12 +678,12 @@ def test_buffer_types_are_accepted() -> None:
         None,
         EXPLICIT,
     )
-    assert out.user_ids == ["u"] * 4 and not out.rejects
+    assert out.ratings.user_ids.tolist() == ["u"] * 4 and not out.rejects
 
 
 def test_empty_batch_and_length_mismatch() -> None:
     out = decode_batch([], [], EXPLICIT)
-    assert len(out) == 0 and out.values.dtype == np.float32 and out.index.dtype == np.int64
+    assert len(out) == 0 and out.ratings.values.dtype == np.float32 and out.index.dtype == np.int64
     with pytest.raises(ValueError):
         decode_batch([b"{}"], [1, 2], EXPLICIT)
 

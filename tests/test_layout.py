@@ -84,3 +84,31 @@ def test_cli_composes_subcommands_by_import_not_by_name() -> None:
 
     assert all(callable(register) for register in SUBCOMMANDS.values())
     assert "import_module" not in (ROOT / "worker/cli/main.py").read_text()
+
+
+def defined_classes(folders: tuple[str, ...] = ("online_als", "worker", "producers")) -> dict[str, list[str]]:
+    """class name -> the files that define it (module-level and nested)."""
+    out: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in files(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    out.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    return out
+
+
+def test_one_shape_per_concept() -> None:
+    """Rating columns are one type and a model as arrays is another (issue 16): the shapes
+    they replaced are gone, and each is defined in one file."""
+    classes = defined_classes()
+    assert classes["Ratings"] == ["online_als/ratings.py"]
+    assert classes["Factors"] == ["online_als/factors.py"]
+    assert classes["ModelArrays"] == ["online_als/factors.py"]
+    replaced = {"EventBatch", "LogChunk", "LogBlock", "GateModel", "FlushJob"}
+    assert replaced.isdisjoint(classes), replaced & set(classes)
+    from online_als.datasets import Ratings as DatasetRatings
+    from online_als.ratings import Ratings
+    from worker.events.decode import DecodedBatch
+
+    assert DatasetRatings is Ratings
+    assert DecodedBatch.__dataclass_fields__["ratings"].type in ("Ratings", Ratings)

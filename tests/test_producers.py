@@ -70,10 +70,10 @@ def test_send_batch_keys_by_user_keeps_order_and_decodes(fmt: str) -> None:
     assert [m[2] for m in client.messages] == [u.encode() for u in r.user_ids]
     decoded = decode_batch([m[1] for m in client.messages], None, DecodeConfig())
     assert not decoded.rejects
-    assert decoded.user_ids == r.user_ids.tolist()
-    assert decoded.item_ids == r.item_ids.tolist()
-    np.testing.assert_array_equal(decoded.values, r.values)
-    np.testing.assert_array_equal(decoded.ts, r.timestamps)
+    assert decoded.ratings.user_ids.tolist() == r.user_ids.tolist()
+    assert decoded.ratings.item_ids.tolist() == r.item_ids.tolist()
+    np.testing.assert_array_equal(decoded.ratings.values, r.values)
+    np.testing.assert_array_equal(decoded.ratings.timestamps, r.timestamps)
     assert producer.stats.sent == 10 and producer.stats.bytes > 0
 
 
@@ -108,8 +108,8 @@ def test_implicit_events_weights_and_mapping(fmt: str) -> None:
     producer.send_batch(Ratings.from_columns(["u"], ["i"], [2.5], [7]))  # raw weight
     decoded = decode_batch([m[1] for m in client.messages], None, cfg)
     assert not decoded.rejects
-    assert decoded.event_types == ["dislike", "dislike", "view", "like", "like", ""]
-    assert decoded.values.tolist() == [-4, -4, 1, 4, 4, 2.5]
+    assert decoded.ratings.events.tolist() == ["dislike", "dislike", "view", "like", "like", ""]
+    assert decoded.ratings.values.tolist() == [-4, -4, 1, 4, 4, 2.5]
 
 
 def test_implicit_weight_override_only_when_asked() -> None:
@@ -118,7 +118,7 @@ def test_implicit_weight_override_only_when_asked() -> None:
         producer, client = make("json", "implicit", send_weights=send_weights)
         producer.send_batch(r)
         got = decode_batch([m[1] for m in client.messages], None, DecodeConfig(mode="implicit"))
-        assert got.values.tolist() == expected
+        assert got.ratings.values.tolist() == expected
 
 
 def test_event_ids_and_event_kafka_timestamps() -> None:

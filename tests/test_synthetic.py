@@ -31,7 +31,7 @@ def test_shapes_dtypes_and_time() -> None:
     assert [len(c) for c in chunks] == [10_000, 10_000, 5_000]
     r = concat(chunks)
     assert r.user_ids.dtype.kind == "U" and r.item_ids.dtype.kind == "U"
-    assert r.values.dtype == np.float32 and r.timestamps.dtype == np.int64
+    assert r.values.dtype == np.float32 and r.timestamps.dtype == np.float64
     assert r.events is None
     assert np.all(np.diff(r.timestamps) >= 0)
     assert r.timestamps[0] >= SyntheticConfig().start_ts

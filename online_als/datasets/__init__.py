@@ -12,7 +12,6 @@ from online_als.datasets.movielens import (
     load_movielens_100k,
     load_movielens_items,
 )
-from online_als.datasets.ratings import Ratings, as_str_array, concat, sort_by_time
 from online_als.datasets.readers import (
     COLUMN_ALIASES,
     detect_format,
@@ -20,6 +19,7 @@ from online_als.datasets.readers import (
     read_ratings,
     rechunk,
 )
+from online_als.ratings import Ratings, as_str_array, concat, sort_by_time
 
 __all__ = [
     "COLUMN_ALIASES",

@@ -18,8 +18,8 @@ from typing import Literal
 
 import numpy as np
 
-from online_als.datasets.ratings import Ratings
 from online_als.datasets.readers import read_ratings
+from online_als.ratings import Ratings
 
 __all__ = [
     "DATA_ENV",

@@ -30,7 +30,7 @@ from typing import IO, Literal
 
 import numpy as np
 
-from online_als.datasets.ratings import Ratings, as_str_array, concat
+from online_als.ratings import Ratings, as_str_array, concat
 
 __all__ = [
     "COLUMN_ALIASES",

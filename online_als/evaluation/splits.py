@@ -181,7 +181,7 @@ def time_folds(ratings: Ratings, n_folds: int = 5) -> Iterator[tuple[Ratings, Ra
     >>> from online_als.datasets import Ratings
     >>> r = Ratings.from_columns(range(6), range(6), range(6), [5, 1, 4, 2, 3, 6])
     >>> [(len(tr), te.timestamps.tolist()) for tr, te in time_folds(r, 2)]
-    [(2, [4, 3]), (4, [5, 6])]
+    [(2, [4.0, 3.0]), (4, [5.0, 6.0])]
     """
     blocks = time_fold_assignments(ratings.timestamps, n_folds)
     for f in range(1, n_folds + 1):

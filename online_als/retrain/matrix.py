@@ -1,6 +1,7 @@
 """Build a users x items CSR matrix from a stream of chunks, in bounded extra memory.
 
-Each chunk is ``(user_ids, item_ids, values)``: string or integer ids (an integer id is its
+Each chunk is a :class:`~online_als.ratings.Ratings` (its user ids, item ids and values) or a
+bare ``(user_ids, item_ids, values)`` triplet: string or integer ids (an integer id is its
 decimal string, as everywhere in :class:`online_als.idmap.IdMap`), or, with
 ``ids_are_rows=True``, already-mapped int rows. ``values=None`` means 1.0 for every event.
 
@@ -39,9 +40,10 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from online_als.idmap import IdMap
+from online_als.ratings import Ratings
 
 Duplicates = Literal["sum", "last"]
-Chunk = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike | None]
+Chunk = Ratings | tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike | None]
 
 __all__ = ["Chunk", "Duplicates", "MatrixBuilder", "RatingMatrix", "build_matrix"]
 
@@ -257,12 +259,16 @@ def build_matrix(
     ids_are_rows: bool = False,
     shape: tuple[int, int] | None = None,
 ) -> RatingMatrix:
-    """Build a :class:`RatingMatrix` from ``(user_ids, item_ids, values)`` chunks.
+    """Build a :class:`RatingMatrix` from :class:`~online_als.ratings.Ratings` or
+    ``(user_ids, item_ids, values)`` chunks.
 
     ``duplicates="sum"`` for implicit weights, ``"last"`` for explicit ratings (see the
     module docstring). ``users``/``items`` (updated in place) keep existing rows.
     """
     builder = MatrixBuilder(duplicates, users=users, items=items, ids_are_rows=ids_are_rows)
-    for user_ids, item_ids, values in chunks:
-        builder.add(user_ids, item_ids, values)
+    for chunk in chunks:
+        if isinstance(chunk, Ratings):
+            builder.add(chunk.user_ids, chunk.item_ids, chunk.values)
+        else:
+            builder.add(*chunk)
     return builder.build(shape)

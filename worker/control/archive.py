@@ -27,6 +27,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from online_als.ratings import Ratings, object_ids
 from worker.config import Settings
 from worker.runtime.applier import decode_messages
 from worker.stores import kafka as kafka_io
@@ -36,6 +37,11 @@ log = logging.getLogger("online_als.archive")
 
 
 #: Every series the archiver exports (checked against alerts and dashboards by the tests).
+#: A partition's batch with no accepted event still gets a (covering, empty) block.
+_NO_EVENTS = Ratings.trusted(object_ids([]), object_ids([]), np.zeros(0, np.float32),
+                             np.zeros(0, np.float64), None, np.zeros(0, np.int32),
+                             np.zeros(0, np.int64))
+
 ARCHIVE_METRIC_NAMES = (
     "online_als_archive_events_total",
     "online_als_archive_offsets_total",
@@ -225,22 +231,19 @@ class Archiver:
             self.archived_total += len(sel)
         return True
 
-    def _write_partition(self, p: int, first: int, last: int, sel: np.ndarray, batch: Any) -> None:
+    def _write_partition(self, p: int, first: int, last: int, sel: np.ndarray,
+                         batch: Ratings | None) -> None:
         """Blocks covering [first, last] of partition p, none spanning more than MAX_BLOCK_SPAN."""
-        offsets = batch.offsets[sel] if batch is not None else np.zeros(0, np.int64)
+        events = batch.take(sel) if batch is not None else _NO_EVENTS
+        offsets = events.offsets
+        assert offsets is not None  # decoded Kafka events carry their offsets
         lo = first
         while lo <= last:
             hi = min(last, lo + MAX_BLOCK_SPAN - 1)
-            part = sel[(offsets >= lo) & (offsets <= hi)]
-            users = batch.user_ids[part].tolist() if batch is not None else []
-            items = batch.item_ids[part].tolist() if batch is not None else []
-            values = batch.values[part] if batch is not None else np.zeros(0, np.float32)
-            ts = batch.event_ts[part] if batch is not None else np.zeros(0)
-            offs = batch.offsets[part] if batch is not None else np.zeros(0, np.int64)
+            block = events.take((offsets >= lo) & (offsets <= hi))
             self._with_cassandra(
                 f"log block {self.topic}[{p}] offsets {lo}..{hi}",
-                lambda c, lo=lo, hi=hi, u=users, i=items, v=values, t=ts, o=offs:
-                c.append_log_blocks(self.topic, p, lo, hi, u, i, v, t, o))
+                lambda c, lo=lo, hi=hi, b=block: c.append_log_blocks(self.topic, p, lo, hi, b))
             lo = hi + 1
 
     def _reposition(self, p: int) -> None:

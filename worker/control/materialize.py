@@ -29,6 +29,7 @@ from online_als.factors import Factors, ModelArrays
 from online_als.idmap import IdMap
 from online_als.model import ModelState
 from online_als.online import ExplicitParams, OnlineImplicitParams, OnlineModel
+from online_als.ratings import Ratings
 from online_als.retrain.matrix import build_matrix
 from worker.config import Settings
 
@@ -122,10 +123,12 @@ def load_base(cass: Any, settings: Settings, version: int,
                                                        global_mean, arrays))
 
 
-def replay_chunks(mat: Materialized, chunks: Iterator[Any]) -> Iterator[Any]:
+def replay_chunks(mat: Materialized, chunks: Iterator[Ratings]) -> Iterator[Ratings]:
     """Pass log chunks through, learning the events at or after ``mat.offsets``."""
     for chunk in chunks:
-        users, items, values, ts, parts, offsets = chunk
+        users, items, values, ts = chunk.user_ids, chunk.item_ids, chunk.values, chunk.timestamps
+        parts, offsets = chunk.partitions, chunk.offsets
+        assert parts is not None and offsets is not None  # log chunks carry both
         start = np.array([mat.offsets.get(int(p), 0) for p in range(int(parts.max()) + 1)]
                          if len(parts) else [0], dtype=np.int64)
         new = offsets >= start[parts]
@@ -191,14 +194,14 @@ class ItemEventCounter:
         self.items = items
         self.counts: np.ndarray = np.zeros(len(items), dtype=np.int64)
 
-    def chunks(self, chunks: Iterator[Any]) -> Iterator[tuple[Any, Any, Any]]:
-        for users, items, values, *_ in chunks:
-            rows = self.items.rows_for(items, add=True)
+    def chunks(self, chunks: Iterator[Ratings]) -> Iterator[Ratings]:
+        for chunk in chunks:
+            rows = self.items.rows_for(chunk.item_ids, add=True)
             if len(self.items) > len(self.counts):
                 self.counts = np.concatenate(
                     [self.counts, np.zeros(len(self.items) - len(self.counts), np.int64)])
             self.counts += np.bincount(rows, minlength=len(self.counts))
-            yield users, items, values
+            yield chunk
 
 
 def rebuild(cass: Any, settings: Settings, mat: Materialized, upto: dict[int, int]) -> History:

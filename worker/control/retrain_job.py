@@ -27,6 +27,7 @@ import numpy as np
 from online_als.adaptive import event_seconds
 from online_als.evaluation import ranking_metrics_at_k, split_by_group
 from online_als.idmap import IdMap
+from online_als.ratings import Ratings, concat
 from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart
 from online_als.retrain.matrix import build_matrix
 from online_als.serving.coldstart import predict_explicit
@@ -88,20 +89,18 @@ def _boundaries(cutoff: dict[int, int], holdout_fraction: float,
 
 
 def _split_log(cass: Any, topic: str, cutoff: dict[int, int], boundary: dict[int, int],
-               chunk_rows: int, holdout: list[tuple[np.ndarray, ...]]
-               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+               chunk_rows: int, holdout: list[Ratings]) -> Iterator[Ratings]:
     """Train chunks for the matrix builder; holdout parts are kept aside (bounded fraction)."""
     bound_of = np.zeros(max(boundary, default=-1) + 1, dtype=np.int64)  # partition -> boundary
     bound_of[list(boundary)] = list(boundary.values())
-    for users, items, values, ts, parts, offsets in cass.iter_contiguous_log(
-            topic, cutoff, chunk_rows=chunk_rows):
-        train = offsets < bound_of[parts]  # iter_log returns only the cutoff's partitions
+    for chunk in cass.iter_contiguous_log(topic, cutoff, chunk_rows=chunk_rows):
+        train = chunk.offsets < bound_of[chunk.partitions]  # only the cutoff's partitions
         if not train.all():
-            holdout.append((users[~train], items[~train], values[~train], ts[~train]))
-        yield users[train], items[train], values[train]
+            holdout.append(chunk.take(~train))
+        yield chunk.take(train) if not train.all() else chunk
 
 
-def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[tuple[np.ndarray, ...]],
+def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[Ratings],
               train_csr: Any, serving: Any = None, replay_params: Any = None) -> dict[str, float]:
     """The candidate's holdout metrics (``matrix``: the one it was fitted on, for its id maps);
     with ``serving`` (the :class:`~online_als.factors.ModelArrays` of the serving version at the holdout
@@ -111,11 +110,10 @@ def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[tuple[np.ndarra
     kernel from each model, so both are scored as they would serve, online updates included."""
     if not holdout or matrix.users is None:
         return {}
-    users = np.concatenate([h[0] for h in holdout])
-    items = np.concatenate([h[1] for h in holdout])
-    values = np.concatenate([h[2] for h in holdout]).astype(np.float32)
+    held = concat(holdout)
+    users, items, values = held.user_ids, held.item_ids, held.values
     if serving is not None:
-        times = event_seconds(np.concatenate([h[3] for h in holdout]))  # the worker's clock
+        times = event_seconds(held.timestamps)  # the worker's clock
         return _score_both(mode, result, matrix, serving, users, items, values, train_csr,
                            replay_params, times)
     u = matrix.users.rows_for(users, add=False)
@@ -305,14 +303,14 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
         return report
     boundary = _boundaries(cutoff, r.holdout_fraction, r.holdout_min_events)
     report.boundary = boundary
-    holdout: list[tuple[np.ndarray, ...]] = []
+    holdout: list[Ratings] = []
     dup: Literal["sum", "last"] = "last" if m.mode == "explicit" else "sum"
     users, items = IdMap(), IdMap()
     counter = ItemEventCounter(items)
     matrix = build_matrix(counter.chunks(_split_log(cass, topic, cutoff, boundary, r.chunk_rows,
                                                     holdout)), dup, users=users, items=items)
     report.train_ratings = int(matrix.events)
-    report.holdout_ratings = int(sum(len(h[0]) for h in holdout))
+    report.holdout_ratings = int(sum(len(h) for h in holdout))
     phases.done("read")
     use_warm = r.warm_start if warm is None else warm
     iterations = r.warm_start_iterations if use_warm else r.iterations

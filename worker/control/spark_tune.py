@@ -30,11 +30,11 @@ def log_ratings(settings: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     us, its, vs = [], [], []
     with CassandraStore(settings.cassandra) as cass:
         cutoff = cass.contiguous_offsets(settings.kafka.topic)
-        for users, items, values, *_ in cass.iter_contiguous_log(
-                settings.kafka.topic, cutoff, chunk_rows=settings.retrain.chunk_rows):
-            us.append(users)
-            its.append(items)
-            vs.append(values)
+        for chunk in cass.iter_contiguous_log(settings.kafka.topic, cutoff,
+                                              chunk_rows=settings.retrain.chunk_rows):
+            us.append(chunk.user_ids)
+            its.append(chunk.item_ids)
+            vs.append(chunk.values)
     if not us:
         return np.array([], str), np.array([], str), np.array([], np.float32)
     return np.concatenate(us), np.concatenate(its), np.concatenate(vs)

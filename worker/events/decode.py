@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from online_als.ratings import Ratings, object_ids
 from worker.events.binary import MAGIC, decode_binary
 from worker.events.binary_batch import fast_binary
 from worker.events.schema import (
@@ -40,19 +41,17 @@ _MAX_MILLIS = MILLIS_THRESHOLD * 1000.0
 
 @dataclass(slots=True)
 class DecodedBatch:
-    """Good events as columns (row j came from input position ``index[j]``) plus rejects."""
+    """Good events as :class:`~online_als.ratings.Ratings` (row j came from input position
+    ``index[j]``; ``events`` holds the implicit event name, "" for ratings and raw weights;
+    ``timestamps`` NaN when neither the event nor Kafka gave a time) plus the rejects."""
 
-    user_ids: list[str]
-    item_ids: list[str]
-    values: npt.NDArray[np.float32]
-    event_types: list[str]  # implicit event name; "" for ratings and raw weights
-    ts: npt.NDArray[np.float64]  # unix seconds; NaN when neither event nor Kafka time known
+    ratings: Ratings
     index: npt.NDArray[np.int64]
     event_ids: list[str | None]
     rejects: list[RejectRow] = field(default_factory=list)  # (position, reason, detail)
 
     def __len__(self) -> int:
-        return len(self.user_ids)
+        return len(self.ratings)
 
 
 def _from_json(raw: Any, cfg: DecodeConfig) -> tuple[str, str, float, str, float, str | None]:
@@ -192,16 +191,8 @@ def decode_batch(
         eids = [eids[j] for j in ol]
     absent = np.isnan(ts)
     ts[absent] = kafka_s[idx[absent]]
-    return DecodedBatch(
-        user_ids=user_ids,
-        item_ids=item_ids,
-        values=value,
-        event_types=etypes,
-        ts=ts,
-        index=idx,
-        event_ids=eids,
-        rejects=rejects,
-    )
+    ratings = Ratings.trusted(object_ids(user_ids), object_ids(item_ids), value, ts, object_ids(etypes))
+    return DecodedBatch(ratings, idx, eids, rejects)
 
 
 def encode_json(

@@ -24,6 +24,7 @@ from online_als.kernels.explicit_adaptive import (
 )
 from online_als.kernels.explicit_sgd import sgd_update_batch
 from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
+from online_als.ratings import Ratings
 from worker.config import ModelSettings, Settings
 from worker.events import DecodeConfig
 from worker.stores.redis.batch_args import PartitionTags, SeenUpdates
@@ -32,31 +33,11 @@ from worker.stores.redis.store import RedisStore, VersionMeta
 
 
 @dataclass
-class EventBatch:
-    """Decoded, valid events; parallel arrays."""
-
-    user_ids: np.ndarray  # object (str)
-    item_ids: np.ndarray  # object (str)
-    values: np.ndarray  # float32: rating (explicit) or signed weight (implicit)
-    partitions: np.ndarray  # int32
-    offsets: np.ndarray  # int64
-    event_ts: np.ndarray  # float64 seconds
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def sorted(self) -> EventBatch:
-        """Order by (partition, offset): the order the kernel applies, and recovery repeats."""
-        order = np.lexsort((self.offsets, self.partitions))
-        return EventBatch(*(a[order] for a in (self.user_ids, self.item_ids, self.values,
-                                               self.partitions, self.offsets, self.event_ts)))
-
-
-@dataclass
 class DecodedMessages:
     """Kafka messages after decoding: the valid events, the rejects, and the batch's ends."""
 
-    batch: EventBatch | None  # valid events sorted by (partition, offset); None if none
+    batch: Ratings | None  # valid events with partitions and offsets, in (partition, offset)
+    # order; None if none
     rejects: list[Any]  # (position in the message list, reason, detail)
     ends: dict[int, int]  # last offset per partition, rejected messages included
 
@@ -82,11 +63,9 @@ def decode_messages(msgs: list[Any], config: Any) -> DecodedMessages:
     ends = _partition_ends(part_arr, off_arr)
     batch = None
     if len(decoded):
-        idx = decoded.index
-        batch = EventBatch(np.asarray(decoded.user_ids, dtype=object),
-                           np.asarray(decoded.item_ids, dtype=object),
-                           decoded.values.astype(np.float32), part_arr[idx], off_arr[idx],
-                           decoded.ts).sorted()
+        r, idx = decoded.ratings, decoded.index
+        batch = Ratings.trusted(r.user_ids, r.item_ids, r.values, r.timestamps, None,
+                                part_arr[idx], off_arr[idx]).sort_by_offset()
     return DecodedMessages(batch, list(decoded.rejects), ends)
 
 
@@ -143,7 +122,7 @@ class BatchApplier:
             state.gy_inv, state.gx_inv = grams
         return state
 
-    def prepare(self, state: VersionState, batch: EventBatch, ends: dict[int, int],
+    def prepare(self, state: VersionState, batch: Ratings, ends: dict[int, int],
                 batch_id: str, recovery: bool = False) -> PreparedBatch:
         """Read the touched vectors and run the kernel; nothing is written yet.
 
@@ -153,6 +132,8 @@ class BatchApplier:
         computed."""
         t0 = time.perf_counter()
         meta, k, m = state.meta, state.meta.rank, self.model
+        parts = batch.partitions
+        assert parts is not None  # decode_messages gives every event its partition and offset
         users, u_rows = np.unique(batch.user_ids, return_inverse=True)
         items, i_rows = np.unique(batch.item_ids, return_inverse=True)
         user_list, item_list = users.tolist(), items.tolist()
@@ -193,7 +174,7 @@ class BatchApplier:
             # same call as online_als.adaptive.AdaptiveModel.learn_batch (float64 mean)
             adaptive_update_batch(ub.factors, ub.biases, aux_u, ib.factors, ib.biases, aux_i,
                                   u_rows, i_rows, batch.values.astype(np.float32),
-                                  event_seconds(batch.event_ts), float(meta.global_mean),
+                                  event_seconds(batch.timestamps), float(meta.global_mean),
                                   self._hp, pred, applied)
         elif meta.mode == "explicit":
             sgd_update_batch(ub.factors, ub.biases, ib.factors, ib.biases, u_rows, i_rows,
@@ -216,10 +197,10 @@ class BatchApplier:
         spec = ",".join(f"{p}={e}" for p, e in sorted(ends.items()))
         writes = [
             VectorWrites(ukeys, exp_uf, ub.factors, exp_ub, ub.biases,
-                         PartitionTags.of(u_rows, batch.partitions, len(user_list)),
+                         PartitionTags.of(u_rows, parts, len(user_list)),
                          None, seen, _aux(exp_ua, aux_u)),
             VectorWrites(ikeys, exp_if, ib.factors, exp_ib, ib.biases,
-                         PartitionTags.of(i_rows, batch.partitions, len(item_list)),
+                         PartitionTags.of(i_rows, parts, len(item_list)),
                          counts, None, _aux(exp_ia, aux_i)),
         ]
         # keys a crashed attempt created may have missed its SADD: index them again (idempotent)

@@ -25,13 +25,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from online_als.ratings import Ratings
 from worker.config import Settings
 from worker.events import INTERNAL
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.runtime.applier import (
     BatchApplier,
     DecodedMessages,
-    EventBatch,
     VersionState,
     decode_config,
     decode_messages,
@@ -350,7 +350,7 @@ class Worker:
         self._dlq.send(msgs, rejects)
         self.dead_lettered_total = self._dlq.total
 
-    def _observe(self, batch: EventBatch, result: Any, seconds: float) -> None:
+    def _observe(self, batch: Ratings, result: Any, seconds: float) -> None:
         mo = self.settings.model
         explicit = self._state is not None and self._state.meta.mode == "explicit"
         applied = observe_batch(self.metrics, batch, result, seconds,

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer
 
+from online_als.ratings import Ratings
 from worker.metrics import WorkerMetrics
-from worker.runtime.applier import ApplyResult, EventBatch
+from worker.runtime.applier import ApplyResult
 from worker.stores import kafka as kafka_io
 from worker.stores.redis.store import RedisStore
 
 
-def observe_batch(m: WorkerMetrics, batch: EventBatch, result: ApplyResult, seconds: float,
+def observe_batch(m: WorkerMetrics, batch: Ratings, result: ApplyResult, seconds: float,
                   rating_range: tuple[float, float] | None) -> int:
     """Count a finished batch; ``rating_range`` clips explicit predictions (None: implicit,
     scored against ``value > 0``). Returns the events applied."""
@@ -36,7 +37,7 @@ def observe_batch(m: WorkerMetrics, batch: EventBatch, result: ApplyResult, seco
         m.observe_prequential(pred, batch.values[ok])
     else:
         m.observe_prequential(result.predictions[ok], (batch.values[ok] > 0).astype(np.float32))
-    m.set_event_time_lag(batch.event_ts)
+    m.set_event_time_lag(batch.timestamps)
     return applied
 
 

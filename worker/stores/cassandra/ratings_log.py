@@ -13,13 +13,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 from cassandra.cluster import ResponseFuture
 
+from online_als.ratings import Ratings, object_ids
 from worker.stores.cassandra import codec
 from worker.stores.cassandra.schema import LOG_BUCKET_SPAN
 from worker.stores.cassandra.session import Db
@@ -69,17 +69,6 @@ class _Range(NamedTuple):
     params: tuple[str, int, int, int, int]
 
 
-class LogChunk(NamedTuple):
-    """Up to ``chunk_rows`` ratings; ids are object arrays of str."""
-
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-    values: np.ndarray  # float32
-    ts: np.ndarray  # float64, unix seconds
-    partitions: np.ndarray  # int32
-    offsets: np.ndarray  # int64
-
-
 class _Block:
     """One decoded block; ``start`` marks rows already handed out."""
 
@@ -100,7 +89,7 @@ class _Columns:
         self.blocks.append(_Block(users, items, numeric))
         self.rows += len(users)
 
-    def take(self, n: int) -> LogChunk:
+    def take(self, n: int) -> Ratings:
         """Remove and return the first ``n`` rows (no re-copy of what stays behind)."""
         users: list[str] = []
         items: list[str] = []
@@ -121,18 +110,12 @@ class _Columns:
                 blk.start = e
         self.rows -= n
         cols = [np.concatenate(c) for c in numeric]
-        return LogChunk(_objects(users), _objects(items), cols[0], cols[1], cols[2], cols[3])
+        values, ts, partitions, offsets = cols
+        return Ratings.trusted(object_ids(users), object_ids(items), values, ts, None, partitions,
+                               offsets)
 
 
-def _objects(ids: list[str]) -> np.ndarray:
-    out = np.empty(len(ids), dtype=object)
-    out[:] = ids
-    return out
-
-
-def _validate(first: int, last: int, n: int, arrays: Sequence[Any], offsets: np.ndarray) -> None:
-    if any(len(a) != n for a in arrays):
-        raise ValueError("user_ids, item_ids, values, ts and offsets must have the same length")
+def _validate(first: int, last: int, n: int, offsets: np.ndarray) -> None:
     if first > last:
         raise ValueError(f"first_offset {first} > last_offset {last}")
     if n and (offsets[0] < first or offsets[-1] > last):
@@ -150,21 +133,24 @@ class RatingsLog:
         self._indexed: set[tuple[str, int, int]] = set()
 
     def append_blocks(
-        self, topic: str, partition: int, first_offset: int, last_offset: int,
-        user_ids: Sequence[str], item_ids: Sequence[str], values: npt.ArrayLike,
-        ts: npt.ArrayLike, offsets: npt.ArrayLike, max_block_rows: int = MAX_BLOCK_ROWS,
+        self, topic: str, partition: int, first_offset: int, last_offset: int, events: Ratings,
+        max_block_rows: int = MAX_BLOCK_ROWS,
     ) -> int:
         """Store one micro-batch covering Kafka offsets [first_offset, last_offset].
 
-        ``offsets`` are those of the accepted events (rejected ones are absent). An empty batch
-        is stored too, so :meth:`high_offsets` moves past offsets that were all rejected.
-        Returns the number of blocks written. Idempotent for the same arguments.
+        ``events`` are the accepted events of the partition, with their ``offsets`` (rejected
+        ones are absent). An empty batch is stored too, so :meth:`high_offsets` moves past
+        offsets that were all rejected. Returns the number of blocks written. Idempotent for
+        the same arguments.
         """
-        offs = np.asarray(offsets, dtype=np.int64)
-        vals = np.asarray(values, dtype=np.float32)
-        tss = np.asarray(ts, dtype=np.float64)
+        if events.offsets is None:
+            raise ValueError("the log needs each event's Kafka offset (Ratings.offsets)")
+        offs = np.asarray(events.offsets, dtype=np.int64)
+        vals = np.asarray(events.values, dtype=np.float32)
+        tss = np.asarray(events.timestamps, dtype=np.float64)
+        user_ids, item_ids = events.user_ids.tolist(), events.item_ids.tolist()
         n = len(offs)
-        _validate(first_offset, last_offset, n, (user_ids, item_ids, vals, tss), offs)
+        _validate(first_offset, last_offset, n, offs)
         starts = list(range(0, n, max_block_rows)) or [0]
         now = int(time.time() * 1000)
         rows: list[tuple[Any, ...]] = []
@@ -207,8 +193,9 @@ class RatingsLog:
     def iter_chunks(
         self, topic: str, cutoffs: dict[int, int] | None = None, chunk_rows: int = 1_000_000,
         starts: dict[int, int] | None = None,
-    ) -> Iterator[LogChunk]:
-        """Every stored rating of ``topic`` in partition then offset order, in chunks.
+    ) -> Iterator[Ratings]:
+        """Every stored rating of ``topic`` in partition then offset order, in chunks (with
+        their partitions and offsets).
 
         With ``cutoffs``, only the listed partitions are read and only offsets below
         ``cutoffs[p]``; a partition absent from ``cutoffs`` is not part of that data set.

@@ -7,17 +7,16 @@ when given (e.g. ``Metrics.cassandra_latency.labels(op).observe``).
 >>> store = CassandraStore(settings.cassandra)          # doctest: +SKIP
 >>> store.migrate()                                     # doctest: +SKIP
 >>> for chunk in store.iter_log("ratings", cutoffs={0: 1000}, chunk_rows=1_000_000):
-...     users, items, values, ts, partitions, offsets = chunk   # doctest: +SKIP
+...     chunk.user_ids, chunk.timestamps, chunk.offsets       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
-import numpy.typing as npt
-
 from online_als.factors import Factors
+from online_als.ratings import Ratings
 from worker.config import CassandraSettings
 from worker.stores.cassandra.archive_state import (
     ArchiveConflict,
@@ -25,7 +24,7 @@ from worker.stores.cassandra.archive_state import (
     ArchiveState,
     StreamSnapshot,
 )
-from worker.stores.cassandra.ratings_log import MAX_BLOCK_ROWS, LogChunk, LogHoleError, RatingsLog
+from worker.stores.cassandra.ratings_log import MAX_BLOCK_ROWS, LogHoleError, RatingsLog
 from worker.stores.cassandra.schema import applied_migrations, migrate
 from worker.stores.cassandra.session import (
     DEFAULT_PROTOCOL,
@@ -46,7 +45,7 @@ from worker.stores.cassandra.versions import (
 
 __all__ = [
     "STATUSES", "ArchiveConflict", "ArchiveRange", "CassandraStore", "CassandraUnavailable",
-    "FactorsNotFound", "LogChunk", "LogHoleError", "ModelVersion", "StreamSnapshot", "Switch",
+    "FactorsNotFound", "LogHoleError", "ModelVersion", "StreamSnapshot", "Switch",
     "VersionConflict", "VersionNotFound",
 ]
 
@@ -95,19 +94,19 @@ class CassandraStore:
 
     # -- ratings log ---------------------------------------------------------------------
     def append_log_blocks(
-        self, topic: str, partition: int, first_offset: int, last_offset: int,
-        user_ids: Sequence[str], item_ids: Sequence[str], values: npt.ArrayLike,
-        ts: npt.ArrayLike, offsets: npt.ArrayLike, max_block_rows: int = MAX_BLOCK_ROWS,
+        self, topic: str, partition: int, first_offset: int, last_offset: int, events: Ratings,
+        max_block_rows: int = MAX_BLOCK_ROWS,
     ) -> int:
-        """Persist one micro-batch (Kafka offsets [first, last]); idempotent; returns blocks."""
+        """Persist one micro-batch (Kafka offsets [first, last]: ``events`` with their
+        offsets); idempotent; returns blocks."""
         with self.db.timed("append_log"):
-            return self.log.append_blocks(topic, partition, first_offset, last_offset, user_ids,
-                                          item_ids, values, ts, offsets, max_block_rows)
+            return self.log.append_blocks(topic, partition, first_offset, last_offset, events,
+                                          max_block_rows)
 
     def iter_log(self, topic: str, cutoffs: dict[int, int] | None = None,
                  chunk_rows: int = 1_000_000, starts: dict[int, int] | None = None
-                 ) -> Iterator[LogChunk]:
-        """Chunks ``(user_ids, item_ids, values, ts, partitions, offsets)`` of <= chunk_rows,
+                 ) -> Iterator[Ratings]:
+        """:class:`~online_als.ratings.Ratings` chunks (with partitions, offsets) of <= chunk_rows,
         offsets < ``cutoffs[p]`` (only the listed partitions when cutoffs is given); with
         ``starts``, offsets >= ``starts[p]``, and a gap raises :class:`LogHoleError`."""
         with self.db.timed("iter_log"):
@@ -115,7 +114,7 @@ class CassandraStore:
 
     def iter_contiguous_log(self, topic: str, cutoffs: dict[int, int],
                             starts: dict[int, int] | None = None,
-                            chunk_rows: int = 1_000_000) -> Iterator[LogChunk]:
+                            chunk_rows: int = 1_000_000) -> Iterator[Ratings]:
         """The log of ``[starts[p] (default: where the archive starts), cutoffs[p])``,
         checked for holes; raises :class:`LogHoleError` naming the partition and offsets."""
         ranges = self.archive_ranges(topic)
