@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from online_als.factors import Factors
+from online_als.ratings import Ratings
 from tests.conftest import Isolated, StackInfo, make_settings
 from worker.config import CassandraSettings
 from worker.stores.cassandra import codec
@@ -47,6 +49,12 @@ def _batch(partition: int, first: int, n: int, step: int = 1, seed: int = 0
     return users, items, rng.random(n).astype(np.float32), 1.7e9 + offs * 0.5, offs
 
 
+def _events(users: list[str], items: list[str], values: Any, ts: Any, offsets: Any) -> Ratings:
+    """Accepted events of one partition as the log takes them (checked columns)."""
+    return Ratings(np.array(users, dtype=object), np.array(items, dtype=object), values, ts,
+                   None, None, offsets)
+
+
 def _read_all(store: CassandraStore, cutoffs: dict[int, int] | None = None,
               chunk_rows: int = 1_000_000) -> tuple[list[str], list[str], np.ndarray, np.ndarray,
                                                     np.ndarray, np.ndarray]:
@@ -54,13 +62,13 @@ def _read_all(store: CassandraStore, cutoffs: dict[int, int] | None = None,
     assert all(0 < len(c.offsets) <= chunk_rows for c in chunks)
     for c in chunks:
         assert c.user_ids.dtype == object and c.values.dtype == np.float32
-        assert c.ts.dtype == np.float64 and c.offsets.dtype == np.int64
+        assert c.timestamps.dtype == np.float64 and c.offsets.dtype == np.int64
     if not chunks:
         empty = np.array([])
         return [], [], empty, empty, empty, empty
     return (
         [x for c in chunks for x in c.user_ids], [x for c in chunks for x in c.item_ids],
-        np.concatenate([c.values for c in chunks]), np.concatenate([c.ts for c in chunks]),
+        np.concatenate([c.values for c in chunks]), np.concatenate([c.timestamps for c in chunks]),
         np.concatenate([c.partitions for c in chunks]), np.concatenate([c.offsets for c in chunks]),
     )
 
@@ -94,7 +102,7 @@ def test_unreachable_cassandra_fails_fast() -> None:
 # -- schema -------------------------------------------------------------------------------
 @pytest.mark.stack
 def test_migrate_twice_is_harmless(store: CassandraStore) -> None:
-    store.append_log_blocks(TOPIC, 0, 0, 0, ["u"], ["i"], [1.0], [1.0], [0])
+    store.append_log_blocks(TOPIC, 0, 0, 0, _events(["u"], ["i"], [1.0], [1.0], [0]))
     assert store.migrate() == []
     assert store.migrate() == []
     assert store.schema_versions() == [1, 2, 3]
@@ -110,7 +118,7 @@ def test_log_roundtrip_in_bounded_chunks(store: CassandraStore) -> None:
         for n, step in ((500, 1), (1200, 3), (0, 1), (700, 2)):
             u, i, v, t, o = _batch(p, first, n, step)
             last = first + max(n * step, 5) - 1  # a batch's tail can be rejected events
-            blocks = store.append_log_blocks(TOPIC, p, first, last, u, i, v, t, o,
+            blocks = store.append_log_blocks(TOPIC, p, first, last, _events(u, i, v, t, o),
                                              max_block_rows=256)
             assert blocks == max(1, -(-n // 256))
             expect[p] += list(zip(u, i, v.tolist(), t.tolist(), o.tolist(), strict=True))
@@ -129,10 +137,11 @@ def test_log_roundtrip_in_bounded_chunks(store: CassandraStore) -> None:
 def test_log_cutoffs_trim_blocks_and_select_partitions(store: CassandraStore) -> None:
     for p in (0, 1, 2):
         u, i, v, t, o = _batch(p, 0, 1000)
-        store.append_log_blocks(TOPIC, p, 0, 999, u, i, v, t, o, max_block_rows=300)
+        store.append_log_blocks(TOPIC, p, 0, 999, _events(u, i, v, t, o), max_block_rows=300)
     # a batch in the next bucket: a cutoff below that bucket skips it without reading it
     u, i, v, t, o = _batch(0, LOG_BUCKET_SPAN + 10, 50)
-    store.append_log_blocks(TOPIC, 0, LOG_BUCKET_SPAN + 10, LOG_BUCKET_SPAN + 100, u, i, v, t, o)
+    store.append_log_blocks(TOPIC, 0, LOG_BUCKET_SPAN + 10, LOG_BUCKET_SPAN + 100,
+                            _events(u, i, v, t, o))
     assert store.log_high_offsets(TOPIC) == {0: LOG_BUCKET_SPAN + 101, 1: 1000, 2: 1000}
 
     _u, _i, _v, _t, parts, offs = _read_all(store, {0: 450, 1: 0, 2: 1000}, chunk_rows=100)
@@ -149,11 +158,11 @@ def test_log_cutoffs_trim_blocks_and_select_partitions(store: CassandraStore) ->
 def test_duplicate_and_overlapping_appends_are_idempotent(store: CassandraStore) -> None:
     u, i, v, t, o = _batch(0, 0, 1000)
     for _ in range(2):  # a crash-and-retry rewrites the same batch
-        store.append_log_blocks(TOPIC, 0, 0, 999, u, i, v, t, o, max_block_rows=400)
+        store.append_log_blocks(TOPIC, 0, 0, 999, _events(u, i, v, t, o), max_block_rows=400)
     # a retry with other batch boundaries: [500, 999] again as one block, then new data
-    store.append_log_blocks(TOPIC, 0, 500, 999, u[500:], i[500:], v[500:], t[500:], o[500:])
+    store.append_log_blocks(TOPIC, 0, 500, 999, _events(u[500:], i[500:], v[500:], t[500:], o[500:]))
     u2, i2, v2, t2, o2 = _batch(0, 1000, 100, seed=5)
-    store.append_log_blocks(TOPIC, 0, 1000, 1099, u2, i2, v2, t2, o2)
+    store.append_log_blocks(TOPIC, 0, 1000, 1099, _events(u2, i2, v2, t2, o2))
     users, items, values, _ts, _p, offs = _read_all(store, chunk_rows=333)
     assert np.array_equal(offs, np.arange(1100))
     assert users == u + u2 and items == i + i2
@@ -163,11 +172,13 @@ def test_duplicate_and_overlapping_appends_are_idempotent(store: CassandraStore)
 @pytest.mark.stack
 def test_append_validates_input(store: CassandraStore) -> None:
     with pytest.raises(ValueError, match="increasing"):
-        store.append_log_blocks(TOPIC, 0, 0, 9, ["a", "b"], ["x", "y"], [1, 1], [0, 0], [3, 2])
-    with pytest.raises(ValueError, match="same length"):
-        store.append_log_blocks(TOPIC, 0, 0, 9, ["a"], ["x", "y"], [1, 1], [0, 0], [1, 2])
+        store.append_log_blocks(TOPIC, 0, 0, 9,
+                                _events(["a", "b"], ["x", "y"], [1, 1], [0, 0], [3, 2]))
+    with pytest.raises(ValueError, match="differ in length"):
+        store.append_log_blocks(TOPIC, 0, 0, 9, _events(["a"], ["x", "y"], [1, 1], [0, 0],
+                                                        [1, 2]))
     with pytest.raises(ValueError, match="lie in"):
-        store.append_log_blocks(TOPIC, 0, 5, 9, ["a"], ["x"], [1], [0], [2])
+        store.append_log_blocks(TOPIC, 0, 5, 9, _events(["a"], ["x"], [1], [0], [2]))
 
 
 # -- factors ------------------------------------------------------------------------------
@@ -263,7 +274,7 @@ def test_every_call_reports_its_latency(stack: StackInfo, isolated: Isolated) ->
                         observe=lambda op, s: seen.append((op, s)))
     try:
         st.migrate()
-        st.append_log_blocks(TOPIC, 0, 0, 0, ["u"], ["i"], [1.0], [1.0], [0])
+        st.append_log_blocks(TOPIC, 0, 0, 0, _events(["u"], ["i"], [1.0], [1.0], [0]))
         assert len(list(st.iter_log(TOPIC))) == 1
         st.get_version(1)
     finally:
@@ -295,7 +306,7 @@ def test_a_hole_in_the_log_is_an_error_naming_partition_and_offsets(store: Cassa
 
     for first, last in ((0, 99), (100, 199), (300, 399)):  # 200..299 never written
         u, i, v, t, o = _batch(1, first, last - first + 1)
-        store.append_log_blocks(TOPIC, 1, first, last, u, i, v, t, o)
+        store.append_log_blocks(TOPIC, 1, first, last, _events(u, i, v, t, o))
     store.archive.advance(TOPIC, 1, None, 0, 200)
     assert sum(len(c.offsets) for c in store.iter_contiguous_log(TOPIC, {1: 200})) == 200
     with pytest.raises(LogHoleError, match=r"\[1\].*200\.\.399"):

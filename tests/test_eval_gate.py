@@ -14,6 +14,7 @@ from online_als.evaluation.gate import (
 )
 from online_als.factors import Factors, ModelArrays
 from online_als.online import ExplicitParams
+from online_als.ratings import Ratings
 
 
 def _world(seed: int = 0, nu: int = 60, ni: int = 40, k: int = 3, n: int = 800,
@@ -111,7 +112,8 @@ def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
     csr = sp.csr_matrix((np.ones(half, np.float32), (rows, cols)),
                         shape=(len(worse.users), len(worse.items)))  # fmt: skip
     # (users, items, values, event times) of the held-out log, as _split_log keeps them
-    holdout = [(u[half:], i[half:], v[half:], 1.7e9 + np.arange(len(u) - half, dtype=np.float64))]
+    holdout = [Ratings(u[half:], i[half:], v[half:],
+                       1.7e9 + np.arange(len(u) - half, dtype=np.float64))]
     new = _evaluate(mode, cand, matrix, holdout, csr, serving=serving,
                     replay_params=ExplicitParams(lr=0.01) if mode == "explicit" else None)
     key = "rmse" if mode == "explicit" else "ndcg_at_10"
