@@ -109,11 +109,12 @@ class ModelArrays:
         return self.users.rank
 
     def state(self, **kwargs: Any) -> ModelState:
-        """A :class:`~online_als.model.ModelState` holding copies of these arrays."""
+        """A :class:`~online_als.model.ModelState` holding copies of these arrays; ``kwargs``
+        as in ``ModelState`` (``global_mean`` defaults to this model's)."""
         from online_als.model import ModelState
 
+        kwargs = {"global_mean": float(self.global_mean), **kwargs}
         return ModelState.from_arrays(
             self.mode, self.users.id_list(), self.users.vectors, self.users.biases,
-            self.items.id_list(), self.items.vectors, self.items.biases,
-            global_mean=float(self.global_mean), **kwargs,
+            self.items.id_list(), self.items.vectors, self.items.biases, **kwargs,
         )  # fmt: skip
