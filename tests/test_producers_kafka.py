@@ -85,7 +85,7 @@ def test_ml100k_replay_in_time_order_per_key(stack: StackInfo, topic: str,
     assert not decoded.rejects and len(decoded) == 100_000
     # Key = user id, and one user's events share a partition.
     keys = [bytes(m.key() or b"").decode() for m in msgs]
-    assert keys == decoded.user_ids
+    assert keys == decoded.ratings.user_ids.tolist()
     partitions: dict[str, set[int | None]] = defaultdict(set)
     for key, m in zip(keys, msgs, strict=True):
         partitions[key].add(m.partition())
@@ -93,9 +93,10 @@ def test_ml100k_replay_in_time_order_per_key(stack: StackInfo, topic: str,
     assert len({p for ps in partitions.values() for p in ps}) == 3
     # Per key, exactly the file's events in (stable) timestamp order.
     want = sort_by_time(read_ratings(ML100K))
-    assert per_user(decoded.user_ids, decoded.item_ids) == per_user(
+    got = decoded.ratings
+    assert per_user(got.user_ids.tolist(), got.item_ids.tolist()) == per_user(
         want.user_ids.tolist(), want.item_ids.tolist())
-    ts_by_user = per_user(decoded.user_ids, [str(int(t)) for t in decoded.ts])
+    ts_by_user = per_user(got.user_ids.tolist(), [str(int(t)) for t in got.timestamps])
     assert all(list(map(int, s)) == sorted(map(int, s)) for s in ts_by_user.values())
 
 
@@ -107,10 +108,10 @@ def test_binary_implicit_from_ratings(stack: StackInfo, topic: str,
     msgs = consume_all(stack.bootstrap, topic, 5000)
     decoded = decode_batch([m.value() for m in msgs], None, DecodeConfig(mode="implicit"))
     assert len(decoded) == 5000 and not decoded.rejects
-    assert set(decoded.event_types) == {"like", "view", "dislike"}
+    assert set(decoded.ratings.events.tolist()) == {"like", "view", "dislike"}
     first = sort_by_time(read_ratings(ML100K)).slice(0, 5000)
     likes = int(np.count_nonzero(first.values >= 4))
-    assert decoded.event_types.count("like") == likes
+    assert decoded.ratings.events.tolist().count("like") == likes
 
 
 def test_rate_limit_is_honoured(stack: StackInfo, topic: str,
@@ -134,5 +135,6 @@ def test_back_pressure_blocks_and_drops_nothing(stack: StackInfo, isolated: Isol
     assert (stats.sent, stats.delivered, stats.failed) == (3000, 3000, 0)
     msgs = consume_all(stack.bootstrap, topic, 3000)
     decoded = decode_batch([m.value() for m in msgs], None, DecodeConfig())
-    assert per_user(decoded.user_ids, decoded.item_ids) == per_user(
+    got = decoded.ratings
+    assert per_user(got.user_ids.tolist(), got.item_ids.tolist()) == per_user(
         data.user_ids.tolist(), data.item_ids.tolist())

@@ -141,13 +141,15 @@ def test_produce_postgres_sends_all_in_time_order(
     msgs = consume_all(stack.bootstrap, topic, 100_000)
     decoded = decode_batch([m.value() for m in msgs], None, DecodeConfig())
     assert len(decoded) == 100_000 and not decoded.rejects
-    assert np.all(np.diff(decoded.ts) >= 0)  # one partition: the global order survives
+    got = decoded.ratings
+    assert np.all(np.diff(got.timestamps) >= 0)  # one partition: the global order survives
     want = sort_by_time(load_movielens_100k())
     got_by_ts: dict[int, set[tuple[str, str]]] = defaultdict(set)
     want_by_ts: dict[int, set[tuple[str, str]]] = defaultdict(set)
-    for u, i, t in zip(decoded.user_ids, decoded.item_ids, decoded.ts.tolist(), strict=True):
+    for u, i, t in zip(got.user_ids.tolist(), got.item_ids.tolist(), got.timestamps.tolist(),
+                       strict=True):
         got_by_ts[int(t)].add((u, i))
     for u, i, t in zip(want.user_ids.tolist(), want.item_ids.tolist(),
                        want.timestamps.tolist(), strict=True):
-        want_by_ts[t].add((u, i))
+        want_by_ts[int(t)].add((u, i))
     assert got_by_ts == want_by_ts
