@@ -109,7 +109,7 @@ class RetrainingLearner:
             self.next_retrain += self.every
             t0 = time.perf_counter()
             past = concat(self.seen)
-            matrix = build_matrix([(past.user_ids, past.item_ids, past.values)], "last")
+            matrix = build_matrix([past], "last")
             state = retrain("explicit", matrix, self.als).to_state(seed=self.model.state.seed)
             state.user_init_scale = self.model.state.user_init_scale
             state.item_init_scale = self.model.state.item_init_scale
@@ -147,7 +147,7 @@ def als_folds(data: Ratings, n_folds: int, params: AlsWrParams) -> list[tuple[fl
     """(RMSE, MAE) per u{i} fold: build_matrix + retrain + predict_explicit, clipped to [1, 5]."""
     out = []
     for base, test in C.progress(ml100k_folds(ratings=data)[:n_folds], desc="ALS-WR folds"):
-        m = build_matrix([(base.user_ids, base.item_ids, base.values)], "last")
+        m = build_matrix([base], "last")
         assert m.users is not None and m.items is not None
         res = retrain("explicit", m, params)
         pred = predict_explicit(

@@ -57,7 +57,7 @@ from worker.config import RetrainSettings
 
 def fit_als(seen: list[Ratings], params: AlsWrParams) -> ModelState:
     past = concat(seen)
-    matrix = build_matrix([(past.user_ids, past.item_ids, past.values)], "last")
+    matrix = build_matrix([past], "last")
     state = retrain("explicit", matrix, params).to_state(seed=D.SEED)
     state.user_init_scale = state.item_init_scale = D.INIT_SCALE
     return state

@@ -184,7 +184,8 @@ class RatingProducer:
                 values = self._encode(part, users)
             stamps: list[int] | None = None
             if self.kafka_timestamps == "event":
-                stamps = [int(t) for t in np.round(part.timestamps * 1000)]
+                # NaN (no time) -> 0, which librdkafka reads as "now"
+                stamps = [int(t) for t in np.round(np.nan_to_num(part.timestamps) * 1000)]
             self._produce([u.encode() for u in users], values, stamps)
         return len(r)
 

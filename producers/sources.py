@@ -99,14 +99,14 @@ def _merge(runs: list[dict[str, np.ndarray]], block_rows: int) -> Iterator[Ratin
     sizes = [run["timestamps"].shape[0] for run in runs]
     while True:
         blocks: list[tuple[int, np.ndarray]] = []
-        bound: tuple[int, int] | None = None
+        bound: tuple[float, int] | None = None
         for r, run in enumerate(runs):
             if pos[r] >= sizes[r]:
                 continue
             ts = np.asarray(run["timestamps"][pos[r] : pos[r] + block_rows])
             blocks.append((r, ts))
             if pos[r] + ts.shape[0] < sizes[r]:
-                key = (int(ts[-1]), r)
+                key = (float(ts[-1]), r)  # float: a fractional time must not stall the merge
                 bound = key if bound is None else min(bound, key)
         if not blocks:
             return

@@ -246,3 +246,13 @@ def test_cli_rejects_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["produce", "--postgres", "dbname=x"]) == EXIT_USAGE
     assert main(["produce", "--synthetic", "-X", "novalue"]) == EXIT_USAGE
     assert callable(add_produce_parser)
+
+
+def test_external_merge_orders_fractional_timestamps() -> None:
+    """Rating columns carry float seconds: the spilled k-way merge must not truncate them."""
+    rng = np.random.default_rng(3)
+    ts = 10.5 + rng.random(40) * 0.4  # all within one whole second
+    chunks = [Ratings.from_columns([f"u{j}" for j in range(s, s + 8)], ["i"] * 8, np.ones(8),
+                                   ts[s:s + 8]) for s in range(0, 40, 8)]
+    got = concat(list(time_ordered(chunks, memory_rows=4, block_rows=2)))
+    np.testing.assert_array_equal(got.timestamps, np.sort(ts, kind="stable"))

@@ -184,3 +184,16 @@ def test_backend_must_match_the_mode_and_spark_conf_is_parsed() -> None:
     assert res.users.vectors.shape == (2, 2)  # auto = the mode's own solver, as before
     with pytest.raises(ConfigError, match="retrain.spark_conf"):
         load_config(overrides={"retrain.spark_conf": "novalue"}, environ={})
+
+
+def test_spark_tune_grid_on_rating_columns(spark: Any, movielens: Any) -> None:
+    """`online-als tune --backend spark` scores a grid on Ratings (the log or a dataset)."""
+    from online_als.datasets import load_movielens_100k
+    from worker.control.spark_tune import tune
+
+    data = load_movielens_100k(movielens).slice(0, 20_000)
+    out = tune(data, {"k": [4, 8], "reg": [0.1]}, folds=0, iterations=3, seed=0, spark=spark)
+    assert out["combinations"] == 2 and out["ratings"] == len(data)  # no duplicate pairs
+    assert [r["params"] for r in out["rows"]] == [{"k": 4, "reg": 0.1}, {"k": 8, "reg": 0.1}]
+    assert all(0.5 < r["rmse"] < 2.0 for r in out["rows"])
+    assert out["best"]["rmse"] == min(r["rmse"] for r in out["rows"])

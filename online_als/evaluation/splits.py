@@ -75,7 +75,7 @@ def temporal_split(
     test_fraction: float = 0.2,
     *,
     per_user: bool = False,
-    cutoff: int | None = None,
+    cutoff: float | None = None,
 ) -> tuple[Ratings, Ratings]:
     """Hold out the most recent ratings.
 
@@ -102,7 +102,7 @@ def temporal_split(
             n_test = int(round(n * test_fraction))
             if n_test == 0:
                 return split_by_mask(ratings, np.zeros(n, dtype=bool))
-            cutoff = int(np.sort(ts, kind="stable")[n - n_test])
+            cutoff = float(np.sort(ts, kind="stable")[n - n_test])
         return split_by_mask(ratings, ts >= cutoff)
     if cutoff is not None:
         raise ValueError("cutoff applies to the global split only (per_user=False)")

@@ -83,7 +83,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         n = int(len(data) * 0.9)
         train, test = data.slice(0, n), data.slice(n, len(data))
-        matrix = build_matrix([(train.user_ids, train.item_ids, train.values)], "last")
+        matrix = build_matrix([train], "last")
         r = settings.retrain
         res = retrain("explicit", matrix, AlsWrParams(factors=m.rank, reg=r.explicit_reg,
                                                       reg_bias=r.explicit_reg_bias,
@@ -200,17 +200,16 @@ def _tune_spark(args: argparse.Namespace, settings: Any) -> int:
     except ValueError:
         raise UsageError(f"--grid {args.grid!r}: expected 'name=v1,v2;name=...'") from None
     if args.log:
-        users, items, values = spark_tune.log_ratings(settings)
+        data = spark_tune.log_ratings(settings)
         source = f"Cassandra log {settings.cassandra.keyspace}/{settings.kafka.topic}"
     else:
         data = _dataset(args.dataset)
-        users, items, values = data.user_ids, data.item_ids, data.values
         source = args.dataset
-    if len(users) == 0:
+    if len(data) == 0:
         raise UsageError(f"no ratings in {source}")
     spark = spark_session(settings)
     try:
-        out = spark_tune.tune(users, items, values, grid, folds=args.folds,
+        out = spark_tune.tune(data, grid, folds=args.folds,
                               iterations=settings.retrain.iterations, seed=settings.model.seed,
                               spark=spark)
     except ValueError as exc:

@@ -36,12 +36,12 @@ from worker.stores.cassandra.ratings_log import MAX_BLOCK_SPAN
 log = logging.getLogger("online_als.archive")
 
 
-#: Every series the archiver exports (checked against alerts and dashboards by the tests).
 #: A partition's batch with no accepted event still gets a (covering, empty) block.
 _NO_EVENTS = Ratings.trusted(object_ids([]), object_ids([]), np.zeros(0, np.float32),
                              np.zeros(0, np.float64), None, np.zeros(0, np.int32),
                              np.zeros(0, np.int64))
 
+#: Every series the archiver exports (checked against alerts and dashboards by the tests).
 ARCHIVE_METRIC_NAMES = (
     "online_als_archive_events_total",
     "online_als_archive_offsets_total",

@@ -18,30 +18,25 @@ from typing import Any
 
 import numpy as np
 
+from online_als.ratings import Ratings, concat
+
 GRID_NAMES = {"k": "rank", "rank": "rank", "reg": "regParam", "iterations": "maxIter",
               "alpha": "alpha"}
 DEFAULT_GRID = "k=10,50;reg=0.05,0.12"
 
 
-def log_ratings(settings: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(users, items, values) of the archived log up to each partition's contiguous end."""
+def log_ratings(settings: Any) -> Ratings:
+    """The archived log up to each partition's contiguous end."""
     from worker.stores.cassandra.store import CassandraStore
 
-    us, its, vs = [], [], []
     with CassandraStore(settings.cassandra) as cass:
         cutoff = cass.contiguous_offsets(settings.kafka.topic)
-        for chunk in cass.iter_contiguous_log(settings.kafka.topic, cutoff,
-                                              chunk_rows=settings.retrain.chunk_rows):
-            us.append(chunk.user_ids)
-            its.append(chunk.item_ids)
-            vs.append(chunk.values)
-    if not us:
-        return np.array([], str), np.array([], str), np.array([], np.float32)
-    return np.concatenate(us), np.concatenate(its), np.concatenate(vs)
+        return concat(list(cass.iter_contiguous_log(settings.kafka.topic, cutoff,
+                                                    chunk_rows=settings.retrain.chunk_rows)))
 
 
-def tune(users: np.ndarray, items: np.ndarray, values: np.ndarray, grid: dict[str, list[float]],
-         *, folds: int, iterations: int, seed: int, spark: Any) -> dict[str, Any]:
+def tune(ratings: Ratings, grid: dict[str, list[float]], *, folds: int, iterations: int,
+         seed: int, spark: Any) -> dict[str, Any]:
     """Grid search; rows of ``{"params", "rmse"}`` in grid order and the best one."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -54,7 +49,7 @@ def tune(users: np.ndarray, items: np.ndarray, values: np.ndarray, grid: dict[st
     unknown = set(grid) - set(GRID_NAMES)
     if unknown:
         raise ValueError(f"unknown grid names {sorted(unknown)}; use {sorted(GRID_NAMES)}")
-    coo = build_matrix([(users, items, values)], "last").matrix.tocoo()
+    coo = build_matrix([ratings], "last").matrix.tocoo()
     stage = Path(tempfile.mkdtemp(prefix="online-als-tune-"))
     try:
         pq.write_table(pa.table({"u": coo.row.astype(np.int32), "i": coo.col.astype(np.int32),

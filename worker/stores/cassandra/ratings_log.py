@@ -150,6 +150,8 @@ class RatingsLog:
         tss = np.asarray(events.timestamps, dtype=np.float64)
         user_ids, item_ids = events.user_ids.tolist(), events.item_ids.tolist()
         n = len(offs)
+        if not len(user_ids) == len(item_ids) == len(vals) == len(tss) == n:  # trusted batches too
+            raise ValueError("user_ids, item_ids, values, timestamps and offsets differ in length")
         _validate(first_offset, last_offset, n, offs)
         starts = list(range(0, n, max_block_rows)) or [0]
         now = int(time.time() * 1000)
