@@ -31,48 +31,49 @@ def _world(seed: int = 0, nu: int = 60, ni: int = 40, k: int = 3, n: int = 800,
     truth = ModelArrays(mode, Factors(list(uids), uf, np.zeros(nu, np.float32)), side, 3.0)
     noisy = ModelArrays(mode, Factors(list(uids), rng.normal(0, 0.8, (nu, k)).astype(np.float32),
                                       np.zeros(nu, np.float32)), side, 3.0)  # fmt: skip
-    return truth, noisy, uids[users], iids[items], values.astype(np.float32)
+    return truth, noisy, Ratings.from_columns(uids[users], iids[items], values)
 
 
 @pytest.mark.parametrize("params", [None, ExplicitParams(lr=0.01), AdaptiveParams(lr=0.01)])
 def test_explicit_worse_candidate_is_rejected(params) -> None:
-    serving, worse, u, i, v = _world()
-    res = compare_on_holdout("explicit", serving, worse, u, i, v, margin=0.02, params=params)
+    serving, worse, hold = _world()
+    res = compare_on_holdout("explicit", serving, worse, hold, margin=0.02, params=params)
     assert not res.promote and "worse than the serving model" in res.reason
     assert res.candidate["rmse"] > res.serving["rmse"]
-    better = compare_on_holdout("explicit", worse, serving, u, i, v, margin=0.02, params=params)
+    better = compare_on_holdout("explicit", worse, serving, hold, margin=0.02, params=params)
     assert better.promote and better.reason == ""
 
 
 def test_bootstrap_candidate_is_promoted_and_inputs_untouched() -> None:
-    serving, worse, u, i, v = _world(1)
+    serving, worse, hold = _world(1)
     before = serving.users.vectors.copy()
-    res = compare_on_holdout("explicit", None, worse, u, i, v, params=ExplicitParams(lr=0.1))
+    res = compare_on_holdout("explicit", None, worse, hold, params=ExplicitParams(lr=0.1))
     assert res.promote and res.serving == {} and "rmse" in res.candidate
-    score_explicit(serving, u, i, v, params=AdaptiveParams())
+    score_explicit(serving, hold, params=AdaptiveParams())
     np.testing.assert_array_equal(serving.users.vectors, before)
 
 
 def test_replay_includes_the_online_updates() -> None:
-    serving, _, u, i, v = _world(2)
-    static = score_explicit(serving, u, i, v + 1.0)
-    replayed = score_explicit(serving, u, i, v + 1.0, params=ExplicitParams(lr=0.05))
+    serving, _, hold = _world(2)
+    shifted = Ratings.from_columns(hold.user_ids, hold.item_ids, hold.values + 1.0)
+    static = score_explicit(serving, shifted)
+    replayed = score_explicit(serving, shifted, params=ExplicitParams(lr=0.05))
     assert replayed["rmse"] < static["rmse"]  # it learns the shift while replaying
 
 
 def test_implicit_worse_candidate_is_rejected() -> None:
-    serving, worse, u, i, v = _world(3, n=3000, mode="implicit")
+    serving, worse, data = _world(3, n=3000, mode="implicit")
     # positives: each user's pairs with a high true affinity; seen = the first half
-    pos = v > 3.8
-    u, i = u[pos], i[pos]
+    pos = data.values > 3.8
+    u, i = data.user_ids[pos], data.item_ids[pos]
     half = len(u) // 2
     kw = {"seen_users": u[:half], "seen_items": i[:half]}
-    hold = (u[half:], i[half:], np.ones(len(u) - half, np.float32))
-    s = score_ranking(serving, *hold, **kw)
+    hold = Ratings.from_columns(u[half:], i[half:], np.ones(len(u) - half, np.float32))
+    s = score_ranking(serving, hold, **kw)
     assert s["ndcg_at_10"] > 0 and s["n_users"] > 10
-    res = compare_on_holdout("implicit", serving, worse, *hold, margin=0.02, **kw)
+    res = compare_on_holdout("implicit", serving, worse, hold, margin=0.02, **kw)
     assert not res.promote and res.candidate["ndcg_at_10"] < res.serving["ndcg_at_10"]
-    assert compare_on_holdout("implicit", worse, serving, *hold, **kw).promote
+    assert compare_on_holdout("implicit", worse, serving, hold, **kw).promote
 
 
 def test_gate_reason_margin() -> None:
@@ -101,7 +102,8 @@ def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
 
     from worker.control.retrain_job import _evaluate, _gate
 
-    serving, worse, u, i, v = _world(4, n=3000, mode=mode)
+    serving, worse, data = _world(4, n=3000, mode=mode)
+    u, i, v = data.user_ids, data.item_ids, data.values
     if mode == "implicit":
         keep = v > 3.8
         u, i, v = u[keep], i[keep], np.ones(int(keep.sum()), np.float32)

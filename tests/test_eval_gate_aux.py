@@ -9,6 +9,7 @@ import numpy as np
 from online_als.adaptive import AdaptiveParams, new_item_aux, new_user_aux
 from online_als.evaluation.gate import score_explicit
 from online_als.factors import Factors, ModelArrays
+from online_als.ratings import Ratings
 
 
 def _model(user_aux: np.ndarray | None = None, item_aux: np.ndarray | None = None) -> ModelArrays:
@@ -27,20 +28,22 @@ def test_serving_state_and_times_change_the_replay_and_fresh_state_equals_none()
     users = np.array([f"u{j}" for j in rng.integers(0, 30, n)], dtype=object)
     items = np.array([f"i{j}" for j in rng.integers(0, 20, n)], dtype=object)
     values = rng.integers(1, 6, n).astype(np.float32)
+    hold = Ratings.from_columns(users, items, values)
     params = AdaptiveParams()
-    fresh = score_explicit(_model(), users, items, values, params=params)
+    fresh = score_explicit(_model(), hold, params=params)
     k = 4
-    same = score_explicit(_model(new_user_aux(30, k, params), new_item_aux([f"i{j}" for j in range(20)], k, 0, params)),
-                          users, items, values, params=params)
+    item_aux = new_item_aux([f"i{j}" for j in range(20)], k, 0, params)
+    same = score_explicit(_model(new_user_aux(30, k, params), item_aux), hold, params=params)
     assert same == fresh  # fresh rows given explicitly = no rows given
     worn = new_user_aux(30, k, params)
     worn[:, :k + 1] = 1e6  # long-running AdaGrad sums: tiny steps from here on
-    seasoned = score_explicit(_model(worn, new_item_aux([f"i{j}" for j in range(20)], k, 0, params)), users, items, values,
-                              params=params)
+    seasoned = score_explicit(_model(worn, item_aux), hold, params=params)
     assert seasoned != fresh
     # the session bias restarts by the events' hour: times matter to the replay
     hourly = dataclasses.replace(params, session_seconds=3600.0)
-    t_same = np.full(n, 1_700_000_000, dtype=np.int64)
-    t_hours = 1_700_000_000 + 3600 * np.arange(n, dtype=np.int64)
-    assert score_explicit(_model(), users, items, values, params=hourly, timestamps=t_same) != \
-        score_explicit(_model(), users, items, values, params=hourly, timestamps=t_hours)
+    t_same = np.full(n, 1_700_000_000.0)
+    t_hours = 1_700_000_000.0 + 3600 * np.arange(n)
+    assert score_explicit(_model(), Ratings.from_columns(users, items, values, t_same),
+                          params=hourly) != \
+        score_explicit(_model(), Ratings.from_columns(users, items, values, t_hours),
+                       params=hourly)

@@ -21,8 +21,9 @@ adaptive learner's per-entity state when it has it). Scoring never mutates them.
 >>> items = Factors(["a", "b"], np.eye(2), np.zeros(2))
 >>> ser = ModelArrays("explicit", Factors(["u"], np.ones((1, 2)), [0]), items, 3.0)
 >>> bad = ModelArrays("explicit", Factors(["u"], -np.ones((1, 2)), [0]), items, 3.0)
->>> h = (np.array(["u", "u"]), np.array(["a", "b"]), np.array([4.0, 4.0], np.float32))
->>> res = compare_on_holdout("explicit", ser, bad, *h, margin=0.02)
+>>> from online_als.ratings import Ratings
+>>> h = Ratings.from_columns(["u", "u"], ["a", "b"], [4.0, 4.0])
+>>> res = compare_on_holdout("explicit", ser, bad, h, margin=0.02)
 >>> res.promote, res.serving["rmse"], res.candidate["rmse"]
 (False, 0.0, 2.0)
 """
@@ -40,6 +41,7 @@ from online_als.evaluation._arrays import split_by_group
 from online_als.evaluation.metrics import ranking_metrics_at_k
 from online_als.evaluation.prequential import prequential
 from online_als.factors import ModelArrays
+from online_als.ratings import Ratings
 
 __all__ = ["GateResult", "compare_on_holdout", "gate_reason", "holdout_sizes",
            "score_explicit", "score_ranking", "staged_reason"]  # fmt: skip
@@ -66,25 +68,23 @@ def _errors(pred: NDArray[Any], values: NDArray[Any]) -> dict[str, float]:
 
 
 def score_explicit(
-    model: ModelArrays, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
-    params: Any = None, timestamps: ArrayLike | None = None,
+    model: ModelArrays, holdout: Ratings, *, params: Any = None,
     rating_range: tuple[float, float] = (0.5, 5.0), batch: int = 1000,
 ) -> dict[str, float]:  # fmt: skip
     """RMSE/MAE of ``model`` on the holdout (in stream order), predictions clipped.
 
     ``params``: an :class:`~online_als.online.ExplicitParams` (plain SGD) or
     :class:`~online_als.adaptive.AdaptiveParams` replays the holdout through that online
-    learner from a copy of the model (prequential); None scores the arrays as they are.
+    learner from a copy of the model (prequential), at the holdout's own event times (the
+    adaptive learner's sessions follow them); None scores the arrays as they are.
     """
-    from online_als.datasets import Ratings
-
-    v = np.asarray(values, np.float32)
+    v = holdout.values
     if not v.size:
         return {}
     state = model.state()
     if params is None:
-        u = state.users.rows_for(np.asarray(users), add=False)
-        i = state.items.rows_for(np.asarray(items), add=False)
+        u = state.users.rows_for(holdout.user_ids, add=False)
+        i = state.items.rows_for(holdout.item_ids, add=False)
         ku, ki = u >= 0, i >= 0
         dot = np.zeros(len(v))
         both = ku & ki
@@ -94,9 +94,7 @@ def score_explicit(
             ki, state.item_bias[np.maximum(i, 0)], 0.0) + dot
         return _errors(np.clip(pred, *rating_range), v)
     learner = _learner(state, params, model)
-    ts = np.zeros(len(v), np.int64) if timestamps is None else timestamps
-    res = prequential(learner, Ratings.from_columns(users, items, v, ts), batch,
-                      rating_range=rating_range)  # fmt: skip
+    res = prequential(learner, holdout, batch, rating_range=rating_range)
     return {"rmse": res.rmse, "mae": res.mae, "n": float(res.n_scored)}
 
 
@@ -111,8 +109,7 @@ def _learner(state: Any, params: Any, model: ModelArrays) -> Any:
 
 
 def score_ranking(
-    model: ModelArrays, users: ArrayLike, items: ArrayLike, values: ArrayLike, *,
-    seen_users: ArrayLike, seen_items: ArrayLike, eval_users: ArrayLike | None = None,
+    model: ModelArrays, holdout: Ratings, *, seen_users: ArrayLike, seen_items: ArrayLike, eval_users: ArrayLike | None = None,
     k: int = 10, max_users: int = 5000, seed: int = 0,
 ) -> dict[str, float]:  # fmt: skip
     """NDCG@k and recall@k of ``model``'s top-k on the holdout's positive events.
@@ -124,8 +121,8 @@ def score_ranking(
     """
     from online_als.serving.topn import top_n_batch
 
-    hu, hi = np.asarray(users).astype(str), np.asarray(items).astype(str)
-    pos = np.asarray(values, np.float64) > 0
+    hu, hi = holdout.user_ids.astype(str), holdout.item_ids.astype(str)
+    pos = holdout.values > 0
     hu, hi = hu[pos], hi[pos]
     eu = _sample(hu, max_users, seed) if eval_users is None else np.unique(
         np.asarray(eval_users).astype(str))
@@ -220,18 +217,18 @@ def staged_reason(
 
 
 def compare_on_holdout(
-    mode: str, serving: ModelArrays | None, candidate: ModelArrays, users: ArrayLike,
-    items: ArrayLike, values: ArrayLike, *, margin: float = 0.02, **score_kw: Any,
+    mode: str, serving: ModelArrays | None, candidate: ModelArrays, holdout: Ratings, *,
+    margin: float = 0.02, **score_kw: Any,
 ) -> GateResult:  # fmt: skip
     """Score both models on the same holdout and decide (see the module docstring).
     ``score_kw`` go to :func:`score_explicit` or :func:`score_ranking`."""
     if mode == "implicit" and "eval_users" not in score_kw:
-        pos = np.asarray(values, np.float64) > 0
-        score_kw["eval_users"] = _sample(np.asarray(users).astype(str)[pos],
+        pos = holdout.values > 0
+        score_kw["eval_users"] = _sample(holdout.user_ids.astype(str)[pos],
                                          score_kw.pop("max_users", 5000), score_kw.get("seed", 0))
     score = score_explicit if mode == "explicit" else score_ranking
-    cand = score(candidate, users, items, values, **score_kw)
-    base = score(serving, users, items, values, **score_kw) if serving is not None else {}
+    cand = score(candidate, holdout, **score_kw)
+    base = score(serving, holdout, **score_kw) if serving is not None else {}
     reason = gate_reason(mode, base, cand, margin)
     return GateResult(not reason, reason, base, cand)
 

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from online_als.adaptive import event_seconds
 from online_als.evaluation import ranking_metrics_at_k, split_by_group
 from online_als.idmap import IdMap
 from online_als.ratings import Ratings, concat
@@ -113,9 +112,7 @@ def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[Ratings],
     held = concat(holdout)
     users, items, values = held.user_ids, held.item_ids, held.values
     if serving is not None:
-        times = event_seconds(held.timestamps)  # the worker's clock
-        return _score_both(mode, result, matrix, serving, users, items, values, train_csr,
-                           replay_params, times)
+        return _score_both(mode, result, matrix, serving, held, train_csr, replay_params)
     u = matrix.users.rows_for(users, add=False)
     i = matrix.items.rows_for(items, add=False)
     if mode == "explicit":
@@ -157,22 +154,21 @@ def _serving_at(settings: Settings, cass: Any, current: int | None,
     return mat.arrays(), mat.model.params
 
 
-def _score_both(mode: str, result: Any, matrix: Any, serving: Any, users: np.ndarray,
-                items: np.ndarray, values: np.ndarray, train_csr: Any, replay_params: Any,
-                times: np.ndarray) -> dict[str, float]:
+def _score_both(mode: str, result: Any, matrix: Any, serving: Any, holdout: Ratings,
+                train_csr: Any, replay_params: Any) -> dict[str, float]:
     """Candidate and serving model on the same holdout (online_als.evaluation.gate), each as
     it would serve: the serving version with its learner state, the candidate with fresh state
-    (a promoted retrain starts so), both replayed at the events' own times."""
+    (a promoted retrain starts so), both replayed at the events' own times (the adaptive
+    learner reads them through ``event_seconds``, the worker's clock)."""
     from online_als.evaluation.gate import compare_on_holdout
 
     cand = result.model  # fresh adaptive state (aux None), as a promoted retrain starts
     kw: dict[str, Any] = {}
     if mode == "explicit":
         kw["params"] = replay_params
-        kw["timestamps"] = times
     else:  # same sampled users for both; seen = their training items (candidate's id space)
-        pos = values > 0
-        eu = np.unique(users[pos].astype(str))
+        pos = holdout.values > 0
+        eu = np.unique(holdout.user_ids[pos].astype(str))
         if len(eu) > MAX_EVAL_USERS:
             eu = np.sort(np.random.default_rng(0).choice(eu, MAX_EVAL_USERS, replace=False))
         rows = matrix.users.rows_for(eu, add=False)
@@ -181,7 +177,7 @@ def _score_both(mode: str, result: Any, matrix: Any, serving: Any, users: np.nda
         item_ids = np.asarray(matrix.items.to_list(), dtype=object)
         kw.update(eval_users=eu, seen_users=eu[sub.row[keep]],
                   seen_items=item_ids[sub.col[keep]].astype(str))
-    res = compare_on_holdout(mode, serving, cand, users, items, values, **kw)
+    res = compare_on_holdout(mode, serving, cand, holdout, **kw)
     out = {k: v for k, v in res.candidate.items() if k not in ("n", "n_users")}
     out.update({f"serving_{k}": v for k, v in res.serving.items() if k not in ("n", "n_users")})
     return out
