@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from online_als.events import DEFAULT_WEIGHTS, ImplicitEventMap
+from online_als.factors import Factors
+from online_als.ratings import object_ids
 from online_als.serving import (
     SimilarityIndex,
     gram,
@@ -139,26 +141,27 @@ class UserRecord:
 
 
 class VersionCache:
-    """The item side of one model version, as loaded from Redis (read-only once built).
+    """The item side of one model version (its ``items`` :class:`~online_als.factors.Factors`),
+    as loaded from Redis (read-only once built).
 
     Rows follow ``item_ids`` (sorted, so ties in scores resolve by lower id). The similarity
     index and the regularised Gram are built on first use and kept with the version.
     """
 
     def __init__(self, version: int, mode: str, rank: int, global_mean: float,
-                 params: FoldInParams, item_ids: list[str], item_f: F32, item_b: F32,
-                 counts: I64, loaded_at: float) -> None:
+                 params: FoldInParams, items: Factors, counts: I64, loaded_at: float) -> None:
         self.version = version
         self.mode = mode
         self.rank = rank
         self.global_mean = global_mean
         self.params = params
-        self.item_ids = np.asarray(item_ids, dtype=object)
-        self.id_list: list[str] = list(item_ids)
+        item_ids = items.id_list()
+        self.item_ids = object_ids(item_ids)
+        self.id_list: list[str] = item_ids
         self.rows: dict[str, int] = {iid: j for j, iid in enumerate(item_ids)}
         self.rows_b = _Rows((iid.encode(), j) for j, iid in enumerate(item_ids))
-        self.item_f = np.ascontiguousarray(item_f, dtype=np.float32)
-        self.item_b = np.ascontiguousarray(item_b, dtype=np.float32)
+        self.item_f = np.ascontiguousarray(items.vectors)  # float32 rows for the hot path
+        self.item_b = np.ascontiguousarray(items.biases)
         self.counts = counts
         self.loaded_at = loaded_at
         self.users: tuple[np.ndarray, SimilarityIndex] | None = None  # similar_users, lazy

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from online_als.factors import Factors
 from online_als.serving import (
     SimilarityIndex,
     because,
@@ -193,7 +194,7 @@ class ServingClient:
         kept = [i for i, ok in zip(ids, keep.tolist(), strict=True) if ok]
         return VersionCache(
             version, meta.mode, meta.rank, meta.global_mean, self.params.with_meta(meta.extra),
-            kept, block.factors[keep], block.biases[keep], counts[keep], self._clock(),
+            Factors(kept, block.factors[keep], block.biases[keep]), counts[keep], self._clock(),
         )
 
     # -- users (reads.py) ----------------------------------------------------------------
