@@ -48,6 +48,7 @@ from online_als.evaluation import WindowSplit, window_protocol
 from online_als.evaluation._arrays import lookup
 from online_als.evaluation.metrics import per_user_ranking_metrics
 from online_als.events import ImplicitEventMap
+from online_als.factors import Factors, ModelArrays
 from online_als.idmap import IdMap
 from online_als.model import ModelState
 from online_als.online import OnlineImplicitParams as FoldinParams
@@ -63,13 +64,8 @@ LABELS = {
     "w-fast": "(w-fast) worker path, replayed as a backlog",
     "c": "(c) full retrain, plain implicit fit",
 }
-#: A fit to rank with: user and item vectors and the id maps naming their rows (the maps are
-#: what `recommend` needs; `online_als.factors.Factors` keeps plain id lists).
-RankingFit = tuple[np.ndarray, np.ndarray, IdMap, IdMap]
-
-
 def plain_implicit(history: Ratings, k: int, reg: float, conf: float, iters: int,
-                   seed: int) -> RankingFit:  # fmt: skip
+                   seed: int) -> ModelArrays:  # fmt: skip
     """``implicit.cpu.als`` on the binary user x item matrix of positives (confidence
     ``conf``), its own random start: the reference of the issue's protocol."""
     import implicit.cpu.als
@@ -85,7 +81,8 @@ def plain_implicit(history: Ratings, k: int, reg: float, conf: float, iters: int
     )
     with threadpool_limits(1, "blas"):
         model.fit(m, show_progress=False)
-    return model.user_factors, model.item_factors, users, items
+    return ModelArrays("implicit", Factors(users.ids, model.user_factors, np.zeros(len(users), np.float32)),
+                       Factors(items.ids, model.item_factors, np.zeros(len(items), np.float32)))
 
 
 def worker_start(history: Ratings, m: ModelSettings, iters: int, weight: float,
@@ -144,15 +141,18 @@ class WorkerPath:
             self.model.learn_batch(b.user_ids, b.item_ids, np.full(len(b), self.weight, np.float32))
         self.seconds += time.perf_counter() - t0
 
-    def factors(self) -> RankingFit:
+    def factors(self) -> ModelArrays:
         s = self.model.state
-        return s.user_factors, s.item_factors, s.users, s.items
+        return ModelArrays("implicit", Factors(s.users.ids, s.user_factors, s.user_bias),
+                           Factors(s.items.ids, s.item_factors, s.item_bias))
 
 
-def recommend(f: RankingFit, split: WindowSplit, item_uniques: np.ndarray, k: int = 10) -> np.ndarray:
+def recommend(f: ModelArrays, split: WindowSplit, item_uniques: np.ndarray,
+              k: int = 10) -> np.ndarray:  # fmt: skip
     """Top-k rows (in ``item_uniques``) for the split's users, history excluded; users the
     model does not know get no list."""
-    uf, itf, users, items = f
+    uf, itf = f.users.vectors, f.items.vectors
+    users, items = IdMap.from_list(f.users.id_list()), IdMap.from_list(f.items.id_list())
     rows = users.rows_for(split.users, add=False)
     out = np.full((len(rows), k), -1, np.int64)
     known = np.flatnonzero(rows >= 0)
@@ -161,7 +161,7 @@ def recommend(f: RankingFit, split: WindowSplit, item_uniques: np.ndarray, k: in
     seen = [items.rows_for(split.seen[j], add=False) for j in known]
     top, _ = top_n_batch(np.ascontiguousarray(uf[rows[known]], np.float32), itf, k,
                          exclude=[s[s >= 0] for s in seen])  # fmt: skip
-    ids = np.asarray(items.ids, dtype=object)
+    ids = np.asarray(f.items.id_list(), dtype=object)
     names = np.where(top >= 0, ids[np.maximum(top, 0)], "").astype(np.str_)
     out[known] = np.where(top >= 0, lookup(item_uniques, names.reshape(-1)).reshape(top.shape), -1)
     return out
@@ -172,10 +172,10 @@ def run_seed(data: Ratings, a: Any, seed: int) -> dict[str, Any]:
     m, w, r = ModelSettings(mode="implicit"), WorkerSettings(), RetrainSettings()
     weight = ImplicitEventMap.from_string(m.event_weights).weights[a.event]
     item_uniques = np.unique(data.item_ids[data.values >= 4]).astype(np.str_)
-    fit: Callable[[Ratings], RankingFit] = lambda h: plain_implicit(  # noqa: E731
+    fit: Callable[[Ratings], ModelArrays] = lambda h: plain_implicit(  # noqa: E731
         h, a.k, a.reg, a.confidence, a.iterations, seed)
     out: dict[str, Any] = {v: {"ndcg": [], "recall": [], "seconds": 0.0} for v in VARIANTS}
-    stale: RankingFit | None = None
+    stale: ModelArrays | None = None
     paths: dict[str, WorkerPath] = {}
     for split in window_protocol(data):
         t0 = time.perf_counter()
