@@ -12,6 +12,7 @@ from online_als.factors import Factors
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import store_for
 from worker.stores.redis import bulk_load
+from worker.stores.redis.keys import FIELD_AUX
 from worker.stores.redis.store import RedisStore
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
@@ -72,22 +73,32 @@ def test_an_error_reply_is_raised_after_every_reply_is_read(
 
 
 @pytest.mark.parametrize("counts", [False, True])
+@pytest.mark.parametrize("with_aux", [False, True])
 def test_streamed_vectors_equal_the_pipeline(stack: StackInfo, isolated: Isolated,
-                                             counts: bool) -> None:
+                                             counts: bool, with_aux: bool) -> None:
+    """The streamed bulk load writes the same hashes and index as the pipeline path, the
+    adaptive learner's aux state (field `a`) included."""
     store = store_for(make_settings(stack, isolated))
     rng = np.random.default_rng(2)
     ids = [f"i{j}" if j % 3 else f"ïd {j}" for j in range(4500)]  # > one chunk, non-ASCII
     f = rng.normal(size=(len(ids), 8)).astype(np.float32)
     b = rng.normal(size=len(ids)).astype(np.float32)
+    a = rng.normal(size=(len(ids), 9)).astype(np.float32) if with_aux else None
     n = rng.integers(0, 10**6, len(ids)) if counts else None
     try:
         cluster = RedisStore(store.client, store.keys, cluster=True)  # the pipeline path
-        bulk_load._write_vectors(cluster, 1, "i", Factors(ids, f, b), n)
-        bulk_load._write_vectors(store, 2, "i", Factors(ids, f, b), n)
+        bulk_load._write_vectors(cluster, 1, "i", Factors(ids, f, b, a), n)
+        bulk_load._write_vectors(store, 2, "i", Factors(ids, f, b, a), n)
         for j in range(0, len(ids), 7):
             assert (store.client.hgetall(store.keys.item(1, ids[j]))
                     == store.client.hgetall(store.keys.item(2, ids[j])))  # fmt: skip
         assert (store.client.smembers(store.keys.item_index(1))
                 == store.client.smembers(store.keys.item_index(2)))  # fmt: skip
+        if a is not None:
+            got = store.read_vectors(store.vector_keys(2, "i", ids), 8, extra={FIELD_AUX: 9})
+            np.testing.assert_array_equal(got.extra[FIELD_AUX], a)
+            np.testing.assert_array_equal(got.factors, f)
+            with pytest.raises(ValueError, match="aux state"):
+                bulk_load._write_vectors(store, 3, "i", Factors(ids, f, b, a[:-1]), n)
     finally:
         _cleanup(store)

@@ -23,9 +23,10 @@ from tests.test_worker_stream import assert_redis_equals, reference_model
 from worker.config import Settings, environ_for
 from worker.control.archive import Archiver
 from worker.control.materialize import materialize
-from worker.runtime.applier import AUX_FIELD, BatchApplier
+from worker.runtime.applier import BatchApplier
 from worker.runtime.loop import Worker
 from worker.stores.cassandra.store import CassandraStore
+from worker.stores.redis.keys import FIELD_AUX
 from worker.stores.redis.store import RedisStore, dump_vectors
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
@@ -89,7 +90,7 @@ def redis_aux(settings: Settings, store: RedisStore, version: int, users: list[s
     if widths is None:
         return None
     return tuple(store.read_vectors(store.vector_keys(version, kind, ids), settings.model.rank,
-                                    extra={AUX_FIELD: w}).extra[AUX_FIELD]
+                                    extra={FIELD_AUX: w}).extra[FIELD_AUX]
                  for kind, ids, w in (("u", users, widths[0]), ("i", items, widths[1])))  # type: ignore[return-value]
 
 

@@ -126,35 +126,3 @@ def test_stream_snapshots_carry_aux_state(stack: StackInfo, isolated: Isolated) 
             np.testing.assert_array_equal(got.vectors, users.vectors)
         finally:
             cass.drop_keyspace()
-
-
-@pytest.mark.parametrize("counts", [False, True])
-def test_bulk_load_writes_aux_state_on_both_paths(stack: StackInfo, isolated: Isolated,
-                                                  counts: bool) -> None:
-    """ModelArrays' optional aux goes to `a`, the same bytes streamed or pipelined."""
-    from worker.runtime.applier import AUX_FIELD
-    from worker.stores.redis import bulk_load
-    from worker.stores.redis.store import RedisStore
-
-    store = store_for(make_settings(stack, isolated))
-    rng = np.random.default_rng(3)
-    ids = [f"i{j}" if j % 3 else f"ïd {j}" for j in range(2500)]  # > one chunk, non-ASCII
-    f = rng.normal(size=(len(ids), 8)).astype(np.float32)
-    b = rng.normal(size=len(ids)).astype(np.float32)
-    a = rng.normal(size=(len(ids), 9)).astype(np.float32)
-    n = rng.integers(0, 10**6, len(ids)) if counts else None
-    try:
-        cluster = RedisStore(store.client, store.keys, cluster=True)  # the pipeline path
-        bulk_load._write_vectors(cluster, 1, "i", Factors(ids, f, b, a), n)
-        bulk_load._write_vectors(store, 2, "i", Factors(ids, f, b, a), n)
-        for j in range(0, len(ids), 7):
-            assert (store.client.hgetall(store.keys.item(1, ids[j]))
-                    == store.client.hgetall(store.keys.item(2, ids[j])))  # fmt: skip
-        got = store.read_vectors(store.vector_keys(2, "i", ids), 8, extra={AUX_FIELD: 9})
-        np.testing.assert_array_equal(got.extra[AUX_FIELD], a)
-        np.testing.assert_array_equal(got.factors, f)
-        with pytest.raises(ValueError, match="aux state"):
-            bulk_load._write_vectors(store, 3, "i", Factors(ids, f, b, a[:-1]), n)
-    finally:
-        for key in list(store.client.scan_iter(match=f"{store.keys.prefix}:*", count=5000)):
-            store.client.unlink(key)

@@ -10,7 +10,7 @@ from online_als.online import OnlineModel
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, run_worker, store_for, synthetic_events
 from worker.config import Settings
-from worker.runtime.applier import AUX_FIELD
+from worker.stores.redis.keys import FIELD_AUX
 from worker.stores.redis.store import dump_vectors
 
 pytestmark = pytest.mark.stack
@@ -68,7 +68,7 @@ def assert_redis_equals(settings: Settings, model: OnlineModel | AdaptiveModel) 
         np.testing.assert_array_equal(b, biases[rows])
         if table is not None:
             got = store.read_vectors(store.vector_keys(version, kind, ids), settings.model.rank,
-                                     extra={AUX_FIELD: table.shape[1]}).extra[AUX_FIELD]
+                                     extra={FIELD_AUX: table.shape[1]}).extra[FIELD_AUX]
             # a key never touched since a load without `a` has none: it means fresh state
             fill_fresh_aux(got, ids, kind, settings.model.rank, settings.model.seed,
                            model.params)

@@ -33,6 +33,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
+def add_service_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the long-running consumers (``worker``, ``archive``)."""
+    parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                        help="exit after this many idle seconds (burst mode for replays and "
+                             "tests)")
+    parser.add_argument("--no-metrics-server", action="store_true", help="do not serve /metrics")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_config(getattr(args, "config", None), parse_set_flags(getattr(args, "set", [])))
 

@@ -22,6 +22,7 @@ from worker.cli.common import (
     NothingToDo,
     UsageError,
     add_common,
+    add_service_flags,
     emit,
     settings_from,
 )
@@ -45,9 +46,7 @@ def _add_worker_parser(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a streaming worker (Kafka -> kernels -> Redis)",
                        description="Consume ratings from Kafka and keep the factors in Redis fresh.")
     add_common(p)
-    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
-                   help="exit after this many idle seconds (burst mode for replays and tests)")
-    p.add_argument("--no-metrics-server", action="store_true", help="do not serve /metrics")
+    add_service_flags(p)
     p.set_defaults(func=_run_worker)
 
 

@@ -9,7 +9,15 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from worker.cli.common import EXIT_DOWN, EXIT_FAIL, EXIT_OK, add_common, emit, settings_from
+from worker.cli.common import (
+    EXIT_DOWN,
+    EXIT_FAIL,
+    EXIT_OK,
+    add_common,
+    add_service_flags,
+    emit,
+    settings_from,
+)
 from worker.config import Settings
 from worker.stores.redis.store import RedisStore
 
@@ -130,9 +138,7 @@ def add_archive_parser(sub: Any) -> None:
                                    "contiguously per partition, and take stream snapshots of "
                                    "the serving version. Run one or more beside the workers.")
     add_common(p)
-    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
-                   help="exit after this many idle seconds (replays, tests)")
-    p.add_argument("--no-metrics-server", action="store_true", help="serve no /metrics")
+    add_service_flags(p)
     p.set_defaults(func=_archive)
 
 

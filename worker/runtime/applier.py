@@ -89,10 +89,6 @@ class ApplyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-#: The Redis hash field of the adaptive learner's per-entity state (docs/redis-keys.md).
-AUX_FIELD = FIELD_AUX
-
-
 class BatchApplier:
     def __init__(self, store: RedisStore, model: ModelSettings, topic: str) -> None:
         self.store = store
@@ -141,9 +137,9 @@ class BatchApplier:
         ikeys = self.store.vector_keys(meta.version, "i", item_list)
         widths = self.aux_widths(k) if meta.mode == "explicit" else None
         ub = self.store.read_vectors(ukeys, k, batch_id if recovery else "",
-                                     {AUX_FIELD: widths[0]} if widths else None)
+                                     {FIELD_AUX: widths[0]} if widths else None)
         ib = self.store.read_vectors(ikeys, k, batch_id if recovery else "",
-                                     {AUX_FIELD: widths[1]} if widths else None)
+                                     {FIELD_AUX: widths[1]} if widths else None)
         t1 = time.perf_counter()
         new_u, new_i = np.flatnonzero(~ub.present), np.flatnonzero(~ib.present)
         u_scale, i_scale = m.init_scales()
@@ -156,7 +152,7 @@ class BatchApplier:
         aux_u = aux_i = None
         if widths:  # new keys and keys loaded without `a` (a retrain's, a restore's) start fresh
             assert self.adaptive is not None
-            aux_u, aux_i = ub.extra[AUX_FIELD], ib.extra[AUX_FIELD]
+            aux_u, aux_i = ub.extra[FIELD_AUX], ib.extra[FIELD_AUX]
             fill_fresh_aux(aux_u, user_list, "u", k, m.seed, self.adaptive)
             fill_fresh_aux(aux_i, item_list, "i", k, m.seed, self.adaptive)
         # expected = the state the batch starts from, fresh state included, so that a key
@@ -237,7 +233,7 @@ class VectorWrites:
 
 def _aux(expected: np.ndarray | None, new: np.ndarray | None
          ) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
-    return None if expected is None or new is None else [(AUX_FIELD, expected, new)]
+    return None if expected is None or new is None else [(FIELD_AUX, expected, new)]
 
 
 @dataclass
