@@ -150,7 +150,7 @@ def test_a_stale_owner_is_fenced_and_cannot_rewind_the_checkpoint(
     assert after == before  # neither rewound nor its intent erased
     # and a stale checkpoint write alone is refused too
     refused = store.checkpoint_step(version, settings.kafka.topic, "commit", "old-token",
-                                    {0: ["x", 5, "0"]})
+                                    {0: ["x", 5, "0", 0]})
     assert refused == {0: 0}
     # the real owner recovers its batch and finishes the stream exactly once
     owner = CommitProtocol(store, applier, settings.kafka.topic, owner="next")

@@ -55,6 +55,7 @@ ALL_METRIC_NAMES: Final[tuple[str, ...]] = (
     "online_als_last_checkpoint_timestamp_seconds",
     "online_als_nan_guard_refusals_total",
     "online_als_redis_state_lost_total",
+    "online_als_redis_regressions_total",
     "online_als_fenced_writes_total",
     "online_als_reconnects_total",
     "online_als_server_up",
@@ -237,6 +238,13 @@ class WorkerMetrics:
         self.redis_state_lost = Counter(
             p + "redis_state_lost",
             "Times the worker found Redis without its model state and waited for a restore.",
+            registry=reg,
+        )
+        self.redis_regressions = Counter(
+            p + "redis_regressions",
+            "Times Redis went back in time under this worker (its checkpoints behind the "
+            "positions applied: a restart from an older RDB/AOF, a promoted replica) and the "
+            "worker replayed Kafka from what Redis held.",
             registry=reg,
         )
         self.reconnects = Counter(

@@ -34,10 +34,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import redis
 
+from worker import faults
 from worker.runtime.applier import (
     ApplyResult,
     BatchApplier,
@@ -50,7 +52,13 @@ from worker.stores.redis.store import Checkpoint, RedisStore
 
 log = logging.getLogger("online_als.commit")
 
-REFUSED, DONE, ALREADY = 0, 1, 2
+class StepReply(IntEnum):
+    """What one fenced step of ``checkpoint.lua`` answered for one partition."""
+
+    FENCED = 0  # another owner holds the partition
+    DONE = 1
+    ALREADY = 2  # this batch's commit was stored already (a batch sent again)
+    REGRESSED = 3  # the stored checkpoint is behind this process's position, or its owner gone
 
 
 class Fenced(RuntimeError):
@@ -60,6 +68,19 @@ class Fenced(RuntimeError):
         super().__init__(f"partitions {partitions} are owned by another worker now "
                          f"({step} refused)")
         self.partitions, self.step = partitions, step
+
+
+class Regressed(RuntimeError):
+    """Redis went back in time under these partitions: their stored checkpoints are behind the
+    positions this process applied up to (a restart from an older RDB or AOF, a promoted
+    replica, a wipe). Nothing of the batch was written for them; the caller repositions at
+    what Redis holds and replays Kafka from there (:meth:`CommitProtocol.reset`)."""
+
+    def __init__(self, partitions: list[int], step: str, positions: dict[int, int]) -> None:
+        super().__init__(f"redis went back in time under partitions {partitions}: their "
+                         f"checkpoints are behind the positions applied "
+                         f"({ {p: positions.get(p) for p in partitions} }; {step} refused)")
+        self.partitions, self.step, self.positions = partitions, step, positions
 
 
 @dataclass
@@ -100,6 +121,7 @@ class CommitProtocol:
     carry: list[Any] = field(default_factory=list)
     tokens: dict[int, str] = field(default_factory=dict)
     fenced_total: int = 0
+    regressions_total: int = 0
 
     # -- 1. fence ------------------------------------------------------------------------
     def assign(self, version: int, partitions: list[int]) -> dict[int, int | None]:
@@ -210,10 +232,12 @@ class CommitProtocol:
         if decoded.batch is not None:
             prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery)  # 3
             self._fenced_step(version, "intent", {                                         # 4
-                p: [batch_id, e, prepared.spec] for p, e in ends.items()})
+                p: [batch_id, e, prepared.spec, self.positions[p]] for p, e in ends.items()})
+            faults.reached("after_intent")
             t0 = time.perf_counter()
             self.applier.queue_writes(prepared, batch)                                      # 5
         n_writes = len(batch)
+        batch.barrier()  # on a cluster the checkpoints go only after every write returned
         parts = self._queue_commit(batch, version, batch_id, ends)                          # 6
         flight = InFlight(state, decoded, selection, prepared, batch, n_writes, parts,
                           dict(self.tokens), t0)
@@ -227,29 +251,36 @@ class CommitProtocol:
                       ends: dict[int, int]) -> list[int]:
         """Queue step 6 behind the writes on ``batch``; the partitions in reply order."""
         return self.store.queue_checkpoint_step(batch, version, self.topic, "commit", self.tokens,
-                                                {p: [batch_id, e, f"{time.time():.3f}"]
+                                                {p: [batch_id, e, f"{time.time():.3f}",
+                                                     self.positions[p]]
                                                  for p, e in ends.items()})
 
     def _complete(self, flight: InFlight) -> ApplyResult | None:
         replies = flight.replies if flight.replies is not None else flight.batch.result()
+        faults.reached("after_commit")
         if flight.prepared is not None:
             flight.prepared.result.timings["write"] = time.perf_counter() - flight.t0
-        results = dict(zip(flight.parts, (int(r) for r in replies[flight.n_writes:]),
+        results = dict(zip(flight.parts, (StepReply(int(r)) for r in replies[flight.n_writes:]),
                            strict=True))
         # only a refusal of the token this batch used counts: a partition lost and taken
         # again since then has a new token, and its new assignment recovers from the intent
-        refused = [p for p, r in results.items()
-                   if r == REFUSED and self.tokens.get(p) == flight.tokens.get(p)]
-        if refused:
-            self.fenced_total += 1
-            self.revoke(refused)
-            raise Fenced(sorted(refused), "commit")
+        self._check("commit", {p: r for p, r in results.items()
+                               if self.tokens.get(p) == flight.tokens.get(p)})
         return flight.prepared.result if flight.prepared is not None else None
 
     def _fenced_step(self, version: int, step: str, args: dict[int, list[Any]]) -> None:
         results = self.store.checkpoint_step(version, self.topic, step, self.tokens, args)
-        refused = [p for p, r in results.items() if r == REFUSED]
+        self._check(step, {p: StepReply(r) for p, r in results.items()})
+
+    def _check(self, step: str, results: dict[int, StepReply]) -> None:
+        """Raise for refused partitions: :class:`Regressed` first (a regression explains a
+        foreign owner too: the owner field went back with the rest), then :class:`Fenced`."""
+        regressed = sorted(p for p, r in results.items() if r is StepReply.REGRESSED)
+        if regressed:
+            self.regressions_total += 1
+            raise Regressed(regressed, step, dict(self.positions))
+        refused = sorted(p for p, r in results.items() if r is StepReply.FENCED)
         if refused:
             self.fenced_total += 1
             self.revoke(refused)
-            raise Fenced(sorted(refused), step)
+            raise Fenced(refused, step)

@@ -36,7 +36,7 @@ from worker.runtime.applier import (
     decode_config,
     decode_messages,
 )
-from worker.runtime.commit import CommitProtocol, Fenced, InFlight, Selection
+from worker.runtime.commit import CommitProtocol, Fenced, InFlight, Regressed, Selection
 from worker.runtime.dead_letters import DeadLetterSink, DeadLetterUndelivered
 from worker.runtime.grams import gram_serial, refresh_grams
 from worker.runtime.observe import count_known, observe_batch, probe_lag
@@ -76,7 +76,10 @@ class Worker:
         self._last_lag_probe = 0.0
         self._lag_probes = 0
         self._inflight: tuple[InFlight, float] | None = None  # a batch whose writes are in Redis's hands
-        self._fenced: list[int] = []  # partitions to unassign once consume() has returned
+        # fenced partitions the group may still count as ours: taken back after the next
+        # consume() unless a revoke came (partition -> consume() calls since the fence)
+        self._parked: dict[int, int] = {}
+        self._regressed: Regressed | None = None  # Redis went back in time: reposition first
         self._last_heartbeat = 0.0
         self._last_kafka_log = 0.0
         self._paused = False
@@ -150,10 +153,11 @@ class Worker:
                     self._consumer, w.batch_max_events, w.batch_max_wait_ms / 1000.0,
                     self._on_kafka_error)
                 self._drain()
-                self._unassign_fenced()
+                self._take_back_parked()
                 self._housekeeping()
                 if self._check_version_switch():
                     continue
+                self._update_ready()
                 if msgs and self._process(msgs):
                     idle_since = time.monotonic()
                     batches += 1
@@ -214,6 +218,7 @@ class Worker:
         current, has_meta, generation = self._with_redis_retry(lambda: self.store.probe(state.version))
         lost = current is None or generation != self._generation or (
             current == state.version and not has_meta)
+        regressed, self._regressed = self._regressed, None
         if lost:
             self.losses += 1
             self.metrics.redis_state_lost.inc()
@@ -222,25 +227,46 @@ class Worker:
                       self.settings.redis.port, current, has_meta,
                       "changed" if generation else "gone")
             self.commit.carry = []
+            # a batch another worker had in flight when Redis lost its state lands within that
+            # worker's socket timeout (its retry is refused at the intent): let it land before
+            # the restore clears the namespace it may have written into
+            self._stop.wait(min(self.settings.redis.socket_timeout_s, 5.0))
             self._with_redis_retry(self._ensure_key_space)
+        elif current == state.version and regressed is not None:
+            log.error("redis %s:%d went back in time (a restart from an older RDB or AOF, or a "
+                      "promoted replica): %s; replaying Kafka from the checkpoints it holds",
+                      self.settings.redis.host, self.settings.redis.port, regressed)
         elif current == state.version:
             return False
         else:
-            log.info("model version switched %d -> %d; repositioning", state.version, current)
+            log.log(logging.ERROR if regressed else logging.INFO,
+                    "model version switched %d -> %d%s; repositioning", state.version, current,
+                    " (redis went back in time to an older serving version)" if regressed else "")
             assert current is not None  # `lost` covers that
             switched = current
             self._state = self._with_redis_retry(lambda: self.applier.load_version(switched))
             self._publish_version()
-        assigned = self.commit.reset()
-        if assigned:  # reposition every partition at the new version's checkpoints
-            tps = [TopicPartition(self.topic, p) for p in assigned]
+        self._reposition(self.commit.reset())
+        return True
+
+    def _reposition(self, partitions: list[int]) -> None:
+        """Take ``partitions`` again at the checkpoints Redis holds now (own, read, seek)."""
+        if partitions and self._consumer is not None:
+            tps = [TopicPartition(self.topic, p) for p in partitions]
             self._consumer.incremental_unassign(tps)
             self._on_assign(self._consumer, tps)
-        return True
 
     def _set_ready(self, ready: bool) -> None:
         if self.server is not None:
             self.server.ready = ready
+
+    def _update_ready(self) -> None:
+        """/readyz: ready while every partition the group assigned here is being consumed."""
+        if self.server is None or self._consumer is None or not self.server.ready:
+            return
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        if not assigned <= set(self.commit.positions):
+            self.server.ready = False
 
     def _publish_version(self) -> None:
         assert self._state is not None
@@ -252,7 +278,7 @@ class Worker:
         dead-lettered as ``internal`` instead of stopping its partition."""
         try:
             return self._process_batch(msgs, sync)
-        except (redis.ConnectionError, redis.TimeoutError, KafkaException, Fenced,
+        except (redis.ConnectionError, redis.TimeoutError, KafkaException, Fenced, Regressed,
                 DeadLetterUndelivered):
             raise
         except Exception as exc:
@@ -266,6 +292,8 @@ class Worker:
                       type(exc).__name__, exc)
             done = False
             for m in selected:
+                if self._regressed is not None:
+                    break  # repositioned before anything else is applied
                 done = self._process([m], sync=True) or done
             return done
         if not selected:
@@ -277,8 +305,13 @@ class Worker:
         state = self._state
         assert state is not None
         decoded = DecodedMessages(None, [], {_part(m): _off(m)})
-        self._with_redis_retry(lambda: self.commit.commit(
-            state, decoded, Selection([m], uuid.uuid4().hex, False)))
+        try:
+            self._with_redis_retry(lambda: self.commit.commit(
+                state, decoded, Selection([m], uuid.uuid4().hex, False)))
+        except Fenced as fenced:
+            self._on_fenced(fenced)
+        except Regressed as regressed:
+            self._on_regressed(regressed)
         return True
 
     def _process_batch(self, msgs: list[Message], sync: bool = False) -> bool:
@@ -297,6 +330,9 @@ class Worker:
                                        background=not sync)
         except Fenced as exc:
             self._on_fenced(exc)
+            return True
+        except Regressed as exc:
+            self._on_regressed(exc)
             return True
         if sync:
             self._finish(flight, t0)
@@ -324,6 +360,9 @@ class Worker:
         except Fenced as exc:
             self._on_fenced(exc)
             return
+        except Regressed as exc:
+            self._on_regressed(exc)
+            return
         batch = flight.decoded.batch
         if result is not None and batch is not None:
             self._observe(batch, result, time.perf_counter() - t0)
@@ -332,18 +371,36 @@ class Worker:
 
     def _on_fenced(self, exc: Fenced) -> None:
         self.metrics.fenced_writes.inc()
-        log.error("%s; this worker lost them (a zombie past max.poll.interval.ms?) and "
-                  "dropped its batch for them", exc)
-        self._fenced.extend(exc.partitions)  # unassigned after consume(), not in a callback
+        log.error("%s; this worker dropped its batch for them (a zombie past "
+                  "max.poll.interval.ms?) and takes them back only if the group still assigns "
+                  "them here after its next poll", exc)
+        self._parked.update(dict.fromkeys(exc.partitions, 0))
+        self._set_ready(False)
 
-    def _unassign_fenced(self) -> None:
-        if not self._fenced or self._consumer is None:
+    def _on_regressed(self, exc: Regressed) -> None:
+        """Stop writing: the loop repositions every partition before its next batch."""
+        self.metrics.redis_regressions.inc()
+        self.commit.carry = []
+        self._regressed = exc
+
+    def _take_back_parked(self) -> None:
+        """A fenced partition that the group still assigns here after a poll is ours: a revoke
+        would have come with that poll had another member taken it. Take it again (own, read,
+        seek) so that no partition stays assigned and unconsumed."""
+        if not self._parked or self._consumer is None:
             return
         held = {tp.partition for tp in self._consumer.assignment()}
-        lost = sorted(set(self._fenced) & (held - set(self.commit.positions)))
-        self._fenced = []
-        if lost:
-            self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in lost])
+        for p in list(self._parked):
+            self._parked[p] += 1
+            if p not in held or p in self.commit.positions:
+                del self._parked[p]
+        due = sorted(p for p, polls in self._parked.items() if polls >= 2)
+        if due:
+            log.warning("partitions %s were fenced but the group still assigns them to this "
+                        "worker; taking them back at their stored checkpoints", due)
+            for p in due:
+                del self._parked[p]
+            self._reposition(due)
 
     def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
         assert self._dlq is not None

@@ -8,7 +8,11 @@ waits for the replies. Redis runs the calls of one connection in order, one at a
 serves other clients between them, so a bounded script is a bounded pause for serving apps.
 
 On a Redis Cluster the scripts run concurrently, one call per hash-slot group, and the plain
-commands go through a cluster pipeline.
+commands go through a cluster pipeline. A :meth:`ScriptBatch.barrier` splits a batch into
+phases: on a cluster a phase starts only after every call of the one before returned (the
+commit protocol's checkpoints go after its writes, whichever node holds them); on one Redis
+the calls of one connection run in order anyway, so the phases go out in one send unless a
+fault point (:mod:`worker.faults`) is armed between them.
 
 A script missing from Redis's cache (after a restart or ``SCRIPT FLUSH``) is loaded and the
 whole batch is sent again (up to 5 sends): every call in it is idempotent (guarded writes, fenced and
@@ -24,6 +28,8 @@ from typing import Any
 import hiredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from worker import faults
+
 #: Sends of one batch while Redis keeps losing its script cache (each one reloads the scripts);
 #: more means someone is flushing it in a loop.
 _NOSCRIPT_ATTEMPTS = 5
@@ -38,6 +44,7 @@ class ScriptBatch:
         self.cluster = cluster
         self._pool = pool
         self._calls: list[tuple[Any, list[Any], list[Any]]] = []  # (script or None, keys, args)
+        self._barriers: list[int] = []  # call indices where a new phase starts
         self._thread: threading.Thread | None = None
         self._replies: list[Any] | None = None
         self._error: BaseException | None = None
@@ -51,6 +58,15 @@ class ScriptBatch:
 
     def sadd(self, key: str, *members: Any) -> None:
         self._calls.append((None, [key], ["SADD", key, *members]))
+
+    def barrier(self) -> None:
+        """Calls queued from now on run only after every call queued before has returned."""
+        if self._calls and (not self._barriers or self._barriers[-1] != len(self._calls)):
+            self._barriers.append(len(self._calls))
+
+    def _phases(self) -> list[tuple[int, int]]:
+        bounds = [0, *self._barriers, len(self._calls)]
+        return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
     # -- running -------------------------------------------------------------------------
     def execute(self) -> list[Any]:
@@ -81,24 +97,34 @@ class ScriptBatch:
     def _run(self) -> list[Any]:
         if not self._calls:
             return []
-        if self.cluster:
-            return self._run_cluster()
+        phased = self.cluster or (len(self._phases()) > 1 and faults.is_armed("after_writes"))
+        if not phased:
+            return self._run_standalone(self._calls)
+        out: list[Any] = []
+        for n, (a, b) in enumerate(self._phases()):
+            if n:
+                faults.reached("after_writes")
+            calls = self._calls[a:b]
+            out += self._run_cluster(calls) if self.cluster else self._run_standalone(calls)
+        return out
+
+    def _run_standalone(self, calls: list[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
         for attempt in range(_NOSCRIPT_ATTEMPTS):
             try:
-                replies = self._send_all()
+                replies = self._send_all(calls)
                 break
             except NoScriptError:
                 if attempt == _NOSCRIPT_ATTEMPTS - 1:
                     raise
-                for script in {id(s): s for s, _, _ in self._calls if s is not None}.values():
+                for script in {id(s): s for s, _, _ in calls if s is not None}.values():
                     self.client.script_load(script.script)
         errors = [r for r in replies if isinstance(r, ResponseError)]
         if errors:
             raise errors[0]
         return replies
 
-    def _send_all(self) -> list[Any]:
-        packed = [hiredis.pack_command(tuple(_command(s, k, a))) for s, k, a in self._calls]
+    def _send_all(self, calls: list[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
+        packed = [hiredis.pack_command(tuple(_command(s, k, a))) for s, k, a in calls]
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
@@ -114,21 +140,22 @@ class ScriptBatch:
             raise missing[0]  # every reply was read: the connection is clean
         return replies
 
-    def _run_cluster(self) -> list[Any]:
-        out: list[Any] = [None] * len(self._calls)
-        scripts = [j for j, c in enumerate(self._calls) if c[0] is not None]
-        plain = [j for j, c in enumerate(self._calls) if c[0] is None]
+    def _run_cluster(self, calls: list[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
+        """One phase on a cluster: its scripts concurrently, its plain commands in a cluster
+        pipeline; returns when every call returned."""
+        out: list[Any] = [None] * len(calls)
+        scripts = [j for j, c in enumerate(calls) if c[0] is not None]
+        plain = [j for j, c in enumerate(calls) if c[0] is None]
         if scripts:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="redis-slot")
-            calls = [self._calls[j] for j in scripts]
-            for j, r in zip(scripts, self._pool.map(lambda c: c[0](keys=c[1], args=c[2]), calls),
-                            strict=True):
+            for j, r in zip(scripts, self._pool.map(lambda c: c[0](keys=c[1], args=c[2]),
+                                                    [calls[j] for j in scripts]), strict=True):
                 out[j] = r
         if plain:
             pipe = self.client.pipeline(transaction=False)
             for j in plain:
-                pipe.execute_command(*self._calls[j][2])
+                pipe.execute_command(*calls[j][2])
             for j, r in zip(plain, pipe.execute(), strict=True):
                 out[j] = r
         return out
