@@ -136,8 +136,16 @@ class RedisStore:
         value = self.client.get(self.keys.current())
         return int(value) if value is not None else None
 
-    def allocate_version(self) -> int:
-        return int(self.client.incr(self.keys.version_counter()))
+    def allocate_version(self, floor: int = 0) -> int:
+        """A new version number: the counter, first raised to ``floor`` (the highest version
+        the caller knows elsewhere, e.g. in Cassandra), plus one, in one atomic script. So a
+        counter that went back in time (Redis restarted from an old RDB, a promoted replica)
+        never hands out a number that is already taken."""
+        script = ("local c = tonumber(redis.call('GET', KEYS[1]) or '0') "
+                  "local f = tonumber(ARGV[1]) "
+                  "if c < f then redis.call('SET', KEYS[1], f) end "
+                  "return redis.call('INCR', KEYS[1])")
+        return int(self.client.eval(script, 1, self.keys.version_counter(), int(floor)))
 
     def write_meta(self, version: int, fields: dict[str, Any]) -> None:
         encoded = {k: (v if isinstance(v, bytes | str) else json.dumps(v)) for k, v in fields.items()}
