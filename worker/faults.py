@@ -10,13 +10,17 @@ A point is a place in :mod:`worker.runtime.commit` / :mod:`worker.stores.redis.s
 A test arms a point in two ways: in a worker subprocess with the environment variable
 ``ONLINE_ALS_FAULT=<point>`` or ``<point>@<n>`` (the process kills itself with SIGKILL the
 ``n``-th time it reaches the point, default the first), or in process with :func:`arm` and a
-callback. An unarmed point costs one dictionary lookup.
+callback (``nth=None``: every time, with the count). An unarmed point costs one lookup.
 
 >>> calls = []
 >>> arm("after_intent", lambda: calls.append("hit"), nth=2)
 >>> reached("after_intent"); reached("after_intent"); reached("after_intent")
 >>> calls
 ['hit']
+>>> arm("after_commit", lambda n: calls.append(n), nth=None)
+>>> reached("after_commit"); reached("after_commit")
+>>> calls
+['hit', 1, 2]
 >>> disarm()
 """
 
@@ -26,13 +30,14 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("online_als.faults")
 
 FAULT_ENV = "ONLINE_ALS_FAULT"
 POINTS = ("after_intent", "after_writes", "after_commit")
 
-_armed: dict[str, tuple[int, Callable[[], None]]] = {}
+_armed: dict[str, tuple[int | None, Callable[..., Any]]] = {}
 _seen: dict[str, int] = {}
 _env_read = False
 
@@ -42,8 +47,9 @@ def _kill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def arm(point: str, action: Callable[[], None] = _kill, nth: int = 1) -> None:
-    """Run ``action`` (default: SIGKILL of this process) the ``nth`` time ``point`` is reached."""
+def arm(point: str, action: Callable[..., Any] = _kill, nth: int | None = 1) -> None:
+    """Run ``action()`` (default: SIGKILL of this process) the ``nth`` time ``point`` is
+    reached, or ``action(count)`` every time when ``nth`` is None."""
     if point not in POINTS:
         raise ValueError(f"unknown fault point {point!r}; one of {', '.join(POINTS)}")
     _armed[point] = (nth, action)
@@ -76,5 +82,7 @@ def reached(point: str) -> None:
         return
     _seen[point] += 1
     nth, action = _armed[point]
-    if _seen[point] == nth:
+    if nth is None:
+        action(_seen[point])
+    elif _seen[point] == nth:
         action()

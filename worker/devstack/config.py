@@ -17,7 +17,7 @@ from typing import Any
 ENV_PREFIX = "ONLINE_ALS_STACK_"
 
 CORE_COMPONENTS: tuple[str, ...] = ("redis", "kafka", "cassandra")
-OPTIONAL_COMPONENTS: tuple[str, ...] = ("prometheus", "postgres")
+OPTIONAL_COMPONENTS: tuple[str, ...] = ("prometheus", "postgres", "redis-replica")
 ALL_COMPONENTS: tuple[str, ...] = CORE_COMPONENTS + OPTIONAL_COMPONENTS
 
 
@@ -60,6 +60,14 @@ class StackConfig:
     host: str = "127.0.0.1"
 
     redis_port: int = 6379
+    # How Redis persists, as production runs it: "none" (tests start empty), "rdb" (snapshots
+    # on `redis_save`'s schedule, and BGSAVE; loaded at start) or "aof" (append-only file,
+    # appendfsync everysec, plus RDB preamble). `redis_save` "" saves only on BGSAVE/SAVE.
+    redis_persistence: str = "none"
+    redis_save: str = "3600 1 300 100 60 10000"
+    # `redis-replica`: an asynchronous replica of the Redis above, to promote in failover drills
+    # (`REPLICAOF NO ONE`); it persists the way the master does.
+    redis_replica_port: int = 6380
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     cassandra_port: int = 9042

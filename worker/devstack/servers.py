@@ -260,6 +260,19 @@ class Server(ABC):
         self.pid_file.unlink(missing_ok=True)
         return stopped
 
+    def kill(self, sig: int = signal.SIGKILL) -> int | None:
+        """Send ``sig`` (default SIGKILL: a crash, not a stop) to our recorded PID; the PID file
+        stays, so ``up`` finds it stale and starts the server again. Returns the PID."""
+        pid = self.recorded_pid()
+        if pid is not None:
+            os.kill(pid, sig)
+            if sig == signal.SIGKILL:
+                deadline = time.monotonic() + 10
+                while proc.pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            log.info("%s: sent signal %d to pid %d", self.name, sig, pid)
+        return pid
+
     def ensure_dirs(self, *dirs: Path) -> None:
         for d in (self.home, self.log_dir, *dirs):
             d.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from worker.devstack.config import ALL_COMPONENTS, CORE_COMPONENTS, StackConfig,
 from worker.devstack.kafka import KafkaServer
 from worker.devstack.postgres import PostgresServer
 from worker.devstack.prometheus import PrometheusServer
-from worker.devstack.redis import RedisServer
+from worker.devstack.redis import RedisReplicaServer, RedisServer
 from worker.devstack.servers import Server, ServerStatus, StartReport
 
 log = logging.getLogger("worker.devstack")
@@ -24,6 +24,7 @@ SERVER_CLASSES: dict[str, type[Server]] = {
     "cassandra": CassandraServer,
     "prometheus": PrometheusServer,
     "postgres": PostgresServer,
+    "redis-replica": RedisReplicaServer,
 }
 
 

@@ -60,7 +60,7 @@ class Worker:
         self.server = server
         self.topic = settings.kafka.topic
         self.metrics = metrics or WorkerMetrics(window=settings.worker.prequential_window)
-        self.store = RedisStore.from_settings(settings.redis)
+        self.store = RedisStore.from_settings(settings.redis, retries=0)  # RedisRetry retries
         self.applier = BatchApplier(self.store, settings.model, self.topic)
         self.decode_cfg = decode_config(settings)
         self._stop = threading.Event()

@@ -38,6 +38,25 @@ class RedisRetry:
                  first_delay_s: float = 0.1) -> None:
         self.server, self.budget_s, self.backoff_max_s = server, budget_s, backoff_max_s
         self.stop, self.on_state, self.first_delay_s = stop, on_state, first_delay_s
+        self._down_since: float | None = None  # one line when Redis goes away, one when back
+        self._failures = 0
+
+    def _failed(self, exc: BaseException, delay: float) -> None:
+        self._failures += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            kind = "stalled (no reply within the socket timeout)" if isinstance(
+                exc, redis.TimeoutError) else "unavailable"
+            log.warning("redis %s %s: %s; retrying with backoff for up to %.0fs",
+                        self.server, kind, exc, self.budget_s)
+        else:
+            log.debug("redis %s still unavailable (%s); retrying in %.1fs", self.server, exc, delay)
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            log.warning("redis %s is back after %.1fs (%d failed attempts)", self.server,
+                        time.monotonic() - self._down_since, self._failures)
+            self._down_since, self._failures = None, 0
 
     def __call__(self, fn: Callable[[], T]) -> T:
         delay = self.first_delay_s
@@ -47,11 +66,12 @@ class RedisRetry:
                 result = fn()
                 if self.on_state is not None:
                     self.on_state(True)
+                self._recovered()
                 return result
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self.on_state is not None:
                     self.on_state(False)
-                log.warning("redis %s unavailable (%s); retrying in %.1fs", self.server, exc, delay)
+                self._failed(exc, delay)
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"redis {self.server} unavailable for {self.budget_s:.0f}s; exiting so "

@@ -17,7 +17,9 @@ from typing import Any
 import msgpack
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 from online_als.factors import Factors
 from worker.config import RedisSettings
@@ -88,11 +90,18 @@ class VectorBlock:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # further state fields (n, w)
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
+def connect(settings: RedisSettings, retries: int | None = None) -> redis.Redis:
     """A client for the configured Redis (a cluster client when ``cluster`` is set), with
-    TLS and an ACL user when configured (``redis.tls*``, ``redis.username``)."""
+    TLS and an ACL user when configured (``redis.tls*``, ``redis.username``).
+
+    ``retries`` (an int) replaces redis-py's own retries of a failed call: the worker passes
+    0, since its :class:`worker.runtime.redis_retry.RedisRetry` retries, logs the stall once
+    and its recovery once; redis-py's default (3 silent retries with backoff) turned a 5 s
+    socket timeout into about 20 s of silence. None keeps redis-py's default (serving)."""
     password = settings.password.get_secret_value() if settings.password else None
     common: dict[str, Any] = {"username": settings.username, "password": password}
+    if retries is not None:
+        common["retry"] = Retry(NoBackoff(), retries)
     if settings.tls:
         common.update(ssl=True, ssl_ca_certs=settings.tls_ca_file,
                       ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
@@ -114,9 +123,10 @@ class RedisStore:
     """Batched access to one online-als key space."""
 
     @classmethod
-    def from_settings(cls, settings: RedisSettings) -> RedisStore:
-        """The store for ``settings`` (client, key prefix and cluster mode all from there)."""
-        return cls(connect(settings), RedisKeys(settings.key_prefix), cluster=settings.cluster,
+    def from_settings(cls, settings: RedisSettings, retries: int | None = None) -> RedisStore:
+        """The store for ``settings`` (client, key prefix and cluster mode all from there);
+        ``retries`` as in :func:`connect`."""
+        return cls(connect(settings, retries), RedisKeys(settings.key_prefix), cluster=settings.cluster,
                    max_keys_per_call=settings.max_keys_per_script)
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, cluster: bool = False,
