@@ -2,9 +2,13 @@
 
 Streams N synthetic explicit events (default 1M) at a fixed rate through W worker processes
 (default 3, 6 partitions) and one archiver, while it: kills a worker with -9 ten times at
-random moments (restarting it), wipes Redis once, stops Cassandra for 60 s, restarts the Kafka
-broker once, kills a retrain mid-way, runs one full retrain and one rollback. Then it drains and
-prints a table whose loss columns must all read 0:
+random moments (restarting it), wipes Redis once, restarts Redis from an older RDB (kill -9,
+then the snapshot taken earlier), promotes a replica that lacks the master's last writes (its
+replication cut earlier, the master killed, the workers' address moved to it), kills Cassandra
+with -9 for 60 s, restarts the Kafka broker once, kills a retrain mid-way, runs one full retrain
+and one rollback. The soak runs its own Redis (RDB persistence, plus a replica) behind a
+failover address (worker/devstack/proxy.py). Then it drains and prints a table whose loss
+columns must all read 0:
 
 - produced, applied (checkpoints of the serving version), dead-lettered, logged (rows in the
   Cassandra log), logged-contiguous (the archive's contiguous offsets), sum of item `n`;
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -38,13 +44,16 @@ from producers.synthetic import generate  # noqa: E402
 from worker.config import Settings, environ_for, load_config  # noqa: E402
 from worker.control import lifecycle  # noqa: E402
 from worker.control.retrain_job import CRASH_ENV  # noqa: E402
+from worker.devstack import Stack, StackConfig  # noqa: E402
+from worker.devstack.proxy import TcpProxy  # noqa: E402
 from worker.stores import kafka as kafka_io  # noqa: E402
 from worker.stores.cassandra.store import CassandraStore  # noqa: E402
 from worker.stores.redis.store import RedisStore, dump_vectors  # noqa: E402
 
 
-def settings_for(tag: str, partitions: int, rank: int) -> Settings:
+def settings_for(tag: str, partitions: int, rank: int, redis_port: int) -> Settings:
     return load_config(overrides={
+        "redis.port": redis_port, "worker.redis_retry_budget_s": 120,
         "kafka.topic": f"chaos-{tag}", "kafka.dead_letter_topic": f"chaos-{tag}.dlq",
         "kafka.group_id": f"chaos-{tag}", "kafka.partitions": partitions,
         "kafka.session_timeout_ms": 6000, "redis.key_prefix": f"chaos{tag}",
@@ -149,11 +158,16 @@ def main() -> None:
     ap.add_argument("--outage", type=float, default=60, help="seconds Cassandra stays down")
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
-    from worker.devstack import Stack, StackConfig
 
     stack = Stack(StackConfig.from_env())
     tag = uuid.uuid4().hex[:8]
-    s = settings_for(tag, a.partitions, a.rank)
+    redis_stack = Stack(StackConfig.from_env(
+        runtime_dir=stack.config.runtime_dir.parent / f"chaos-redis-{tag}",
+        redis_port=free_port(), redis_replica_port=free_port(), redis_persistence="rdb",
+        redis_save=""))
+    redis_stack.up(["redis", "redis-replica"])
+    address = TcpProxy(redis_stack.config.redis_port)  # what the workers connect to
+    s = settings_for(tag, a.partitions, a.rank, address.port)
     kafka_io.ensure_topics(s.kafka, {s.kafka.topic: a.partitions, s.kafka.dead_letter_topic: 1})
     with CassandraStore(s.cassandra) as cass:
         cass.migrate()
@@ -169,8 +183,9 @@ def main() -> None:
     producer.start()
     rng = np.random.default_rng(a.seed)
     plan: list[tuple[float, str]] = [(float(f), "kill") for f in rng.uniform(0.05, 0.95, a.kills)]
-    plan += [(0.2, "kafka"), (0.3, "retrain-killed"), (0.4, "retrain"), (0.5, "wipe"),
-             (0.6, "cassandra"), (0.85, "rollback")]
+    plan += [(0.2, "kafka"), (0.25, "redis-save"), (0.3, "retrain-killed"), (0.4, "retrain"),
+             (0.45, "redis-rdb"), (0.5, "wipe"), (0.55, "replica-cut"), (0.6, "cassandra"),
+             (0.7, "redis-failover"), (0.85, "rollback")]
     plan.sort()
     log: list[str] = []
     env = environ_for(s)
@@ -196,8 +211,21 @@ def main() -> None:
             keys = list(store.client.scan_iter(match=f"{s.redis.key_prefix}:*", count=10000))
             for j in range(0, len(keys), 10000):
                 store.client.unlink(*keys[j:j + 10000])
-        elif what == "cassandra":
-            stack.down(["cassandra"])
+        elif what == "redis-save":  # the snapshot "redis-rdb" goes back to
+            redis.Redis(port=redis_stack.config.redis_port).save()
+        elif what == "redis-rdb":  # kill -9, restart from the older RDB
+            redis_stack.server("redis").kill()
+            redis_stack.up(["redis"])
+            redis.Redis(port=redis_stack.config.redis_replica_port).execute_command(
+                "REPLICAOF", "127.0.0.1", str(redis_stack.config.redis_port))
+        elif what == "replica-cut":  # from here on the master's writes are unreplicated
+            redis.Redis(port=redis_stack.config.redis_replica_port).execute_command(
+                "REPLICAOF", "NO", "ONE")
+        elif what == "redis-failover":  # the master dies; its address moves to the replica
+            redis_stack.server("redis").kill()
+            address.retarget(redis_stack.config.redis_replica_port)
+        elif what == "cassandra":  # killed, not stopped: the commit log must replay
+            stack.server("cassandra").kill()
             time.sleep(a.outage)
             stack.up(["cassandra"])
         elif what == "rollback":
@@ -266,6 +294,14 @@ def main() -> None:
             st.client.unlink(*keys[j:j + 10000])
     with CassandraStore(s.cassandra) as cass:
         cass.drop_keyspace()
+    address.close()
+    redis_stack.down(["redis", "redis-replica"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _live_model(s: Settings, version: int, rank: int) -> Any:

@@ -102,3 +102,47 @@ def test_worker_on_a_redis_cluster_equals_the_in_memory_model(
         np.testing.assert_array_equal(got.vectors, factors[idmap.rows_for(got.ids, add=False)])
     cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
     assert cp.offset == len(events)
+
+
+def test_a_worker_killed_between_its_writes_and_its_commit_on_a_cluster_recovers_exactly(
+        stack: StackInfo, isolated: Isolated, redis_cluster: int) -> None:
+    """The cluster commits strictly after its writes: a kill -9 at the fault point between
+    them (every write of the batch returned on every node, the checkpoint not sent) leaves
+    the intent pending, and the next worker recovers it; then every field (f, b, a, n, the
+    seen-hashes) equals the in-memory model's."""
+    import sys
+    from collections import Counter
+
+    from tests.streaming import store_for
+    from tests.test_worker_stream import assert_redis_equals
+    from worker.config import environ_for
+    from worker.faults import FAULT_ENV
+
+    settings = make_settings(stack, isolated, **{"redis.cluster": True, "redis.port": redis_cluster,
+                                                  "model.rank": 8, "worker.batch_max_events": 300})
+    events = synthetic_events(3000, 250, 120, seed=42)
+    produce(settings, events)
+    cmd = [sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server", "--log-level",
+           "WARNING", "--idle-exit", "3"]
+    dying = subprocess.run(cmd, env={**environ_for(settings), FAULT_ENV: "after_writes@4"},
+                           timeout=180)
+    assert dying.returncode == -9  # killed by the fault hook, not finished
+    store = store_for(settings)
+    version = store.current_version()
+    assert version is not None
+    cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
+    assert cp.has_pending and cp.offset is not None and cp.pending_end is not None
+    assert cp.offset < cp.pending_end + 1 < len(events)  # writes landed, commit did not
+    assert subprocess.run(cmd, env=environ_for(settings), timeout=180).returncode == 0
+    cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
+    assert cp.offset == len(events) and not cp.has_pending
+    assert_redis_equals(settings, reference_model(settings, events))  # f, b, a bit for bit
+    n = {i: int(store.client.hget(store.keys.item(version, i), "n") or 0)
+         for i in {str(e["item_id"]) for e in events}}
+    assert n == Counter(str(e["item_id"]) for e in events)
+    pairs: dict[str, set[str]] = {}
+    for e in events:
+        pairs.setdefault(str(e["user_id"]), set()).add(str(e["item_id"]))
+    for user, items in pairs.items():
+        seen = store.client.hkeys(store.keys.seen(version, user))
+        assert {s.decode() for s in seen} == items, user

@@ -18,12 +18,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import Isolated, StackInfo, make_settings
 from tests.streaming import produce, store_for, synthetic_events
-from tests.tcp_proxy import TcpProxy
 from tests.test_system_of_record import wipe
 from tests.test_worker_stream import assert_redis_equals, reference_model
 from worker import faults
 from worker.config import Settings
 from worker.devstack import Stack, StackConfig
+from worker.devstack.proxy import TcpProxy
 from worker.runtime.loop import Worker
 from worker.stores.redis.store import dump_vectors
 

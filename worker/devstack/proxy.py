@@ -1,6 +1,7 @@
 """A TCP forwarder standing in for a failover address (a VIP, a cloud endpoint, a DNS name):
-clients keep one address while the server behind it changes. It forwards bytes to a real
-server and mocks nothing."""
+clients keep one address while the server behind it changes. Failover drills (the tests and
+``benchmarks/chaos_soak.py``) point workers at it and :meth:`TcpProxy.retarget` it to a promoted
+replica. It forwards bytes to a real server and mocks nothing."""
 
 from __future__ import annotations
 
