@@ -204,6 +204,11 @@ class ArchiveSettings(_Section):
     snapshot_interval_s: float = Field(
         60.0, ge=0, description="materialise and store a stream snapshot this often (0 = never)")
     snapshot_min_events: int = Field(1, ge=1, description="skip a snapshot with fewer new events")
+    allow_late_start: bool = Field(
+        False, description="archive a partition that has no checkpoint although Kafka's log of it "
+        "no longer starts at offset 0 (retention dropped its oldest events): the Cassandra log "
+        "then starts at Kafka's first offset. false = refuse that partition, with an ERROR line "
+        "and online_als_archive_log_gaps_total (alert OnlineAlsArchiveLogGap)")
 
 
 class MetricsSettings(_Section):

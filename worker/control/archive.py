@@ -9,6 +9,13 @@ buffer: after a crash or a Cassandra outage the archiver re-reads from the check
 rewrites the same blocks. So the log holds exactly the accepted events of each partition,
 contiguously, for the offsets ``[start_offset, next_offset)`` of ``archive_checkpoints``.
 
+A log that starts late is refused, loudly: a partition with no checkpoint whose Kafka log no
+longer starts at offset 0 (retention or ``delete_records`` dropped its oldest events), or whose
+checkpoint lies below Kafka's first offset, is logged at ERROR with its low watermark, counted
+in ``online_als_archive_log_gaps_total`` (alert ``OnlineAlsArchiveLogGap``) and not archived.
+``archive.allow_late_start = true`` accepts a log without a checkpoint that starts at the low
+watermark instead; a checkpoint below it is a hole in the log and is always refused.
+
 The archiver that owns partition 0 also takes stream snapshots of the serving version
 (:mod:`worker.control.materialize`), which bound the replay a restore or rollback needs.
 
@@ -24,7 +31,14 @@ import time
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from online_als.ratings import Ratings, object_ids
@@ -51,6 +65,8 @@ ARCHIVE_METRIC_NAMES = (
     "online_als_archive_conflicts_total",
     "online_als_archive_snapshots_total",
     "online_als_archive_snapshot_events",
+    "online_als_archive_log_gaps_total",
+    "online_als_archive_refused_partitions",
 )
 
 
@@ -80,6 +96,13 @@ class ArchiveMetrics:
         self.snapshot_offsets = Gauge("online_als_archive_snapshot_events",
                                       "Log offsets (summed) the newest stream snapshot reflects",
                                       registry=r)
+        self.log_gaps = Counter("online_als_archive_log_gaps_total",
+                                "Partitions found whose Kafka log no longer holds the offset the "
+                                "Cassandra log continues from (it would start late)",
+                                ["partition"], registry=r)
+        self.refused = Gauge("online_als_archive_refused_partitions",
+                             "Assigned partitions this archiver refuses to archive (log gap)",
+                             registry=r)
 
 
 class Archiver:
@@ -96,6 +119,7 @@ class Archiver:
         self._cass: Any = None
         self._consumer: Consumer | None = None
         self.positions: dict[int, int | None] = {}  # next offset to archive; None = first
+        self.refused: dict[int, int] = {}  # partition -> Kafka low watermark (a log gap)
         self.archived_total = 0
         self._mat: Any = None  # the materialised serving version (partition 0's owner)
         self._last_snapshot = time.monotonic()
@@ -160,7 +184,7 @@ class Archiver:
             while not self._stop.is_set():
                 msgs = kafka_io.consume_batch(self._consumer, a.batch_max_events,
                                               a.batch_max_wait_ms / 1000.0, self._on_kafka_error)
-                if msgs and self._archive(msgs) or not self.positions:
+                if msgs and self._archive(msgs) or not (self.positions or self.refused):
                     idle_since = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
@@ -185,17 +209,71 @@ class Archiver:
         assign = []
         for tp in partitions:
             r = ranges.get(tp.partition)
+            if not self._admit(consumer, tp.partition, r):
+                continue
             self.positions[tp.partition] = r.next if r else None
             assign.append(TopicPartition(self.topic, tp.partition,
                                          r.next if r else OFFSET_BEGINNING))
+        # Refused partitions stay assigned to this member (the group cannot give them to an
+        # archiver that would do better) but are never fetched.
         consumer.incremental_assign(assign)
-        log.info("archiving %s from %s", [tp.partition for tp in partitions],
+        log.info("archiving %s from %s", [tp.partition for tp in assign],
                  {p: self.positions[p] for p in sorted(self.positions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.positions.pop(tp.partition, None)
+            self.refused.pop(tp.partition, None)
+        self.metrics.refused.set(len(self.refused))
         consumer.incremental_unassign(partitions)
+
+    def _low_watermark(self, consumer: Consumer, p: int) -> int:
+        """Kafka's first offset of partition ``p`` (a broker round trip, retried; an archiver
+        that cannot learn it fails rather than guess where the log starts)."""
+        for attempt in range(3):
+            try:
+                low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                        timeout=10.0, cached=False)
+                return int(low)
+            except KafkaException as exc:
+                if attempt == 2:
+                    raise RuntimeError(f"kafka {self.settings.kafka.bootstrap_servers}: cannot "
+                                       f"read the first offset of {self.topic}[{p}]: {exc}") from exc
+                log.warning("kafka %s: reading the first offset of %s[%d] failed (%s); retrying",
+                            self.settings.kafka.bootstrap_servers, self.topic, p, exc)
+        raise AssertionError("unreachable")
+
+    def _admit(self, consumer: Consumer, p: int, r: Any) -> bool:
+        """Whether partition ``p`` can be archived from its checkpoint ``r`` (None: none):
+        False, with an ERROR line and the gap metric, when Kafka no longer holds the offset
+        the log must continue from."""
+        start = r.next if r is not None else 0
+        low = self._low_watermark(consumer, p)
+        if low <= start:
+            return True
+        self.metrics.log_gaps.labels(str(p)).inc()
+        where = f"kafka {self.settings.kafka.bootstrap_servers} {self.topic}[{p}]"
+        if r is None and self.settings.archive.allow_late_start:
+            log.error("%s has no archive checkpoint and its log starts at offset %d, not 0 "
+                      "(retention dropped offsets 0..%d): archiving from %d because "
+                      "archive.allow_late_start is set; the Cassandra log starts late",
+                      where, low, low - 1, low)
+            return True
+        if r is None:
+            log.error("%s has no archive checkpoint and its log starts at offset %d, not 0 "
+                      "(retention dropped offsets 0..%d): refusing to write a Cassandra log "
+                      "that starts late. Restore the keyspace's archive_checkpoints from a "
+                      "backup, or set archive.allow_late_start = true to accept a log that "
+                      "starts at %d", where, low, low - 1, low)
+        else:
+            log.error("%s: the archive checkpoint is %d but Kafka's log starts at %d: offsets "
+                      "%d..%d expired before they were archived, so the Cassandra log would "
+                      "have a hole; refusing to archive this partition (raise the topic's "
+                      "retention, then rebuild the log from a source that still has them)",
+                      where, r.next, low, r.next, low - 1)
+        self.refused[p] = low
+        self.metrics.refused.set(len(self.refused))
+        return False
 
     def _archive(self, msgs: list[Message]) -> bool:
         fresh = [m for m in msgs if m.partition() in self.positions
@@ -247,11 +325,20 @@ class Archiver:
             lo = hi + 1
 
     def _reposition(self, p: int) -> None:
+        """Continue ``p`` from the stored checkpoint (after a refused move: another archiver
+        moved it, or Cassandra lost it). A checkpoint that vanished means the beginning of
+        Kafka's log, never the consumer's current position: that would start the log late."""
         ranges = self._with_cassandra("read checkpoints", lambda c: c.archive_ranges(self.topic))
         r = ranges.get(p)
+        if self._consumer is None:
+            self.positions[p] = r.next if r else None
+            return
+        if not self._admit(self._consumer, p, r):
+            self.positions.pop(p, None)
+            self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
+            return
         self.positions[p] = r.next if r else None
-        if self._consumer is not None and r is not None:
-            self._consumer.seek(TopicPartition(self.topic, p, r.next))
+        self._consumer.seek(TopicPartition(self.topic, p, r.next if r else OFFSET_BEGINNING))
 
     def _probe_lag(self) -> None:
         now = time.monotonic()
