@@ -25,12 +25,16 @@ log = logging.getLogger("online_als.ops")
 
 
 @contextmanager
-def _stores(settings: Settings) -> Any:
+def _stores(settings: Settings, migrated: list[int] | None = None) -> Any:
+    """Redis and a migrated Cassandra; ``migrated`` receives the migrations applied now (1
+    among them: the keyspace did not exist)."""
     from worker.stores.cassandra.store import CassandraStore
 
     store = RedisStore.from_settings(settings.redis)
     with CassandraStore(settings.cassandra) as cass:
-        cass.migrate()
+        applied = cass.migrate()
+        if migrated is not None:
+            migrated.extend(applied)
         yield store, cass
 
 
@@ -115,13 +119,15 @@ def _restore(args: argparse.Namespace) -> int:
     from worker.control.lifecycle import load_lock, restore
 
     settings = settings_from(args)
-    with _stores(settings) as (store, cass), load_lock(store, wait_s=600) as held:
+    migrated: list[int] = []
+    with _stores(settings, migrated) as (store, cass), load_lock(store, wait_s=600) as held:
         if not held:
             print("online-als restore: another process is loading a version; try again later")
             return EXIT_DOWN
         try:
-            report = restore(settings, cass, store, force=args.force)
-        except LookupError as exc:
+            report = restore(settings, cass, store, force=args.force,
+                             keyspace_created=1 in migrated)
+        except LookupError as exc:  # the message says what Cassandra holds and what to do
             print(f"online-als restore: {exc}")
             return EXIT_DOWN
     emit(args, report.to_dict(), lambda r: (

@@ -19,13 +19,17 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from worker.config import Settings
+
+# Re-exported: callers take the leases from the lifecycle, as before they had a module.
+from worker.control.leases import LeaseHeld as LeaseHeld
+from worker.control.leases import load_lock as load_lock
+from worker.control.leases import retrain_lock as retrain_lock
 from worker.stores.redis.bulk_load import delete_namespace, load_version
 from worker.stores.redis.keys import FORMAT_VERSION
 from worker.stores.redis.store import RedisStore
@@ -75,14 +79,15 @@ def switch(store: RedisStore, cass: Any, expected: int | None, version: int, rea
     log.info("serving version %s -> %d (%s)", expected, version, reason)
 
 
-def _bump_counter(store: RedisStore, cass: Any) -> None:
-    """Never hand out a version number Cassandra already knows."""
-    if cass is None:
-        return
-    highest = max([v.version for v in cass.list_versions()], default=0)
-    counter = store.keys.version_counter()
-    if int(store.client.get(counter) or 0) < highest:
-        store.client.set(counter, highest)
+def allocate_version(store: RedisStore, cass: Any) -> int:
+    """A new version number that Cassandra does not know: the Redis counter, raised first to
+    the highest version in ``model_versions``. Redis restarted from an old RDB or a promoted
+    replica can hand the counter back in time; without the floor the next retrain would find
+    its number taken (``VersionConflict``) only after its whole fit."""
+    floor = 0
+    if cass is not None:  # the table is small: retention keeps a handful of versions
+        floor = max((v.version for v in cass.list_versions()), default=0)
+    return store.allocate_version(floor)
 
 
 def bootstrap(settings: Settings, store: RedisStore, cass: Any = None) -> int:
@@ -90,8 +95,7 @@ def bootstrap(settings: Settings, store: RedisStore, cass: Any = None) -> int:
     current = store.current_version()
     if current is not None:
         return current
-    _bump_counter(store, cass)
-    version = store.allocate_version()
+    version = allocate_version(store, cass)
     m = settings.model
     delete_namespace(store, version)  # keys a writer left after a wipe must not leak in
     store.write_meta(version, {"mode": m.mode, "rank": m.rank, "global_mean": m.global_mean,
@@ -157,16 +161,19 @@ def load_from_cassandra(settings: Settings, cass: Any, store: RedisStore, versio
                       mat.replayed, upto, time.perf_counter() - t0)
 
 
-def restore(settings: Settings, cass: Any, store: RedisStore, force: bool = False) -> LoadReport:
+def restore(settings: Settings, cass: Any, store: RedisStore, force: bool = False,
+            keyspace_created: bool | None = None) -> LoadReport:
     """Rebuild the serving version in Redis from Cassandra and point at it (the caller holds
-    :func:`load_lock`)."""
+    :func:`load_lock`). With nothing to restore, the LookupError says what Cassandra holds
+    and what to do (``keyspace_created``: the caller's migrate just created the keyspace)."""
     current = store.current_version()
     if current is not None and not force:
         raise RuntimeError("Redis already holds a current model version; use --force to replace")
     version = serving_version(cass)
     if version is None:
-        raise LookupError("Cassandra holds no promoted model version to restore")
-    _bump_counter(store, cass)
+        from worker.control.restore_report import nothing_to_restore
+
+        raise LookupError(nothing_to_restore(settings, cass, keyspace_created))
     report = load_from_cassandra(settings, cass, store, version, "restore")
     store.write_meta(version, {"status": "serving"})
     switch(store, None, current, version, "restore from Cassandra", "online-als restore")
@@ -177,55 +184,7 @@ def restore(settings: Settings, cass: Any, store: RedisStore, force: bool = Fals
     return report
 
 
-# -- retrain: lock, promotion, failure ---------------------------------------------------
-@contextlib.contextmanager
-def _lease(store: RedisStore, key: str, ttl_s: float, wait_s: float) -> Iterator[bool]:
-    """Hold ``key`` (SET NX PX) while the block runs, renewed every ttl/3, so it expires soon
-    after the holder dies. Yields False when it could not be had within ``wait_s``."""
-    token, ttl_ms = uuid.uuid4().hex, max(1000, int(ttl_s * 1000))
-    deadline = time.monotonic() + wait_s
-    while not (got := bool(store.client.set(key, token, nx=True, px=ttl_ms))):
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(ttl_s / 3):
-            with contextlib.suppress(Exception):
-                if store.client.get(key) == token.encode():
-                    store.client.pexpire(key, ttl_ms)
-
-    if got:
-        threading.Thread(target=renew, name=f"lease {key}", daemon=True).start()
-    try:
-        yield got
-    finally:
-        done.set()
-        if got:
-            with contextlib.suppress(Exception):
-                if store.client.get(key) == token.encode():
-                    store.client.delete(key)
-
-
-@contextlib.contextmanager
-def load_lock(store: RedisStore, wait_s: float = 0.0, ttl_s: float = 60.0) -> Iterator[bool]:
-    """Serialises loading versions from Cassandra into Redis (restore, rollback): two loads
-    of one namespace at once would delete each other's keys. True to the holder."""
-    with _lease(store, store.keys.restore_lock(), ttl_s, wait_s) as got:
-        yield got
-
-
-@contextlib.contextmanager
-def retrain_lock(store: RedisStore, ttl_s: float) -> Iterator[None]:
-    """Only one retrain at a time; the lease is renewed while it runs and expires soon after
-    the process dies, so the next retrain can clean up after a killed one."""
-    with _lease(store, store.keys.retrain_lock(), ttl_s, 0.0) as got:
-        if not got:
-            raise RuntimeError("another retrain is running (its lock is held); try again later")
-        yield
-
-
+# -- retrain: promotion, failure (the retrain and load leases: worker.control.leases) --
 def fail(store: RedisStore, cass: Any, version: int, reason: str) -> None:
     """Mark ``version`` failed (if it never served) and remove its Redis namespace."""
     if store.current_version() == version:

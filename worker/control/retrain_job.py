@@ -297,6 +297,9 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
     if not cutoff or (not force and new_ratings < r.min_new_ratings):
         report.reason = f"only {new_ratings} new ratings (< {r.min_new_ratings})"
         return report
+    # The number first, above every version Cassandra knows: a counter Redis handed back in
+    # time must not surface as a VersionConflict after the whole fit.
+    version = lifecycle.allocate_version(store, cass)
     boundary = _boundaries(cutoff, r.holdout_fraction, r.holdout_min_events)
     report.boundary = boundary
     holdout: list[Ratings] = []
@@ -330,7 +333,6 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
     phases.done("evaluate")
     from worker.stores.cassandra.store import ModelVersion
 
-    version = store.allocate_version()
     report.version = version
     user_ids, item_ids = result.users.id_list(), result.items.id_list()
     cass.create_version(ModelVersion(
