@@ -22,6 +22,7 @@ from worker.control import lifecycle
 from worker.runtime.applier import BatchApplier, decode_config, decode_messages
 from worker.runtime.commit import CommitProtocol, Fenced
 from worker.stores import kafka as kafka_io
+from worker.stores.redis.keys import FIELD_OFFSET_PREFIX
 from worker.stores.redis.store import RedisStore, dump_vectors
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
@@ -161,6 +162,55 @@ def test_a_stale_owner_is_fenced_and_cannot_rewind_the_checkpoint(
     n = sum(int(store.client.hget(store.keys.item(version, i), "n") or 0)
             for i in {str(e["item_id"]) for e in events})
     assert n == 60
+
+
+def test_a_stale_owner_whose_intent_was_accepted_lands_only_the_batch_the_new_owner_recovers(
+        stack: StackInfo, isolated: Isolated) -> None:
+    """docs/exactly-once.md, Limits: the old owner's intent is accepted, then the group moves
+    the partition (the new owner takes it at the fault point right after that intent), and
+    the old owner's vector writes still land. They are the batch the new owner recovers from
+    the intent, so the per-key guards make them harmless: the old commit is refused, and
+    the end state is the uninterrupted one, bit for bit."""
+    from tests.test_worker_stream import assert_redis_equals
+    from worker import faults
+
+    settings = make_settings(stack, isolated, **{"model.rank": 8})
+    events = synthetic_events(60, 10, 5, seed=5)
+    produce(settings, events)
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(settings.kafka.topic, 0, 0)])
+    msgs: list[Any] = []
+    while len(msgs) < 60:
+        msgs += [m for m in consumer.consume(60, timeout=1.0) if m.error() is None]
+    consumer.close()
+    store = store_for(settings)
+    version = lifecycle.bootstrap(settings, store)
+    applier = BatchApplier(store, settings.model, settings.kafka.topic)
+    state = applier.load_version(version)
+    old = CommitProtocol(store, applier, settings.kafka.topic, owner="old")
+    old.assign(version, [0])
+    _apply(old, settings, state, msgs[:20])
+    new = CommitProtocol(store, applier, settings.kafka.topic, owner="new")
+    faults.arm("after_intent", lambda: new.assign(version, [0]))
+    try:
+        with pytest.raises(Fenced):
+            _apply(old, settings, state, msgs[20:40])  # intent accepted, writes land, commit refused
+    finally:
+        faults.disarm()
+    assert new.pending, "the new owner found no intent to recover"
+    written = [i for i in {str(e["item_id"]) for e in events[20:40]}
+               if store.client.hget(store.keys.item(version, i), FIELD_OFFSET_PREFIX + "0")
+               is not None]
+    assert written, "the stale owner's writes did not land"
+    _apply(new, settings, state, msgs[20:])  # the recovery of 20..39
+    _apply(new, settings, state, [])  # 40.. carried over
+    cp = store.read_checkpoints(version, settings.kafka.topic, [0])[0]
+    assert cp.offset == 60 and not cp.has_pending
+    n = sum(int(store.client.hget(store.keys.item(version, i), "n") or 0)
+            for i in {str(e["item_id"]) for e in events})
+    assert n == 60
+    assert_redis_equals(settings, reference_model(settings, events))
 
 
 def test_three_workers_killed_mid_batch_keep_counts_exact(

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
@@ -18,40 +17,46 @@ from tests.streaming import (
 )
 from tests.test_worker_stream import assert_redis_equals, reference_model
 from worker.config import environ_for
+from worker.faults import FAULT_ENV
+from worker.stores.redis.store import Checkpoint
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 
-def test_sigkill_during_stream_reaches_the_uninterrupted_state(
-        stack: StackInfo, isolated: Isolated) -> None:
-    settings = make_settings(stack, isolated, **{"model.rank": 16, "worker.batch_max_events": 300})
+@pytest.mark.parametrize("learner", ["adaptive", "sgd"])
+def test_sigkill_at_each_commit_step_reaches_the_uninterrupted_state(
+        stack: StackInfo, isolated: Isolated, learner: str) -> None:
+    """kill -9 (the fault hook of worker/faults.py) right after an intent, right after a
+    batch's writes, and right after a commit; each restart recovers what the kill left, and
+    the end state is the uninterrupted run's, bit for bit (f, b and the learner's a)."""
+    settings = make_settings(stack, isolated, **{"model.rank": 16, "worker.batch_max_events": 300,
+                                                  "model.learner": learner})
     events = synthetic_events(12_000, 800, 400, seed=7)
     produce(settings, events)
     env = environ_for(settings)
     cmd = [sys.executable, "-m", "worker.cli", "worker", "--no-metrics-server", "--log-level",
            "WARNING", "--idle-exit", "4"]
     store = store_for(settings)
-    rng = np.random.default_rng(3)
 
-    def applied_offset() -> int:
+    def checkpoint() -> Checkpoint:
         version = store.current_version()
-        if version is None:
-            return 0
-        return store.read_checkpoints(version, settings.kafka.topic, [0])[0].offset or 0
+        assert version is not None
+        return store.read_checkpoints(version, settings.kafka.topic, [0])[0]
 
-    kills = 0
-    for target in sorted(rng.integers(1_000, 10_000, size=3).tolist()):
-        proc = subprocess.Popen(cmd, env=env)
-        reached = wait_for(lambda t=target: applied_offset() >= t, timeout_s=120, interval_s=0.01)
-        time.sleep(float(rng.uniform(0, 0.05)))  # land anywhere inside a batch
-        proc.kill()
-        proc.wait()
-        kills += int(reached)
-    assert kills >= 2, "the worker never got far enough to be killed mid-stream"
+    left: Checkpoint | None = None
+    for point in ("after_intent@4", "after_writes@6", "after_commit@5"):
+        run = subprocess.run(cmd, env={**env, FAULT_ENV: point}, timeout=300)
+        assert run.returncode == -9, f"{point}: the fault hook did not fire"
+        cp = checkpoint()
+        if left is not None and left.has_pending:  # this run recovered the last one's batch
+            assert left.pending_end is not None and (cp.offset or 0) > left.pending_end
+        # a kill before the commit leaves the batch pending; after it, nothing pending
+        assert cp.has_pending == (not point.startswith("after_commit")), point
+        left = cp
     final = subprocess.run(cmd, env=env, timeout=300)
     assert final.returncode == 0
-    assert applied_offset() == len(events)
+    assert checkpoint().offset == len(events) and not checkpoint().has_pending
     assert_redis_equals(settings, reference_model(settings, events))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,7 @@ def test_two_workers_share_items_without_losing_or_doubling_updates(
     for _, thread in workers:
         thread.join(180)
     assert sum(w.applied_total for w, _ in workers) == len(events)
+    assert all(w.applied_total > 0 for w, _ in workers), "one worker applied everything"
     store = store_for(settings)
     version = store.current_version()
     assert version is not None
@@ -36,5 +39,6 @@ def test_two_workers_share_items_without_losing_or_doubling_updates(
     counts = [int(store.client.hget(store.keys.item(version, i), "n") or 0) for i in ids]
     # every event incremented its item's count exactly once, whichever worker applied it
     assert sum(counts) == len(events)
+    assert dict(zip(ids, counts, strict=True)) == Counter(str(e["item_id"]) for e in events)
     assert set(ids) == {str(e["item_id"]) for e in events}
     assert np.isfinite(factors).all()
