@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Isolated, StackInfo, make_settings
-from tests.streaming import produce, start_worker_thread, store_for, synthetic_events
+from tests.streaming import produce, start_worker_thread, store_for, synthetic_events, wait_for
 from worker.stores.redis.store import dump_vectors
 
 pytestmark = pytest.mark.stack
@@ -19,10 +19,13 @@ def test_two_workers_share_items_without_losing_or_doubling_updates(
     settings = make_settings(stack, isolated, **{"kafka.partitions": 4, "model.rank": 8,
                                                   "worker.batch_max_events": 200})
     events = synthetic_events(8000, 400, 60, seed=21)  # few items: heavily shared
-    produce(settings, events, partitions=4)
+    produce(settings, events[:1], partitions=4)  # the topic, before the group forms
     workers = [start_worker_thread(settings.model_copy(update={
         "worker": settings.worker.model_copy(update={"name": f"w{j}"})}), idle_exit_s=6)
         for j in range(2)]
+    # both members hold partitions before the stream starts, so both apply events
+    assert wait_for(lambda: all(w.commit.positions for w, _ in workers), timeout_s=60)
+    produce(settings, events[1:], partitions=4)
     for _, thread in workers:
         thread.join(180)
     assert sum(w.applied_total for w, _ in workers) == len(events)
