@@ -13,10 +13,13 @@ found at assignment. One batch goes through numbered steps:
                of the batch may be recovered elsewhere: every (key, partition) pair is guarded
                on its own, so nothing is applied twice and nothing is lost).
 3. **compute** read + kernel (:meth:`BatchApplier.prepare`); recovery reads before-images.
-4. **intent**  ``pending_end``/``pending_batch`` per partition, fenced.
+4. **intent**  ``pending_end``/``pending_batch`` per partition, fenced, and compared: the
+               stored offset must equal this process's position, else Redis went back in
+               time (:class:`Regressed`: nothing is written; the caller repositions).
 5. **write**   idempotent vector, seen and index writes (one pipeline; per slot on a cluster).
-6. **commit**  checkpoint ``offset = end + 1`` per partition, fenced and only forward;
-               the intent is cleared only if it is this batch's.
+6. **commit**  checkpoint ``offset = end + 1`` per partition, fenced and compared like 4,
+               after every write returned (a phase of its own on a cluster); the intent
+               is cleared only if it is this batch's.
 
 Steps 5 and 6 go to Redis together, in order, on one connection (:class:`ScriptBatch`):
 :meth:`CommitProtocol.start` returns once the intent is in Redis and the writes are sent, so
