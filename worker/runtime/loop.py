@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -40,6 +39,7 @@ from worker.runtime.commit import CommitProtocol, Fenced, InFlight, Regressed, S
 from worker.runtime.dead_letters import DeadLetterSink, DeadLetterUndelivered
 from worker.runtime.grams import gram_serial, refresh_grams
 from worker.runtime.observe import count_known, observe_batch, probe_lag
+from worker.runtime.partitions import PartitionOwnership
 from worker.runtime.redis_retry import RedisRetry
 from worker.stores import kafka as kafka_io
 from worker.stores.redis.store import RedisStore
@@ -47,7 +47,7 @@ from worker.stores.redis.store import RedisStore
 log = logging.getLogger("online_als.worker")
 
 
-class Worker:
+class Worker(PartitionOwnership):
     """One worker process of the consumer group.
 
     ``run(idle_exit_s=...)`` returns after that many idle seconds (burst mode for tests and
@@ -76,10 +76,8 @@ class Worker:
         self._last_lag_probe = 0.0
         self._lag_probes = 0
         self._inflight: tuple[InFlight, float] | None = None  # a batch whose writes are in Redis's hands
-        # fenced partitions the group may still count as ours: taken back after the next
-        # consume() unless a revoke came (partition -> consume() calls since the fence)
         self._parked: dict[int, int] = {}
-        self._regressed: Regressed | None = None  # Redis went back in time: reposition first
+        self._regressed: Regressed | None = None
         self._last_heartbeat = 0.0
         self._last_kafka_log = 0.0
         self._paused = False
@@ -180,26 +178,6 @@ class Worker:
                      self.applied_total, self.dead_lettered_total)
 
     # -- rebalance ------------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drain()  # rebalances happen between batches, never during one
-        assert self._state is not None
-        ids = [tp.partition for tp in partitions]
-        version = self._state.version
-        starts = self._with_redis_retry(lambda: self.commit.assign(version, ids))
-        consumer.incremental_assign([
-            TopicPartition(self.topic, p, s if s is not None else OFFSET_BEGINNING)
-            for p, s in starts.items()])
-        self._set_ready(True)
-        log.info("assigned %s (pending recovery: %s)", ids, sorted(self.commit.pending))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drain()
-        for tp in partitions:
-            self.metrics.forget_partition(self.topic, tp.partition)
-        self.commit.revoke([tp.partition for tp in partitions])
-        consumer.incremental_unassign(partitions)
-        log.info("revoked %s", [tp.partition for tp in partitions])
-
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.metrics.set_server_up("kafka", False)
         self.metrics.reconnects.labels("kafka").inc()
@@ -248,25 +226,6 @@ class Worker:
             self._publish_version()
         self._reposition(self.commit.reset())
         return True
-
-    def _reposition(self, partitions: list[int]) -> None:
-        """Take ``partitions`` again at the checkpoints Redis holds now (own, read, seek)."""
-        if partitions and self._consumer is not None:
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            self._consumer.incremental_unassign(tps)
-            self._on_assign(self._consumer, tps)
-
-    def _set_ready(self, ready: bool) -> None:
-        if self.server is not None:
-            self.server.ready = ready
-
-    def _update_ready(self) -> None:
-        """/readyz: ready while every partition the group assigned here is being consumed."""
-        if self.server is None or self._consumer is None or not self.server.ready:
-            return
-        assigned = {tp.partition for tp in self._consumer.assignment()}
-        if not assigned <= set(self.commit.positions):
-            self.server.ready = False
 
     def _publish_version(self) -> None:
         assert self._state is not None
@@ -368,39 +327,6 @@ class Worker:
             self._observe(batch, result, time.perf_counter() - t0)
         self._commit_informational(flight.decoded.ends)
         self.metrics.last_checkpoint.set(time.time())
-
-    def _on_fenced(self, exc: Fenced) -> None:
-        self.metrics.fenced_writes.inc()
-        log.error("%s; this worker dropped its batch for them (a zombie past "
-                  "max.poll.interval.ms?) and takes them back only if the group still assigns "
-                  "them here after its next poll", exc)
-        self._parked.update(dict.fromkeys(exc.partitions, 0))
-        self._set_ready(False)
-
-    def _on_regressed(self, exc: Regressed) -> None:
-        """Stop writing: the loop repositions every partition before its next batch."""
-        self.metrics.redis_regressions.inc()
-        self.commit.carry = []
-        self._regressed = exc
-
-    def _take_back_parked(self) -> None:
-        """A fenced partition that the group still assigns here after a poll is ours: a revoke
-        would have come with that poll had another member taken it. Take it again (own, read,
-        seek) so that no partition stays assigned and unconsumed."""
-        if not self._parked or self._consumer is None:
-            return
-        held = {tp.partition for tp in self._consumer.assignment()}
-        for p in list(self._parked):
-            self._parked[p] += 1
-            if p not in held or p in self.commit.positions:
-                del self._parked[p]
-        due = sorted(p for p, polls in self._parked.items() if polls >= 2)
-        if due:
-            log.warning("partitions %s were fenced but the group still assigns them to this "
-                        "worker; taking them back at their stored checkpoints", due)
-            for p in due:
-                del self._parked[p]
-            self._reposition(due)
 
     def _dead_letter(self, msgs: list[Message], rejects: list[Any]) -> None:
         assert self._dlq is not None
