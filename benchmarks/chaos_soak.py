@@ -184,8 +184,8 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     plan: list[tuple[float, str]] = [(float(f), "kill") for f in rng.uniform(0.05, 0.95, a.kills)]
     plan += [(0.2, "kafka"), (0.25, "redis-save"), (0.3, "retrain-killed"), (0.4, "retrain"),
-             (0.45, "redis-rdb"), (0.5, "wipe"), (0.55, "replica-cut"), (0.6, "cassandra"),
-             (0.7, "redis-failover"), (0.85, "rollback")]
+             (0.45, "redis-rdb"), (0.5, "wipe"), (0.55, "replica-cut"), (0.62, "redis-failover"),
+             (0.7, "cassandra"), (0.85, "rollback")]
     plan.sort()
     log: list[str] = []
     env = environ_for(s)
