@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from worker import faults
 from worker.config import Settings
 from worker.devstack import Stack, StackConfig
 from worker.devstack.proxy import TcpProxy
+from worker.metrics import WorkerMetrics
 from worker.runtime.loop import Worker
 from worker.stores.redis.store import dump_vectors
 
@@ -244,10 +247,29 @@ def test_a_fenced_partition_the_group_still_assigns_is_taken_back(
         version = store.current_version()
         store.client.hset(store.keys.checkpoint(version, settings.kafka.topic, 0),  # type: ignore[arg-type]
                           "owner", "a-zombie")
+    metrics = WorkerMetrics()
+    server = metrics.serve("127.0.0.1", 0)
+    readyz: list[tuple[str, int]] = []
+
+    def probe(when: str) -> None:
+        try:
+            code = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz").status
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+        readyz.append((when, code))
+
     faults.arm("after_intent", foreign_owner, nth=8)
-    workers = run_workers(settings, 1)
+    faults.arm("after_fence", lambda: probe("fenced"))
+    plan = on_commits({12: lambda: probe("taken back")})
+    worker = Worker(settings, metrics, server)
+    thread = threading.Thread(target=worker.run, kwargs={"idle_exit_s": 4.0}, daemon=True)
+    thread.start()
+    thread.join(180)
+    assert not thread.is_alive() and not plan
     assert_invariants(settings, events, 1, exact=True)
-    assert workers[0].commit.fenced_total >= 1
+    assert worker.commit.fenced_total >= 1
+    # unready while the fenced partition is not consumed, ready again once taken back
+    assert readyz == [("fenced", 503), ("taken back", 200)]
 
 
 def test_a_stall_past_the_socket_timeout_logs_one_line_and_one_on_recovery(

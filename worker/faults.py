@@ -5,7 +5,9 @@ A point is a place in :mod:`worker.runtime.commit` / :mod:`worker.stores.redis.s
 - ``after_intent``: the intent of a batch is in Redis, none of its writes are sent;
 - ``after_writes``: every write of the batch returned, its commit step is not sent yet
   (on a Redis Cluster as on one Redis: the commit is a phase of its own);
-- ``after_commit``: the commit step returned, the worker has not moved its positions.
+- ``after_commit``: the commit step returned, the worker has not moved its positions;
+- ``after_fence``: the worker has just dropped a fenced batch (its partitions not consumed
+  until taken back or revoked).
 
 A test arms a point in two ways: in a worker subprocess with the environment variable
 ``ONLINE_ALS_FAULT=<point>`` or ``<point>@<n>`` (the process kills itself with SIGKILL the
@@ -35,7 +37,7 @@ from typing import Any
 log = logging.getLogger("online_als.faults")
 
 FAULT_ENV = "ONLINE_ALS_FAULT"
-POINTS = ("after_intent", "after_writes", "after_commit")
+POINTS = ("after_intent", "after_writes", "after_commit", "after_fence")
 
 _armed: dict[str, tuple[int | None, Callable[..., Any]]] = {}
 _seen: dict[str, int] = {}

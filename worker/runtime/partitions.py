@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from worker import faults
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.runtime.applier import VersionState
 from worker.runtime.commit import CommitProtocol, Fenced, Regressed
@@ -85,6 +86,7 @@ class PartitionOwnership:
                   "them here after its next poll", exc)
         self._parked.update(dict.fromkeys(exc.partitions, 0))
         self._set_ready(False)
+        faults.reached("after_fence")
 
     def _on_regressed(self, exc: Regressed) -> None:
         """Stop writing: the loop repositions every partition before its next batch."""
