@@ -132,11 +132,15 @@ class MatrixBuilder:
         items: IdMap | None = None,
         ids_are_rows: bool = False,
         compact_min: int = 1 << 20,
+        keep_zeros: bool = False,
     ) -> None:
         if duplicates not in ("sum", "last"):
             raise ValueError(f"duplicates must be 'sum' or 'last', got {duplicates!r}")
         self.duplicates: Duplicates = duplicates
         self.ids_are_rows = ids_are_rows
+        # summed weights that cancel out (a like and a dislike) are dropped from a training
+        # matrix, but a seen-history keeps them: the user did interact with the item
+        self.keep_zeros = keep_zeros
         if ids_are_rows:
             self.users, self.items = users, items
         else:
@@ -220,7 +224,7 @@ class MatrixBuilder:
         self._compact()
         self._built = True
         keys, vals = self._keys, self._vals
-        if self.duplicates == "sum":
+        if self.duplicates == "sum" and not self.keep_zeros:
             keep = vals != 0.0
             if not keep.all():
                 keys, vals = keys[keep], vals[keep]
@@ -258,14 +262,17 @@ def build_matrix(
     items: IdMap | None = None,
     ids_are_rows: bool = False,
     shape: tuple[int, int] | None = None,
+    keep_zeros: bool = False,
 ) -> RatingMatrix:
     """Build a :class:`RatingMatrix` from :class:`~online_als.ratings.Ratings` or
     ``(user_ids, item_ids, values)`` chunks.
 
     ``duplicates="sum"`` for implicit weights, ``"last"`` for explicit ratings (see the
     module docstring). ``users``/``items`` (updated in place) keep existing rows.
+    ``keep_zeros`` keeps summed weights of 0 as explicit entries (a seen-history).
     """
-    builder = MatrixBuilder(duplicates, users=users, items=items, ids_are_rows=ids_are_rows)
+    builder = MatrixBuilder(duplicates, users=users, items=items, ids_are_rows=ids_are_rows,
+                            keep_zeros=keep_zeros)
     for chunk in chunks:
         if isinstance(chunk, Ratings):
             builder.add(chunk.user_ids, chunk.item_ids, chunk.values)

@@ -214,7 +214,8 @@ def rebuild(cass: Any, settings: Settings, mat: Materialized, upto: dict[int, in
     dup: Literal["sum", "last"] = "last" if s.mode == "explicit" else "sum"
     users, items = IdMap.from_list(s.users.to_list()), IdMap.from_list(s.items.to_list())
     counter = ItemEventCounter(items)
-    hist = build_matrix(counter.chunks(replay_chunks(mat, chunks)), dup, users=users, items=items)
+    hist = build_matrix(counter.chunks(replay_chunks(mat, chunks)), dup, users=users, items=items,
+                        keep_zeros=True)  # the worker's seen-hashes keep a net weight of 0
     mat.offsets = {**mat.offsets, **upto}
     # map the builder's rows and columns (first seen in the log) to the model's order
     n_users, n_items = s.n_users, s.n_items
