@@ -36,6 +36,7 @@ from worker.cli.ops_cli import (
     add_snapshots_parser,
 )
 from worker.cli.produce import add_produce_parser
+from worker.cli.serve_cli import add_attributes_parser, add_serve_parser
 from worker.cli.serving_cli import add_recommend_parser, add_similar_parser
 from worker.cli.simulate_cli import add_simulate_parser
 from worker.config import ConfigError
@@ -95,6 +96,8 @@ SUBCOMMANDS: dict[str, Callable[[Any], object]] = {
     "produce": add_produce_parser,
     "recommend": add_recommend_parser,
     "similar": add_similar_parser,
+    "serve": add_serve_parser,
+    "attributes": add_attributes_parser,
 }
 
 

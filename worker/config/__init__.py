@@ -22,6 +22,7 @@ from worker.config.sections import (
     MetricsSettings,
     ModelSettings,
     RetrainSettings,
+    ServeSettings,
     Settings,
     WorkerSettings,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "ModelSettings",
     "RedisSettings",
     "RetrainSettings",
+    "ServeSettings",
     "Settings",
     "WorkerSettings",
     "environ_for",

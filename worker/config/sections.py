@@ -217,6 +217,20 @@ class MetricsSettings(_Section):
     pushgateway: str | None = None
 
 
+class ServeSettings(_Section):
+    """``online-als serve``: the HTTP API over the serving client (docs/serving.md#http-api)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=256, description="processes behind the one port")
+    refresh_s: float = Field(1.0, gt=0, description="check <P>:current and the attribute "
+                             "serial this often (a version switch is served within it)")
+    reload_items_s: float = Field(60.0, gt=0, description="reload the serving version's "
+                                  "items this often (the workers update them in place)")
+    max_n: int = Field(1000, ge=1, le=100_000, description="largest n a request may ask for")
+    max_ids: int = Field(10_000, ge=1, description="most ids in one include/exclude/items list")
+
+
 class Settings(_Section):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -226,6 +240,7 @@ class Settings(_Section):
     retrain: RetrainSettings = RetrainSettings()
     archive: ArchiveSettings = ArchiveSettings()
     metrics: MetricsSettings = MetricsSettings()
+    serve: ServeSettings = ServeSettings()
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret masked (safe to log)."""

@@ -6,7 +6,7 @@ indexes (:class:`VersionCache`), a user as read (:class:`UserRecord`), the fold-
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +21,7 @@ from online_als.ratings import object_ids
 from online_als.serving import (
     SimilarityIndex,
     gram,
+    predict_explicit,
 )
 from online_als.serving.prefilter import QuantizedItems
 from online_als.serving.topn import Allow
@@ -225,6 +226,22 @@ class VersionCache:
         mask = np.zeros(len(self), dtype=bool)
         mask[self.known_rows(flt)] = True
         return mask
+
+    def scores(self, user: UserRecord, item_ids: Sequence[str]) -> F64:
+        """Scores of ``user`` for ``item_ids`` (explicit falls back to the biases; implicit 0)."""
+        rows = self.rows_for(item_ids)
+        if self.explicit:
+            vec = user.vector if user.vector is not None else np.zeros(self.rank, np.float32)
+            u_rows = np.full(rows.size, 0 if user.vector is not None else -1, dtype=np.int64)
+            return predict_explicit(u_rows, rows, vec[None, :], np.array([user.bias], np.float32),
+                                    self.item_f, self.item_b, self.global_mean
+                                    ).astype(np.float64)
+        out = np.zeros(rows.size, dtype=np.float64)
+        if user.vector is not None:
+            known = rows >= 0
+            out[known] = self.item_f[rows[known]].astype(np.float64) @ user.vector.astype(
+                np.float64)
+        return out
 
     def pairs(self, rows: I64, scores: npt.ArrayLike) -> list[tuple[str, float]]:
         s = np.asarray(scores, dtype=np.float64).tolist()

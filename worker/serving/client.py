@@ -17,8 +17,7 @@ Example (needs a running stack with a model in Redis)::
     >>> client = ServingClient.from_settings(load_config())      # doctest: +SKIP
     >>> client.recommend("196", n=3)                              # doctest: +SKIP
     [('1449', 4.93), ('408', 4.81), ('169', 4.77)]
-    >>> client.recommend_for_new_user({"50": 5, "181": 4}, n=3)   # doctest: +SKIP
-    >>> client.similar_items("50", n=3)                           # doctest: +SKIP
+    >>> client.recommend("196", n=3, filter=ItemFilters(categories=["Comedy"]))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -41,11 +40,11 @@ from online_als.serving import (
     fold_in_user,
     fold_in_user_explicit,
     popular_items,
-    predict_explicit,
     top_n,
 )
 from online_als.serving.topn import Allow
 from worker.config import Settings
+from worker.serving.attributes import AttributeCache
 from worker.serving.cache import (
     FoldInParams,
     ItemFilter,
@@ -54,6 +53,7 @@ from worker.serving.cache import (
     UserRecord,
     VersionCache,
 )
+from worker.serving.filters import ItemFilters
 from worker.serving.reads import RedisReads
 from worker.stores.redis.keys import RedisKeys
 from worker.stores.redis.store import RedisStore, connect
@@ -61,6 +61,7 @@ from worker.stores.redis.store import RedisStore, connect
 __all__ = [
     "FoldInParams",
     "ItemFilter",
+    "ItemFilters",
     "NoModelError",
     "Recommendations",
     "ServingClient",
@@ -73,9 +74,8 @@ log = logging.getLogger("online_als.serving")
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-
-
+#: ``filter=`` of every recommend call: a predicate, a set of allowed ids, or ItemFilters.
+Filter = ItemFilter | ItemFilters
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
 _NO_ALLOW = np.empty(0, dtype=np.bool_)
@@ -118,6 +118,8 @@ class ServingClient:
         self._cache: VersionCache | None = None
         self._checked_at = -math.inf
         self._lock = threading.Lock()
+        #: item attributes for ItemFilters (read on first use; serial checked every refresh_s)
+        self.attributes = AttributeCache(redis_client, self.keys, refresh_s, clock)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ServingClient:
@@ -212,18 +214,32 @@ class ServingClient:
 
     # -- recommendations -----------------------------------------------------------------
     def recommend(self, user_id: str, n: int = 10, exclude_seen: bool = True,
-                  filter: ItemFilter = None) -> Recommendations:
+                  filter: Filter = None) -> Recommendations:
         """Top ``n`` items for a user; an unknown user gets the most popular items.
 
-        ``filter``: ``lambda item_id: bool`` (asked only about the best candidates) or a set of
-        allowed ids. Explicit scores are predicted ratings, implicit ones ``x_u · y_i``.
+        ``filter``: ``lambda item_id: bool`` (asked only about the best candidates), a set of
+        allowed ids, or :class:`ItemFilters` (excluded ids, include-only ids, attributes).
+        Explicit scores are predicted ratings, implicit ones ``x_u · y_i``.
         """
         cache = self.cache()
         if exclude_seen:
             user, exclude = self.read_user_seen_rows(cache, user_id)
         else:
             user, exclude = self.read_user(cache, user_id, with_seen=False), None
-        return self._top(cache, user, n, exclude, cache.allow(filter))
+        return self._top(cache, user, n, exclude, self._allow(cache, filter))
+
+    def _allow(self, cache: VersionCache, flt: Filter) -> Allow:
+        if isinstance(flt, ItemFilters):
+            if flt.empty:
+                return None
+            return flt.mask(cache, self.attributes.get() if flt.needs_attributes else None)
+        return cache.allow(flt)
+
+    def popular(self, n: int = 10, filter: Filter = None) -> Recommendations:
+        """The ``n`` items with the most events (``n``), as served to unknown users."""
+        cache = self.cache()
+        rows, scores = popular_items(cache.counts, n, allow=self._allow(cache, filter))
+        return Recommendations(cache.pairs(rows, scores), version=cache.version, source="popular")
 
     def _top(self, cache: VersionCache, user: UserRecord, n: int, exclude: I64 | None,
              allow: Allow) -> Recommendations:
@@ -248,7 +264,7 @@ class ServingClient:
         return Recommendations(cache.pairs(rows, scores), version=cache.version, source="model")
 
     def recommend_batch(self, user_ids: Sequence[str], n: int = 10, exclude_seen: bool = True,
-                        filter: ItemFilter = None) -> list[Recommendations]:
+                        filter: Filter = None) -> list[Recommendations]:
         """:meth:`recommend` for many users with one pipelined read (one round trip).
 
         Scoring is per user on purpose: at ~27k items the single-threaded top-N kernel beats
@@ -257,12 +273,12 @@ class ServingClient:
         """
         cache = self.cache()
         users = self.read_users(cache, user_ids, with_seen=exclude_seen)
-        allow = cache.allow(filter)
+        allow = self._allow(cache, filter)
         return [self._top(cache, u, n, cache.seen_rows(u) if exclude_seen else None, allow)
                 for u in users]
 
     def recommend_for_new_user(self, ratings: Mapping[str, float | str], n: int = 10,
-                               filter: ItemFilter = None) -> Recommendations:
+                               filter: Filter = None) -> Recommendations:
         """Recommendations for an anonymous user from a few ratings/events; writes nothing.
 
         Implicit: exact fold-in ``x = (G + Σ(c-1) y yᵀ)⁻¹ Σ c y`` with the version's
@@ -287,14 +303,14 @@ class ServingClient:
             x = fold_in_user(cache.item_f, cache.gram_reg, rows, values,
                              alpha=cache.params.alpha)
             user = UserRecord(x if rows else None, 0.0)
-        return self._top(cache, user, n, exclude, cache.allow(filter))
+        return self._top(cache, user, n, exclude, self._allow(cache, filter))
 
     # -- similarity ----------------------------------------------------------------------
     def similar_items(self, item_id: str, n: int = 10,
-                      filter: ItemFilter = None) -> Recommendations:
+                      filter: Filter = None) -> Recommendations:
         """Items with the most cosine-similar factors; an unknown item gets popular items."""
         cache = self.cache()
-        allow = cache.allow(filter)
+        allow = self._allow(cache, filter)
         row = cache.rows.get(item_id)
         if row is None:
             rows, scores = popular_items(cache.counts, n, allow=allow)
@@ -331,34 +347,19 @@ class ServingClient:
             return cache.users
 
     # -- scores and explanations ---------------------------------------------------------
-    def _scores(self, cache: VersionCache, user: UserRecord, item_ids: Sequence[str]) -> F64:
-        rows = cache.rows_for(item_ids)
-        if cache.explicit:
-            vec = user.vector if user.vector is not None else np.zeros(cache.rank, np.float32)
-            u_rows = np.full(rows.size, 0 if user.vector is not None else -1, dtype=np.int64)
-            return predict_explicit(u_rows, rows, vec[None, :], np.array([user.bias], np.float32),
-                                    cache.item_f, cache.item_b, cache.global_mean
-                                    ).astype(np.float64)
-        out = np.zeros(rows.size, dtype=np.float64)
-        if user.vector is not None:
-            known = rows >= 0
-            out[known] = cache.item_f[rows[known]].astype(np.float64) @ user.vector.astype(
-                np.float64)
-        return out
-
     def predict(self, user_id: str, item_id: str) -> float:
         """Explicit: ``mu + b_u + b_i + x_u · y_i``, falling back to ``mu + b_i`` (unknown
         user), ``mu + b_u`` (unknown item), ``mu``. Implicit: ``x_u · y_i``, 0 if unknown."""
         cache = self.cache()
         user = self.read_user(cache, user_id, with_seen=False)
-        return float(self._scores(cache, user, [item_id])[0])
+        return float(cache.scores(user, [item_id])[0])
 
     def rank(self, user_id: str, item_ids: Sequence[str]) -> Recommendations:
         """The given items ordered by :meth:`predict` score (ties keep the given order)."""
         cache = self.cache()
         user = self.read_user(cache, user_id, with_seen=False)
         ids = list(dict.fromkeys(item_ids))
-        scores = self._scores(cache, user, ids)
+        scores = cache.scores(user, ids)
         order = np.argsort(-scores, kind="stable")
         return Recommendations([(ids[j], float(scores[j])) for j in order.tolist()],
                                version=cache.version,

@@ -11,6 +11,8 @@ The layout is specified in ``docs/redis-keys.md``; change both together.
 'oals:v3:ckpt:ratings:0'
 >>> k.user(3, "}x{")  # braces (and '%') are percent-escaped inside the hash tag
 'oals:v3:u:{%7Dx%7B}'
+>>> k.attr_items("category", "Comedy")  # item attributes live outside every version
+'oals:attr:category:{Comedy}'
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ def key_id(id_: str) -> str:
     if "{" in id_ or "}" in id_ or "%" in id_:
         return id_.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
     return id_
+
+
+_ATTR_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def check_attr_name(name: str) -> str:
+    """An attribute name as it appears in keys: 1-64 of ``[A-Za-z0-9_-]`` (no ``:``/braces, so
+    it never needs escaping); anything else raises ``ValueError``.
+
+    >>> check_attr_name("category")
+    'category'
+    """
+    if not 0 < len(name) <= 64 or not _ATTR_NAME_CHARS.issuperset(name):
+        raise ValueError(f"attribute name {name!r}: use 1-64 letters, digits, '_' or '-'")
+    return name
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,27 @@ class RedisKeys:
     def restore_lock(self) -> str:
         """STRING with TTL: held by the one process restoring a lost key space."""
         return f"{self.prefix}:lock:restore"
+
+    # -- item attributes (business filters; not part of any model version) -------------------
+    def attr_names(self) -> str:
+        """SET of the attribute names that have values (e.g. ``category``)."""
+        return f"{self.prefix}:attrs"
+
+    def attr_values(self, name: str) -> str:
+        """SET of the values attribute ``name`` takes (e.g. ``Comedy``, ``Drama``)."""
+        return f"{self.prefix}:attr:{check_attr_name(name)}"
+
+    def attr_items(self, name: str, value: str) -> str:
+        """SET of the item ids whose attribute ``name`` includes ``value``."""
+        return f"{self.prefix}:attr:{check_attr_name(name)}:{{{key_id(value)}}}"
+
+    def item_attrs(self, item_id: str) -> str:
+        """HASH attribute name -> the item's values as a JSON array of strings."""
+        return f"{self.prefix}:attrs:i:{{{key_id(item_id)}}}"
+
+    def attr_serial(self) -> str:
+        """STRING: INCR after every change of the attributes (servers reload when it moves)."""
+        return f"{self.prefix}:attrs:serial"
 
     def retrain_lock(self) -> str:
         """STRING with TTL: held by the one running retrain (renewed while it runs)."""
