@@ -83,6 +83,7 @@ class Worker(PartitionOwnership):
         self._paused = False
         self._loop_beat = time.monotonic()
         self._generation: str | None = None
+        self._switched_at = 0.0  # see _publish_version
         self.losses = 0  # times this worker found Redis had lost its state
         self.on_batch: Any = None  # optional callback(applied, window_rmse), e.g. for reports
         self._last_gram_refresh = time.monotonic()
@@ -217,19 +218,22 @@ class Worker(PartitionOwnership):
         elif current == state.version:
             return False
         else:
-            log.log(logging.ERROR if regressed else logging.INFO,
-                    "model version switched %d -> %d%s; repositioning", state.version, current,
-                    " (redis went back in time to an older serving version)" if regressed else "")
             assert current is not None  # `lost` covers that
+            went_back = regressed is not None or self._with_redis_retry(
+                lambda: self._switch_went_back(current))
+            if went_back and regressed is None:
+                self.metrics.redis_regressions.inc()
+                self.commit.regressions_total += 1
+            log.log(logging.ERROR if went_back else logging.INFO,
+                    "model version switched %d -> %d%s; repositioning", state.version, current,
+                    " (redis went back in time to an older serving version: Cassandra may "
+                    "record a newer one as promoted; `online-als rollback` to it serves it "
+                    "again)" if went_back else "")
             switched = current
             self._state = self._with_redis_retry(lambda: self.applier.load_version(switched))
             self._publish_version()
         self._reposition(self.commit.reset())
         return True
-
-    def _publish_version(self) -> None:
-        assert self._state is not None
-        self.metrics.model_version.set(self._state.version)
 
     # -- one batch ------------------------------------------------------------------------
     def _process(self, msgs: list[Message], sync: bool = False) -> bool:

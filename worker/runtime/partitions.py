@@ -18,6 +18,7 @@ from worker import faults
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.runtime.applier import VersionState
 from worker.runtime.commit import CommitProtocol, Fenced, Regressed
+from worker.stores.redis.store import RedisStore
 
 log = logging.getLogger("online_als.worker")
 
@@ -36,6 +37,8 @@ class PartitionOwnership:
     # consume() unless a revoke came (partition -> consume() calls since the fence)
     _parked: dict[int, int]
     _regressed: Regressed | None  # Redis went back in time: reposition before the next batch
+    _switched_at: float  # when the pointer was moved to the version served (its switch record)
+    store: RedisStore
 
     def _drain(self) -> None:  # the loop's: finish the batch in flight
         raise NotImplementedError
@@ -112,3 +115,19 @@ class PartitionOwnership:
             for p in due:
                 del self._parked[p]
             self._reposition(due)
+
+    def _publish_version(self) -> None:
+        assert self._state is not None
+        self.metrics.model_version.set(self._state.version)
+        # when the serving pointer was last moved to this version: a later switch whose own
+        # record is older than this one came from a Redis that went back in time
+        last = self._with_redis_retry(self.store.last_switch)
+        self._switched_at = (float(last["at"]) if last and last.get("to") == self._state.version
+                             else 0.0)
+
+    def _switch_went_back(self, current: int) -> bool:
+        """Whether a switch to ``current`` is Redis going back in time: its switch record is
+        older than the one this worker followed last (a legitimate switch, a rollback
+        included, is a newer record)."""
+        last = self.store.last_switch()
+        return last is None or last.get("to") != current or float(last["at"]) < self._switched_at

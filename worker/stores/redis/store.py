@@ -219,6 +219,12 @@ class RedisStore:
             pipe.execute()
         return ok
 
+    def last_switch(self) -> dict[str, Any] | None:
+        """The newest record of the switch log (``to``, ``from``, ``reason``, ``actor``,
+        ``at``), or None."""
+        raw: Any = self.client.lindex(self.keys.switch_log(), 0)
+        return json.loads(raw) if raw is not None else None
+
     def probe(self, version: int) -> tuple[int | None, bool, str | None]:
         """(current version, meta of ``version`` exists, generation token) in one round trip."""
         pipe = self.client.pipeline(transaction=False)
