@@ -100,7 +100,10 @@ def _result(model: ModelArrays):
 def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
     import scipy.sparse as sp
 
-    from worker.control.retrain_job import _evaluate, _gate
+    from worker.control.retrain_gate import ServingReference, decide
+    from worker.control.retrain_job import _evaluate
+
+    rebuilt = ServingReference(1, mode=mode, arrays=object())  # the serving model was rebuilt
 
     serving, worse, data = _world(4, n=3000, mode=mode)
     u, i, v = data.user_ids, data.item_ids, data.values
@@ -120,12 +123,24 @@ def test_retrain_gate_rejects_a_worse_candidate(mode) -> None:
                     replay_params=ExplicitParams(lr=0.01) if mode == "explicit" else None)
     key = "rmse" if mode == "explicit" else "ndcg_at_10"
     assert key in new and f"serving_{key}" in new
-    reason = _gate(mode, new, {}, 0.02)
+    reason = decide(mode, new, rebuilt, 0.02).reason
     assert "worse than the serving model" in reason
     # the better candidate against the worse serving model is promoted
     better = _evaluate(mode, *_result(serving), holdout, csr, serving=worse)
-    assert _gate(mode, better, {}, 0.02) == ""
-    # without a serving model: the legacy path (stored metric of an older holdout)
+    assert decide(mode, better, rebuilt, 0.02).reason == ""
+    # without a serving model: the candidate scored alone
     legacy = _evaluate(mode, cand, matrix, holdout, csr)
     assert "serving_" + key not in legacy
-    assert _gate(mode, legacy, {}, 0.02) == ""  # bootstrap
+    assert decide(mode, legacy, ServingReference(None), 0.02).reason == ""  # nothing serves
+    # a serving version that cannot be rebuilt and has no stored score: refused
+    lost = ServingReference(1, mode=mode, why_not="no snapshot")
+    assert "cannot be rebuilt" in decide(mode, legacy, lost, 0.02).reason
+    # ... but with a score stored from its own holdout: the weaker check, said so
+    from online_als.evaluation.gate import Verdict
+
+    older = ServingReference(1, mode=mode, why_not="no snapshot", stored={key: legacy[key]})
+    kept = decide(mode, legacy, older, 0.0)
+    assert kept.verdict is Verdict.PASSED_OLDER_HOLDOUT and "older holdout" in kept.detail
+    better_stored = legacy[key] * (0.5 if mode == "explicit" else 2.0)
+    beaten = ServingReference(1, mode=mode, why_not="no snapshot", stored={key: better_stored})
+    assert decide(mode, legacy, beaten, 0.0).verdict is Verdict.WORSE

@@ -10,7 +10,9 @@ adaptive learner's per-entity state when it has it). Scoring never mutates them.
   included (prequential RMSE/MAE). Without ``params`` it is a static score of the arrays.
 - Implicit feedback: :func:`score_ranking`, NDCG@k / recall@k of each model's top-k for the
   same sample of holdout users, excluding the items each user had before the holdout.
-- :func:`gate_reason` compares two score dicts; :func:`compare_on_holdout` does it all.
+- :func:`gate_decision` compares two score dicts and says why (a :class:`Verdict`): a score
+  that is missing, NaN or of another metric is never a pass, only "nothing serves at all" is;
+  :func:`gate_reason` is its reason alone; :func:`compare_on_holdout` does it all.
 - :func:`holdout_sizes`: how many of each partition's last events the gate holds out (the
   product's rule and ``bench_rebase.py``'s default).
 - :func:`staged_reason`: a two-stage gate. A candidate that passed the holdout is replayed in
@@ -30,6 +32,7 @@ adaptive learner's per-entity state when it has it). Scoring never mutates them.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,11 +46,48 @@ from online_als.evaluation.prequential import prequential
 from online_als.factors import ModelArrays
 from online_als.ratings import Ratings
 
-__all__ = ["GateResult", "compare_on_holdout", "gate_reason", "holdout_sizes",
-           "score_explicit", "score_ranking", "staged_reason"]  # fmt: skip
+__all__ = ["GateDecision", "GateResult", "Verdict", "compare_on_holdout", "gate_decision",
+           "gate_reason", "holdout_sizes", "score_explicit", "score_ranking",
+           "staged_reason"]  # fmt: skip
 
 #: Metric the gate compares, and whether lower is better, per mode.
 GATE_METRIC = {"explicit": ("rmse", True), "implicit": ("ndcg_at_10", False)}
+
+
+class Verdict(enum.Enum):
+    """What the gate found. Only the first three let a candidate through: a gate that cannot
+    check (a score missing, NaN, or of another metric or mode) refuses, it never waves through.
+    """
+
+    PASSED = "passed"  # scored with the serving model on the same holdout, within the margin
+    PASSED_OLDER_HOLDOUT = "passed_older_holdout"  # only the serving's stored score to go by
+    NO_SERVING_MODEL = "no_serving_model"  # nothing serves anywhere: the first model
+    WORSE = "worse"  # worse than the serving model by more than the margin
+    NO_CANDIDATE_SCORE = "no_candidate_score"  # empty holdout, nothing known, or NaN
+    NO_SERVING_SCORE = "no_serving_score"  # a model serves, but it has no finite score
+    INCOMPARABLE = "incomparable"  # the scores are of different metrics or modes
+
+    @property
+    def promotes(self) -> bool:
+        return self in (Verdict.PASSED, Verdict.PASSED_OLDER_HOLDOUT, Verdict.NO_SERVING_MODEL)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """A :class:`Verdict` and the sentence that explains it (filled for every verdict, so a
+    promotion without a comparison says so too)."""
+
+    verdict: Verdict
+    detail: str
+
+    @property
+    def promote(self) -> bool:
+        return self.verdict.promotes
+
+    @property
+    def reason(self) -> str:
+        """'' when the candidate may be promoted, else why not."""
+        return "" if self.promote else self.detail
 
 
 @dataclass(frozen=True)
@@ -56,6 +96,7 @@ class GateResult:
     reason: str
     serving: dict[str, float] = field(default_factory=dict)
     candidate: dict[str, float] = field(default_factory=dict)
+    verdict: Verdict = Verdict.PASSED
 
 
 def _errors(pred: NDArray[Any], values: NDArray[Any]) -> dict[str, float]:
@@ -154,23 +195,63 @@ def score_ranking(
             "n_users": float(len(eu))}  # fmt: skip
 
 
-def gate_reason(mode: str, serving: dict[str, float], candidate: dict[str, float],
-                margin: float) -> str:  # fmt: skip
-    """'' when the candidate may be promoted, else why not. ``margin`` is the relative
-    worsening allowed (0.02 = 2%). Nothing to compare with (no serving score): ''."""
+def _finite(scores: Mapping[str, float], key: str) -> bool:
+    value = scores.get(key)
+    return value is not None and bool(np.isfinite(value))
+
+
+def gate_decision(mode: str, serving: Mapping[str, float] | None,
+                  candidate: Mapping[str, float], margin: float,
+                  holdout: str = "the same holdout") -> GateDecision:  # fmt: skip
+    """Compare the candidate's scores with the serving model's (``margin``: the relative
+    worsening allowed, 0.02 = 2%). ``serving`` None: no model serves, so there is nothing to
+    compare with and the candidate passes (:attr:`Verdict.NO_SERVING_MODEL`); an empty or NaN
+    serving score is a model that cannot be checked against, and refuses. ``holdout`` names
+    what the serving score was measured on, for the sentence.
+
+    >>> gate_decision("explicit", {"rmse": float("nan")}, {"rmse": 0.9}, 0.0).verdict
+    <Verdict.NO_SERVING_SCORE: 'no_serving_score'>
+    >>> gate_decision("explicit", {"ndcg_at_10": 0.2}, {"rmse": 0.9}, 0.0).verdict
+    <Verdict.INCOMPARABLE: 'incomparable'>
+    >>> gate_decision("explicit", None, {"rmse": 0.9}, 0.0).promote
+    True
+    """
     key, lower_better = GATE_METRIC[mode]
-    if key not in candidate or not np.isfinite(candidate[key]):
-        return f"the candidate has no {key} on the holdout"
-    base = serving.get(key)
-    if base is None or not np.isfinite(base):
-        return ""
-    new = candidate[key]
+    if not _finite(candidate, key):
+        got = candidate.get(key)
+        what = f"no {key}" if got is None else f"{key} = {got}"
+        return GateDecision(Verdict.NO_CANDIDATE_SCORE,
+                            f"the candidate has {what} on the holdout (nothing held out, or "
+                            f"nothing in it the candidate knows): it cannot be checked")
+    if serving is None:
+        return GateDecision(Verdict.NO_SERVING_MODEL, "no model serves yet: nothing to compare "
+                                                      "the candidate with")
+    if not _finite(serving, key):
+        got = serving.get(key)
+        if got is None and any(k in serving for k, _ in GATE_METRIC.values()):
+            return GateDecision(Verdict.INCOMPARABLE,
+                                f"the serving model's scores on {holdout} ({', '.join(sorted(serving))}) "
+                                f"do not include {key}, the candidate's: they cannot be compared")
+        what = f"no {key}" if got is None else f"{key} = {got}"
+        return GateDecision(Verdict.NO_SERVING_SCORE,
+                            f"the serving model has {what} on {holdout}: the candidate cannot "
+                            f"be checked against it")
+    base, new = float(serving[key]), float(candidate[key])
     diff = new - base if lower_better else base - new
     worse = diff / abs(base) if base != 0 else (np.inf if diff > 0 else 0.0)
+    text = (f"{key} {new:.4f} is {abs(worse):.1%} {'worse' if worse > 0 else 'better'} than the "
+            f"serving model's {base:.4f} on {holdout} (margin {margin:.1%})")
     if worse > margin:
-        return (f"{key} {new:.4f} is {worse:.1%} worse than the serving model's {base:.4f} "
-                f"on the same holdout (margin {margin:.1%})")  # fmt: skip
-    return ""
+        return GateDecision(Verdict.WORSE, text)
+    same = holdout == "the same holdout"
+    return GateDecision(Verdict.PASSED if same else Verdict.PASSED_OLDER_HOLDOUT, text)
+
+
+def gate_reason(mode: str, serving: dict[str, float], candidate: dict[str, float],
+                margin: float) -> str:  # fmt: skip
+    """'' when the candidate may be promoted, else why not (:func:`gate_decision`; an empty
+    ``serving`` means no model serves)."""
+    return gate_decision(mode, serving or None, candidate, margin).reason
 
 
 def holdout_sizes(counts: Mapping[int, int], fraction: float, min_events: int) -> dict[int, int]:
@@ -228,9 +309,9 @@ def compare_on_holdout(
                                          score_kw.pop("max_users", 5000), score_kw.get("seed", 0))
     score = score_explicit if mode == "explicit" else score_ranking
     cand = score(candidate, holdout, **score_kw)
-    base = score(serving, holdout, **score_kw) if serving is not None else {}
-    reason = gate_reason(mode, base, cand, margin)
-    return GateResult(not reason, reason, base, cand)
+    base = score(serving, holdout, **score_kw) if serving is not None else None
+    decision = gate_decision(mode, base, cand, margin)
+    return GateResult(decision.promote, decision.reason, base or {}, cand, decision.verdict)
 
 
 def _sample(users: NDArray[Any], max_users: int, seed: int) -> NDArray[Any]:

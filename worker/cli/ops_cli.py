@@ -47,6 +47,9 @@ def add_retrain_parser(sub: Any) -> None:
     p.add_argument("--warm", action=argparse.BooleanOptionalAction, default=None,
                    help="warm start from the serving factors with fewer iterations")
     p.add_argument("--force", action="store_true", help="ignore retrain.min_new_ratings")
+    p.add_argument("--force-promote", action="store_true",
+                   help="promote even a candidate the quality gate rejects or cannot check "
+                        "(the output and the version's recorded reason say so)")
     p.add_argument("--every", type=float, default=None, metavar="SECONDS",
                    help="keep running: retrain on this period (a scheduler beside the workers)")
     p.set_defaults(func=_retrain)
@@ -64,7 +67,7 @@ def _retrain(args: argparse.Namespace) -> int:
             with retrain_run(settings, serve=bool(period)) as rm, _stores(settings) as (store, cass):
                 report = run_retrain(
                     settings, cass, store, warm=args.warm, force=args.force,
-                    observe=rm.observe_phase)
+                    force_promote=args.force_promote, observe=rm.observe_phase)
                 rm.add_rows(report.train_ratings + report.holdout_ratings)
                 for name, value in report.metrics.items():
                     rm.set_holdout(name, value)
@@ -90,7 +93,10 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _human_report(r: dict[str, Any]) -> str:
-    lines = [f"retrain: {r['outcome']}" + (f" (version {r['version']})" if r["version"] else "")]
+    lines = [f"retrain: {r['outcome']}" + (f" (version {r['version']})" if r["version"] else "")
+             + (" by --force-promote, past the gate" if r.get("forced") else "")]
+    if r.get("gate"):
+        lines.append(f"  gate: {r['gate']}")
     if r["reason"]:
         lines.append(f"  reason: {r['reason']}")
     if r["metrics"]:

@@ -215,15 +215,16 @@ def abandon_unfinished(store: RedisStore, cass: Any) -> list[int]:
 
 
 def promote(settings: Settings, cass: Any, store: RedisStore, version: int,
-            expected: int | None, reason: str = "retrain promoted") -> None:
-    """Switch serving from ``expected`` to the loaded, caught-up ``version``."""
+            expected: int | None, reason: str = "retrain promoted", note: str = "") -> None:
+    """Switch serving from ``expected`` to the loaded, caught-up ``version``; ``note`` is
+    recorded as the version's status reason (e.g. that the gate was overridden)."""
     store.write_meta(version, {"status": "serving"})
     try:
         switch(store, cass, expected, version, reason, "online-als retrain")
     except SwitchRefused as exc:
         fail(store, cass, version, str(exc))
         raise
-    cass.set_version_status(version, "promoted", "", expected_status="ready")
+    cass.set_version_status(version, "promoted", note, expected_status="ready")
 
 
 # -- rollback --------------------------------------------------------------------------

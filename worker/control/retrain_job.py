@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from online_als.evaluation import ranking_metrics_at_k, split_by_group
+from online_als.evaluation.gate import Verdict
 from online_als.idmap import IdMap
 from online_als.ratings import Ratings, concat
 from online_als.retrain import AlsWrParams, ImplicitParams, WarmStart
@@ -34,6 +35,7 @@ from online_als.serving.topn import top_n_batch
 from worker.config import Settings
 from worker.control import lifecycle
 from worker.control.materialize import ItemEventCounter
+from worker.control.retrain_gate import decide, serving_reference
 from worker.runtime.applier import BatchApplier, decode_messages
 from worker.runtime.commit import CommitProtocol
 from worker.stores import kafka as kafka_io
@@ -49,7 +51,9 @@ MAX_EVAL_USERS = 5000
 class RetrainReport:
     version: int | None = None
     outcome: str = "skipped"  # promoted | rejected | skipped | failed
-    reason: str = ""
+    reason: str = ""  # why rejected, or (promoted) what the gate could not check and forced
+    gate: Verdict | None = None  # what the quality gate found (None: it never ran)
+    forced: bool = False  # promoted by --force-promote past a gate that refused it
     metrics: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     boundary: dict[int, int] = field(default_factory=dict)
@@ -59,7 +63,9 @@ class RetrainReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["gate"] = self.gate.value if self.gate is not None else None
+        return out
 
 
 class _Phases:
@@ -104,7 +110,8 @@ def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[Ratings],
     """The candidate's holdout metrics (``matrix``: the one it was fitted on, for its id maps);
     with ``serving`` (the :class:`~online_als.factors.ModelArrays` of the serving version at the holdout
     boundary) both models are scored on the same holdout by the same functions, the serving
-    model's scores under ``serving_<metric>`` (what :func:`_gate` compares). Explicit mode
+    model's scores under ``serving_<metric>`` (what :func:`~worker.control.retrain_gate.decide`
+    compares). Explicit mode
     with ``replay_params`` (the online learner's params) replays the holdout through the online
     kernel from each model, so both are scored as they would serve, online updates included."""
     if not holdout or matrix.users is None:
@@ -137,23 +144,6 @@ def _evaluate(mode: str, result: Any, matrix: Any, holdout: list[Ratings],
     return {"ndcg_at_10": float(m["ndcg"]), "recall_at_10": float(m["recall"])}
 
 
-def _serving_at(settings: Settings, cass: Any, current: int | None,
-                boundary: dict[int, int]) -> tuple[Any, Any]:
-    """The serving version as it was at the holdout boundary (its online updates included),
-    as :class:`~online_als.factors.ModelArrays`, and the online learner's params; (None, None) when it
-    cannot be rebuilt (then the gate falls back to the stored metric and says so)."""
-    if current is None:
-        return None, None
-    from worker.control.materialize import materialize_at
-
-    try:
-        mat = materialize_at(cass, settings, current, boundary)
-    except LookupError as exc:
-        log.warning("gate: the serving version cannot be rebuilt at the boundary (%s)", exc)
-        return None, None
-    return mat.arrays(), mat.model.params
-
-
 def _score_both(mode: str, result: Any, matrix: Any, serving: Any, holdout: Ratings,
                 train_csr: Any, replay_params: Any) -> dict[str, float]:
     """Candidate and serving model on the same holdout (online_als.evaluation.gate), each as
@@ -181,27 +171,6 @@ def _score_both(mode: str, result: Any, matrix: Any, serving: Any, holdout: Rati
     out = {k: v for k, v in res.candidate.items() if k not in ("n", "n_users")}
     out.update({f"serving_{k}": v for k, v in res.serving.items() if k not in ("n", "n_users")})
     return out
-
-
-def _gate(mode: str, new: dict[str, float], base: dict[str, float], margin: float) -> str:
-    """'' when the new model may be promoted, else the reason it is rejected.
-
-    ``new`` from :func:`_evaluate`: when it holds ``serving_<metric>`` (both models scored on
-    the same holdout) the candidate is compared with that. Otherwise the only reference is
-    ``base``, the serving version's metric stored from an *older* holdout (a weaker check).
-    No serving model (bootstrap): promoted."""
-    from online_als.evaluation.gate import GATE_METRIC, gate_reason
-
-    key = GATE_METRIC[mode][0]
-    if key not in new:  # nothing scored (e.g. an empty holdout): nothing to hold it back
-        return ""
-    if f"serving_{key}" in new:
-        serving = {k[len("serving_"):]: v for k, v in new.items() if k.startswith("serving_")}
-        return gate_reason(mode, serving, new, margin)
-    if not base:
-        return ""
-    reason = gate_reason(mode, base, new, margin)
-    return reason.replace("on the same holdout", "on an older holdout") if reason else ""
 
 
 def _warm_start(store: RedisStore, version: int, rank: int) -> WarmStart:
@@ -276,17 +245,20 @@ def _targets(store: RedisStore, source_version: int | None, topic: str, parts: l
 
 
 def run_retrain(settings: Settings, cass: Any, store: RedisStore, *, warm: bool | None = None,
-                force: bool = False, observe: Any = None) -> RetrainReport:
-    """One retrain; see the module docstring. ``observe(phase, seconds)`` feeds metrics."""
+                force: bool = False, force_promote: bool = False,
+                observe: Any = None) -> RetrainReport:
+    """One retrain; see the module docstring. ``force``: retrain however few new ratings;
+    ``force_promote``: promote even a candidate the gate refuses (the report and the version's
+    recorded reason say so). ``observe(phase, seconds)`` feeds metrics."""
     with lifecycle.retrain_lock(store, settings.retrain.lock_ttl_s):
         abandoned = lifecycle.abandon_unfinished(store, cass)
         if abandoned:
             log.warning("failed versions a killed retrain left behind: %s", abandoned)
-        return _run_locked(settings, cass, store, warm, force, observe)
+        return _run_locked(settings, cass, store, warm, force, force_promote, observe)
 
 
 def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | None,
-                force: bool, observe: Any) -> RetrainReport:
+                force: bool, force_promote: bool, observe: Any) -> RetrainReport:
     r, m, topic = settings.retrain, settings.model, settings.kafka.topic
     report = RetrainReport()
     phases = _Phases(report, observe)
@@ -326,10 +298,18 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
     result = fit_model(settings, matrix, params, start)
     phases.done("fit")
     csr = matrix.matrix.tocsr()
-    serving, replay = _serving_at(settings, cass, current, boundary)
-    report.metrics = _evaluate(m.mode, result, matrix, holdout, csr, serving, replay)
-    report.baseline = dict(cur_meta.metrics) if cur_meta else {}
-    rejected = _gate(m.mode, report.metrics, report.baseline, r.gate_margin)
+    ref = serving_reference(settings, cass, store, current, cur_meta, boundary)
+    report.metrics = _evaluate(m.mode, result, matrix, holdout, csr, ref.arrays, ref.params)
+    report.baseline = dict(ref.stored)
+    decision = decide(m.mode, report.metrics, ref, r.gate_margin)
+    report.gate = decision.verdict
+    rejected = decision.reason
+    if rejected and force_promote:  # the operator's explicit call; recorded as such
+        report.forced, rejected = True, ""
+        report.reason = f"forced past the gate, which would have rejected it: {decision.detail}"
+        log.warning("retrain: --force-promote overrides the quality gate: %s", decision.detail)
+    elif decision.verdict is not Verdict.PASSED:
+        report.reason = decision.detail  # a promotion without a same-holdout check says so
     phases.done("evaluate")
     from worker.stores.cassandra.store import ModelVersion
 
@@ -351,7 +331,7 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
             report.outcome, report.reason = "rejected", rejected
             log.warning("retrain version %d rejected by the quality gate: %s", version, rejected)
             return report
-        cass.set_version_status(version, "ready", "", expected_status="building")
+        cass.set_version_status(version, "ready", report.reason, expected_status="building")
         model = result.model
         # `n` = events per item (not distinct users), the same meaning the workers keep
         counts = np.zeros(len(item_ids), np.int64)
@@ -366,7 +346,7 @@ def _run_locked(settings: Settings, cass: Any, store: RedisStore, warm: bool | N
         applier = BatchApplier(store, m, topic)
         report.replayed_events = catch_up(settings, store, applier, version, current)
         phases.done("catchup")
-        lifecycle.promote(settings, cass, store, version, current)
+        lifecycle.promote(settings, cass, store, version, current, note=report.reason)
         phases.done("switch")
         report.outcome = "promoted"
         return report
