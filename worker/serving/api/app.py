@@ -133,7 +133,7 @@ def _endpoint(svc: Service, name: str, fn: Handler) -> Callable[[Request], Await
                 except orjson.JSONDecodeError as exc:
                     raise BadRequest(f"the body is not JSON: {exc}") from None
             else:
-                q = Query.from_params(request.query_params)
+                q = Query.from_query_string(request.scope["query_string"])
             resp = fn(svc, q)
         except BadRequest as exc:
             resp = _json({"error": str(exc)}, 400)
