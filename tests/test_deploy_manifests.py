@@ -333,3 +333,52 @@ def test_k8s_probes_and_limits_on_every_workload() -> None:
             assert "memory" in c["resources"]["limits"], f
             if d["kind"] == "Deployment":
                 assert c.get("livenessProbe") and c.get("readinessProbe"), f
+
+
+# ---- the HTTP API (online-als serve) --------------------------------------------------------
+
+
+def test_compose_serving_service(compose: dict[str, Any]) -> None:
+    svc = compose["services"]["serving"]
+    _cli_parses(list(svc["command"]))
+    env = {k: str(v) for k, v in svc["environment"].items()}
+    cfg = load_config(environ=env)
+    assert cfg.serve.host == "0.0.0.0" and cfg.serve.workers > 1
+    assert host_ports(svc)[cfg.serve.port] == cfg.serve.port
+    assert f":{cfg.serve.port}/healthz" in " ".join(svc["healthcheck"]["test"])
+    assert cfg.redis.host == "redis" and "redis" in svc["depends_on"]
+    prom = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    job = next(c for c in prom["scrape_configs"] if c["job_name"] == "online-als-serving")
+    assert job["dns_sd_configs"][0] == {**job["dns_sd_configs"][0], "names": ["serving"],
+                                        "port": cfg.serve.port}
+    assert f"EXPOSE 8000 {cfg.serve.port}" in (COMPOSE_DIR / "Dockerfile").read_text()
+
+
+def test_k8s_serving_deployment_and_services(toml_file: Path) -> None:
+    dep = one("Deployment", "online-als-serving")
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["args"] == ["serve"]
+    _cli_parses(c["args"])
+    env = container_env(c)
+    env[CONFIG_FILE_ENV] = str(toml_file)
+    cfg = load_config(environ=env)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["http"] == cfg.serve.port and cfg.serve.host == "0.0.0.0"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert int(pod["metadata"]["annotations"]["prometheus.io/port"]) == cfg.serve.port
+    # the CPU limit gives every serve process a core of its own
+    assert float(c["resources"]["limits"]["cpu"]) >= cfg.serve.workers
+    labels = pod["metadata"]["labels"]
+    for name in ("online-als-serving", "online-als-serving-pods"):
+        svc = one("Service", name)
+        assert svc["spec"]["selector"].items() <= labels.items()
+        assert svc["spec"]["ports"][0]["targetPort"] == "http"
+        assert svc["spec"]["ports"][0]["port"] == cfg.serve.port
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert {"serving-deployment.yaml", "serving-service.yaml"} <= set(kust["resources"])
+    prom = yaml.safe_load((PROM_DIR / "prometheus-k8s.yml").read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "online-als-serving")
+    assert job["dns_sd_configs"][0]["names"] == [
+        "online-als-serving-pods.online-als.svc.cluster.local"]
