@@ -35,10 +35,11 @@ from worker.runtime.applier import (
     decode_config,
     decode_messages,
 )
+from worker.runtime.cluster_nodes import NodeWatch, restore_after_node_change
 from worker.runtime.commit import CommitProtocol, Fenced, InFlight, Regressed, Selection
 from worker.runtime.dead_letters import DeadLetterSink, DeadLetterUndelivered
-from worker.runtime.grams import gram_serial, refresh_grams
-from worker.runtime.observe import count_known, observe_batch, probe_lag
+from worker.runtime.housekeeping import Housekeeping
+from worker.runtime.observe import observe_batch
 from worker.runtime.partitions import PartitionOwnership
 from worker.runtime.redis_retry import RedisRetry
 from worker.stores import kafka as kafka_io
@@ -47,7 +48,7 @@ from worker.stores.redis.store import RedisStore
 log = logging.getLogger("online_als.worker")
 
 
-class Worker(PartitionOwnership):
+class Worker(PartitionOwnership, Housekeeping):
     """One worker process of the consumer group.
 
     ``run(idle_exit_s=...)`` returns after that many idle seconds (burst mode for tests and
@@ -84,6 +85,7 @@ class Worker(PartitionOwnership):
         self._loop_beat = time.monotonic()
         self._generation: str | None = None
         self._switched_at = 0.0  # see _publish_version
+        self._nodes = NodeWatch(self.store) if settings.redis.cluster else None
         self.losses = 0  # times this worker found Redis had lost its state
         self.on_batch: Any = None  # optional callback(applied, window_rmse), e.g. for reports
         self._last_gram_refresh = time.monotonic()
@@ -154,7 +156,7 @@ class Worker(PartitionOwnership):
                 self._drain()
                 self._take_back_parked()
                 self._housekeeping()
-                if self._check_version_switch():
+                if self._check_cluster_nodes() or self._check_version_switch():
                     continue
                 self._update_ready()
                 if msgs and self._process(msgs):
@@ -189,6 +191,18 @@ class Worker(PartitionOwnership):
                         err)
 
     # -- versions -------------------------------------------------------------------------
+    def _check_cluster_nodes(self) -> bool:
+        """Before each batch on a Redis Cluster: a master that restarted or failed over makes
+        the key space suspect (:mod:`worker.runtime.cluster_nodes`); it is restored from
+        Cassandra before anything more is written."""
+        if self._nodes is None or not self._with_redis_retry(self._nodes.changed):
+            return False
+        self.metrics.redis_regressions.inc()
+        self.commit.regressions_total += 1
+        self._with_redis_retry(lambda: restore_after_node_change(
+            self.settings, self.store, self._generation, self._stop))
+        return self._check_version_switch() or True  # the new generation: reposition
+
     def _check_version_switch(self) -> bool:
         """Before each batch: follow a version switch, and stop writing when Redis lost its
         state (pointer, meta or generation gone or changed) until it has been restored."""
@@ -354,44 +368,6 @@ class Worker(PartitionOwnership):
         except Exception as exc:  # lag tools only; the Redis checkpoint is the truth
             log.debug("informational commit failed: %s", exc)
 
-    def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now - self._last_heartbeat >= 1.0:
-            self._last_heartbeat = now
-            version = self._state.version if self._state else None
-            self._with_redis_retry(lambda: self.store.heartbeat(
-                self.settings.worker.name, self.settings.worker.heartbeat_ttl_s,
-                {"version": version, "partitions": sorted(self.commit.positions),
-                 "applied": self.applied_total, "at": time.time()}))
-            self._with_redis_retry(self._maybe_refresh_grams)
-        if now - self._last_lag_probe >= 5.0 and self._consumer is not None:
-            self._with_redis_retry(self._count_known)
-            self._last_lag_probe = now
-            # the lag from the last fetch response costs no round trip; every 30 s a real
-            # broker round trip also proves Kafka is reachable (kafka_up)
-            self._lag_probes += 1
-            probe_lag(self.metrics, self._consumer, self.topic, self.commit.positions,
-                      cached=self._lag_probes % 6 != 1)
-
-    def _maybe_refresh_grams(self) -> None:
-        state, m = self._state, self.settings.model
-        if state is None or state.meta.mode != "implicit":
-            return
-        if m.gram_refresh_s > 0 and time.monotonic() - self._last_gram_refresh >= m.gram_refresh_s:
-            self._last_gram_refresh = time.monotonic()
-            refresh_grams(self.store, state.version, state.meta.rank, m.foldin_regularization)
-        serial = gram_serial(self.store, state.version)
-        if serial != state.meta.gram_serial:
-            self._state = self.applier.load_version(state.version)
-
-    def _count_known(self) -> None:
-        if self._state is not None:
-            count_known(self.metrics, self.store, self._state.version)
-
-    def _redis_state(self, up: bool) -> None:
-        self.metrics.set_server_up("redis", up)
-        if not up:
-            self.metrics.reconnects.labels("redis").inc()
 
 
 def _part(msg: Message) -> int:

@@ -219,6 +219,18 @@ class RedisStore:
             pipe.execute()
         return ok
 
+    def node_identities(self) -> dict[str, str]:
+        """``host:port`` -> ``run_id`` of every master: a run_id changes when the process
+        restarts and when a replica takes over (see :mod:`worker.runtime.cluster_nodes`)."""
+        if not self.cluster:
+            info: Any = self.client.info("server")
+            return {"standalone": str(info["run_id"])}
+        out: dict[str, str] = {}
+        for node in self.client.get_primaries():  # type: ignore[attr-defined]
+            info = self.client.info("server", target_nodes=node)  # type: ignore[call-arg]
+            out[f"{node.host}:{node.port}"] = str(info["run_id"])
+        return out
+
     def last_switch(self) -> dict[str, Any] | None:
         """The newest record of the switch log (``to``, ``from``, ``reason``, ``actor``,
         ``at``), or None."""
