@@ -113,12 +113,30 @@ def lease(store: RedisStore, key: str, ttl_s: float, wait_s: float,
                     store.client.delete(key)
 
 
+LOCK_WAIT_S = 600.0  # how long a promotion, retention or cleanup waits for the lifecycle lock
+
+
 @contextlib.contextmanager
-def load_lock(store: RedisStore, wait_s: float = 0.0, ttl_s: float = 60.0) -> Iterator[bool]:
-    """Serialises loading versions from Cassandra into Redis (restore, rollback): two loads
-    of one namespace at once would delete each other's keys. True to the holder."""
-    with lease(store, store.keys.restore_lock(), ttl_s, wait_s, "a version load (restore or rollback)") as got:
+def load_lock(store: RedisStore, wait_s: float = 0.0, ttl_s: float = 60.0,
+              what: str = "a version load (restore or rollback)") -> Iterator[bool]:
+    """The lifecycle lock: serialises every change to which namespaces exist and which one
+    serves (loads from Cassandra, switches, retention, cleanup; ``worker.control.lifecycle``).
+    Two loads of one namespace at once would delete each other's keys, and a prune during a
+    load would delete what it loads. True to the holder."""
+    with lease(store, store.keys.restore_lock(), ttl_s, wait_s, what) as got:
         yield got
+
+
+@contextlib.contextmanager
+def lifecycle_locked(store: RedisStore, what: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the lifecycle lock for ``what`` or raise :class:`LeaseHeld` naming its holder."""
+    with load_lock(store, wait_s=wait_s, what=what) as held:
+        if not held:
+            who = holder(store, store.keys.restore_lock())
+            raise LeaseHeld(f"{what}: the lifecycle lock is held by "
+                            f"{who.describe() if who else 'a holder whose lease just lapsed'}; "
+                            f"waited {wait_s:g} s, try again later")
+        yield
 
 
 @contextlib.contextmanager

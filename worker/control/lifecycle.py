@@ -9,13 +9,20 @@ States (Cassandra ``model_versions.status``): ``building`` -> ``ready`` -> ``pro
 ``rolled_back`` (and back); ``rejected`` by the quality gate; ``failed`` when a retrain died
 or lost the race (its Redis namespace is removed). In Redis only ``retrain.keep_last``
 versions stay resident; older ones live in Cassandra and come back through :func:`rollback`.
+
+One lock discipline: every change to which namespaces exist and which one serves (a load from
+Cassandra by restore or rollback, every switch, promotion included, retention, the cleanup of
+abandoned versions) happens under the lifecycle lock (:func:`load_lock`, a lease in Redis), and
+retention never touches a version a retrain is still building (``building``/``ready``). So a
+prune can never delete a namespace a rollback is loading or a promotion is switching to, and
+Redis and the Cassandra switch log record switches in the same order
+(``tests/test_lifecycle_races.py``, with the pause points of :mod:`worker.control.hooks`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 import uuid
@@ -25,17 +32,25 @@ from typing import Any
 import redis
 
 from worker.config import Settings
+from worker.control.hooks import pause
+from worker.control.leases import LOCK_WAIT_S
 
 # Re-exported: callers take the leases from the lifecycle, as before they had a module.
 from worker.control.leases import LeaseHeld as LeaseHeld
+from worker.control.leases import lifecycle_locked as lifecycle_locked
 from worker.control.leases import load_lock as load_lock
 from worker.control.leases import retrain_lock as retrain_lock
+
+# Retention lives in worker.control.retention; re-exported: callers take it from here.
+from worker.control.retention import UNFINISHED
+from worker.control.retention import apply_retention as apply_retention
+from worker.control.retention import resident_versions as resident_versions
+from worker.control.retention import versions_to_delete as versions_to_delete
 from worker.stores.redis.bulk_load import delete_namespace, load_version
 from worker.stores.redis.keys import FORMAT_VERSION
 from worker.stores.redis.store import RedisStore
 
 log = logging.getLogger("online_als.lifecycle")
-UNFINISHED = ("building", "ready")
 
 
 class SwitchRefused(RuntimeError):
@@ -200,7 +215,13 @@ def fail(store: RedisStore, cass: Any, version: int, reason: str) -> None:
 
 
 def abandon_unfinished(store: RedisStore, cass: Any) -> list[int]:
-    """Fail the versions a dead retrain left behind (call with the retrain lock held)."""
+    """Fail the versions a dead retrain left behind (call with the retrain lock held; it
+    takes the lifecycle lock, so a bootstrap or load in progress is never taken for litter)."""
+    with lifecycle_locked(store, "cleaning up abandoned versions"):
+        return _abandon_locked(store, cass)
+
+
+def _abandon_locked(store: RedisStore, cass: Any) -> list[int]:
     current = store.current_version()
     out = []
     for meta in cass.list_versions():
@@ -217,100 +238,66 @@ def abandon_unfinished(store: RedisStore, cass: Any) -> list[int]:
 def promote(settings: Settings, cass: Any, store: RedisStore, version: int,
             expected: int | None, reason: str = "retrain promoted", note: str = "") -> None:
     """Switch serving from ``expected`` to the loaded, caught-up ``version``; ``note`` is
-    recorded as the version's status reason (e.g. that the gate was overridden)."""
-    store.write_meta(version, {"status": "serving"})
-    try:
-        switch(store, cass, expected, version, reason, "online-als retrain")
-    except SwitchRefused as exc:
-        fail(store, cass, version, str(exc))
-        raise
-    cass.set_version_status(version, "promoted", note, expected_status="ready")
+    recorded as the version's status reason (e.g. that the gate was overridden). Under the
+    lifecycle lock: a rollback in progress finishes first, and then this switch refuses."""
+    pause("promote.before_lock")
+    with lifecycle_locked(store, f"promoting version {version}"):
+        store.write_meta(version, {"status": "serving"})
+        try:
+            switch(store, cass, expected, version, reason, "online-als retrain")
+        except SwitchRefused as exc:
+            fail(store, cass, version, str(exc))
+            raise
+        cass.set_version_status(version, "promoted", note, expected_status="ready")
 
 
 # -- rollback --------------------------------------------------------------------------
 def rollback(settings: Settings, cass: Any, store: RedisStore, version: int,
              reason: str) -> dict[str, Any]:
-    """Serve ``version`` again; load it from Cassandra first when Redis does not hold it."""
+    """Serve ``version`` again; load it from Cassandra first when Redis does not hold it.
+    Everything from the check of the version to the status bookkeeping is under the
+    lifecycle lock, so retention cannot delete it meanwhile nor a promotion interleave."""
     t0 = time.perf_counter()
+    _rollback_target(cass, version)  # fail fast, before waiting for the lock
+    with load_lock(store, wait_s=LOCK_WAIT_S) as held:
+        if not held:
+            raise RuntimeError("another process has been loading a version for 10 minutes; "
+                               "retry the rollback when it is done")
+        meta = _rollback_target(cass, version)  # again: retention may have run meanwhile
+        resident = store.read_meta(version)
+        loaded = False
+        if resident is None or resident.status not in ("ready", "serving", "online"):
+            load_from_cassandra(settings, cass, store, version, "rollback")
+            loaded = True
+        pause("rollback.loaded")
+        previous = store.current_version()
+        if previous != version:
+            switch(store, cass, previous, version, reason, "online-als rollback")
+        if store.generation() is None:  # Redis had lost its state: this is the new one
+            new_generation(store)
+        seconds = time.perf_counter() - t0
+        if previous is not None and previous != version:
+            try:
+                prev = cass.get_version(previous)
+                if prev is not None and prev.status == "promoted":
+                    cass.set_version_status(previous, "rolled_back", reason)
+                if meta.status != "promoted":
+                    cass.set_version_status(version, "promoted", reason)
+            except Exception:  # the switch happened; status bookkeeping must not undo it
+                log.exception("could not record the statuses of versions %s -> %s", previous,
+                              version)
+    return {"to": version, "from": previous, "loaded_from_cassandra": loaded,
+            "seconds": round(seconds, 4)}
+
+
+def _rollback_target(cass: Any, version: int) -> Any:
     meta = cass.get_version(version)
     if meta is None:
         raise LookupError(f"no model version {version} in Cassandra")
     if meta.status not in ("promoted", "rolled_back", "rejected"):
         raise LookupError(f"version {version} is {meta.status!r}; only versions that served or "
                           "were rejected by the gate can be rolled back to")
-    with load_lock(store, wait_s=600) as held:
-        if not held:
-            raise RuntimeError("another process has been loading a version for 10 minutes; "
-                               "retry the rollback when it is done")
-        resident = store.read_meta(version)
-        loaded = False
-        if resident is None or resident.status not in ("ready", "serving", "online"):
-            load_from_cassandra(settings, cass, store, version, "rollback")
-            loaded = True
-        previous = store.current_version()
-        if previous != version:
-            switch(store, cass, previous, version, reason, "online-als rollback")
-        if store.generation() is None:  # Redis had lost its state: this is the new one
-            new_generation(store)
-    seconds = time.perf_counter() - t0
-    if previous is not None and previous != version:
-        try:
-            prev = cass.get_version(previous)
-            if prev is not None and prev.status == "promoted":
-                cass.set_version_status(previous, "rolled_back", reason)
-            if meta.status != "promoted":
-                cass.set_version_status(version, "promoted", reason)
-        except Exception:  # the switch happened; status bookkeeping must not undo it
-            log.exception("could not record the statuses of versions %s -> %s", previous, version)
-    return {"to": version, "from": previous, "loaded_from_cassandra": loaded,
-            "seconds": round(seconds, 4)}
-
-
-# -- retention -------------------------------------------------------------------------
-def resident_versions(store: RedisStore) -> list[int]:
-    """Versions with a namespace (meta) in Redis."""
-    pattern = re.compile(rf"^{re.escape(store.keys.prefix)}:v(\d+):meta$")
-    out = set()
-    for key in store.client.scan_iter(match=f"{store.keys.prefix}:v*:meta", count=1000):
-        m = pattern.match(key.decode() if isinstance(key, bytes) else key)
-        if m:
-            out.add(int(m.group(1)))
-    return sorted(out)
-
-
-def versions_to_delete(versions: list[Any], current: int | None, keep_last: int,
-                       keep_promoted_days: float, now: float | None = None) -> list[int]:
-    """Versions retention removes from Cassandra: all but the last ``keep_last``, the
-    serving one, and promoted ones younger than ``keep_promoted_days``."""
-    now = time.time() if now is None else now
-    ordered = sorted(versions, key=lambda v: v.version)
-    recent = {v.version for v in ordered[-keep_last:]}
-    out = []
-    for v in ordered:
-        young_promoted = (v.status in ("promoted", "rolled_back")
-                          and now - v.created_at < keep_promoted_days * 86400)
-        if v.version == current or v.version in recent or young_promoted:
-            continue
-        out.append(v.version)
-    return out
-
-
-def apply_retention(settings: Settings, cass: Any, store: RedisStore) -> dict[str, list[int]]:
-    """Redis keeps the newest ``keep_last`` namespaces (always the serving one); Cassandra
-    keeps those plus promoted versions younger than ``keep_promoted_days``."""
-    r = settings.retrain
-    current = store.current_version()
-    resident = resident_versions(store)
-    keep = set(sorted(v for v in resident if v != current)[-(r.keep_last - 1):]
-               if r.keep_last > 1 else []) | {current}
-    evicted = [v for v in resident if v not in keep]
-    for version in evicted:
-        delete_namespace(store, version)
-    doomed = versions_to_delete(cass.list_versions(), current, r.keep_last, r.keep_promoted_days)
-    for version in doomed:
-        delete_namespace(store, version)
-        cass.delete_version(version)
-    return {"evicted_from_redis": evicted, "deleted": doomed}
+    return meta
 
 
 def ensure_serving(settings: Settings, store: RedisStore, stop: threading.Event) -> int | None:
