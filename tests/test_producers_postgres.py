@@ -153,3 +153,20 @@ def test_produce_postgres_sends_all_in_time_order(
                        want.timestamps.tolist(), strict=True):
         want_by_ts[int(t)].add((u, i))
     assert got_by_ts == want_by_ts
+
+
+@pytest.mark.stack
+def test_produce_reads_the_dsn_from_a_file(
+        stack: StackInfo, pg_dsn: str, ml100k_table: str, topic: str,  # noqa: F811
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--postgres-file``: the DSN (password included, in real use) never on the command line."""
+    dsn_file = tmp_path / "pg_dsn"
+    dsn_file.write_text(pg_dsn + "\n")
+    code = main(["produce", "--postgres-file", str(dsn_file), "--query", "SELECT * FROM ml100k LIMIT 50",
+                 "--topic", topic, "--json", "--no-progress",
+                 "--set", f"kafka.bootstrap_servers={stack.bootstrap}",
+                 "--set", "kafka.partitions=1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["sent"], summary["delivered"], summary["failed"]) == (50, 50, 0)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from worker.config import Settings, load_config, parse_set_flags
+from worker.config.base import mask_credentials
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 
@@ -22,6 +24,25 @@ class UsageError(Exception):
 
 class NothingToDo(Exception):
     """Nothing to act on (no model, no such version): one line on stderr, exit 3."""
+
+
+class MaskCredentials(logging.Filter):
+    """Masks URL and DSN passwords in every record a handler writes (a Pushgateway URL with
+    ``user:password@`` must not reach a log file or a terminal; :func:`mask_credentials`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = mask_credentials(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def mask_log_credentials() -> None:
+    """Install :class:`MaskCredentials` on every handler of the root logger."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskCredentials) for f in handler.filters):
+            handler.addFilter(MaskCredentials())
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

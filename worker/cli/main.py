@@ -24,6 +24,7 @@ from worker.cli.common import (
     add_common,
     add_service_flags,
     emit,
+    mask_log_credentials,
     settings_from,
 )
 from worker.cli.demo import add_demo_parser
@@ -40,6 +41,7 @@ from worker.cli.serve_cli import add_attributes_parser, add_serve_parser
 from worker.cli.serving_cli import add_recommend_parser, add_similar_parser
 from worker.cli.simulate_cli import add_simulate_parser
 from worker.config import ConfigError
+from worker.config.base import mask_credentials
 from worker.devstack.cli import add_stack_parser
 
 
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )
+    mask_log_credentials()  # a password in a URL never reaches the terminal or a log file
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line and an exit code
         code, message = exit_code_for(exc)
         logging.getLogger("online_als").debug("%s failed", args.command, exc_info=True)
-        print(f"online-als {args.command}: {message}", file=sys.stderr)
+        print(f"online-als {args.command}: {mask_credentials(message)}", file=sys.stderr)
         return code
 
 

@@ -28,6 +28,7 @@ from worker.cli.common import (
     emit,
     settings_from,
 )
+from worker.config.base import mask_credentials
 from worker.stores.kafka import ensure_topics
 
 log = logging.getLogger("online_als.produce")
@@ -38,6 +39,11 @@ EXAMPLES = """examples:
   online-als produce u.data.gz --implicit-from-ratings          # like/view/dislike events
   online-als produce --synthetic --n-events 1000000 --rate 5000 --drift 0.5
   online-als produce --postgres 'host=/tmp port=5432 dbname=app' --table ratings
+  PGPASSWORD=... online-als produce --postgres 'host=db user=app dbname=app' --table ratings
+  online-als produce --postgres-file /run/secrets/pg_dsn --table ratings   # DSN with password
+
+A password never goes on the command line (``ps`` shows it): libpq reads it from PGPASSWORD
+or ~/.pgpass, or give the whole DSN in a file with --postgres-file.
 """
 
 
@@ -51,7 +57,10 @@ def add_produce_parser(sub: Any) -> None:
     src.add_argument("file", nargs="?", help="rating file: .data (TAB), .dat (::), .csv, "
                      ".parquet, each optionally gzipped")
     src.add_argument("--synthetic", action="store_true", help="planted-factor synthetic stream")
-    src.add_argument("--postgres", metavar="DSN", help="PostgreSQL connection string")
+    src.add_argument("--postgres", metavar="DSN", help="PostgreSQL connection string, without "
+                     "a password (PGPASSWORD or ~/.pgpass, or use --postgres-file)")
+    src.add_argument("--postgres-file", metavar="PATH", help="a file holding the DSN (may hold "
+                     "the password; e.g. a mounted secret)")
     src.add_argument("--table", help="with --postgres: table (or schema.table) to read")
     src.add_argument("--query", help="with --postgres: SELECT giving user_id,item_id,"
                      "rating|event,ts")
@@ -116,18 +125,34 @@ def add_produce_parser(sub: Any) -> None:
     p.set_defaults(func=run_produce)
 
 
+def _postgres_dsn(args: argparse.Namespace) -> str:
+    """The DSN from --postgres (refused when it holds a password) or --postgres-file."""
+    if args.postgres_file:
+        try:
+            with open(args.postgres_file, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--postgres-file {args.postgres_file}: {exc.strerror}") from None
+    if mask_credentials(args.postgres) != args.postgres:
+        raise ValueError("--postgres: the DSN holds a password, which `ps` shows to every user; "
+                         "put it in PGPASSWORD or ~/.pgpass, or the whole DSN in a file "
+                         "(--postgres-file PATH)")
+    return str(args.postgres)
+
+
 def _source(args: argparse.Namespace, mode: Mode) -> tuple[str, Iterator[Ratings], int | None]:
     """(description, chunks, total rows if known)."""
-    given = [bool(args.file), args.synthetic, bool(args.postgres)]
-    if sum(given) != 1:
-        raise ValueError("give exactly one source: FILE, --synthetic or --postgres DSN")
-    if args.postgres:
+    given = [bool(args.file), args.synthetic, bool(args.postgres or args.postgres_file)]
+    if sum(given) != 1 or (args.postgres and args.postgres_file):
+        raise ValueError("give exactly one source: FILE, --synthetic, --postgres DSN or "
+                         "--postgres-file PATH")
+    if args.postgres or args.postgres_file:
         from producers.postgres import iter_postgres_chunks
 
         if (args.table is None) == (args.query is None):
             raise ValueError("--postgres needs exactly one of --table or --query")
         chunks = iter_postgres_chunks(
-            args.postgres, table=args.table, query=args.query, chunk_rows=args.chunk_rows,
+            _postgres_dsn(args), table=args.table, query=args.query, chunk_rows=args.chunk_rows,
             itersize=args.itersize, order="time" if args.order == "time" else "source")
         return f"postgres:{args.table or 'query'}", chunks, None
     if args.synthetic:

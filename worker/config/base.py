@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -39,9 +40,32 @@ def _cert_and_key(section: str, cert_key: str, cert: str | None,
                          "(client certificate and its private key); set both or neither")
 
 
+#: ``scheme://user:password@`` in a URL or DSN (the password part is masked).
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<pw>[^\s@/]*)@")
+#: ``password=...`` in a libpq key/value DSN.
+_DSN_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the password of every URL (``http://user:****@host``) and of every libpq
+    ``password=`` masked; for what a person sees: ``online-als config``, logs, errors.
+
+    >>> mask_credentials("push to http://ops:hunter2@gw:9091/metrics failed")
+    'push to http://ops:****@gw:9091/metrics failed'
+    >>> mask_credentials("host=db password='s3 cret' dbname=app")
+    'host=db password=**** dbname=app'
+    """
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['head']}:****@", text)
+    return _DSN_PASSWORD.sub(lambda m: f"{m['head']}****", text)
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return "**********"
     if isinstance(value, dict):
         return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return mask_credentials(value)
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
     return value
