@@ -198,3 +198,13 @@ def test_redis_keys_doc_table_matches_the_keys_module() -> None:
     undocumented = {k: m for k, m in built.items() if k not in documented
                     and m not in _NOT_IN_TABLE}
     assert not undocumented, f"RedisKeys builds keys the spec does not list: {undocumented}"
+
+
+@pytest.mark.parametrize("name", ["worker.stores.redis.keys", "worker.serving.attributes",
+                                  "worker.serving.filters", "worker.serving.api.params",
+                                  "worker.serving.api.app", "worker.freshness"])
+def test_doctests(name: str) -> None:
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(name)).failed == 0

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from worker.events import DLQ_REASONS
+from worker.freshness import BulkHistogram
 
 PREFIX: Final = "online_als_"
 
@@ -39,6 +40,9 @@ ALL_METRIC_NAMES: Final[tuple[str, ...]] = (
     "online_als_batch_latency_seconds_count",
     "online_als_batch_latency_seconds_sum",
     "online_als_event_time_lag_seconds",
+    "online_als_freshness_seconds_bucket",
+    "online_als_freshness_seconds_count",
+    "online_als_freshness_seconds_sum",
     "online_als_consumer_lag_messages",
     "online_als_redis_latency_seconds_bucket",
     "online_als_redis_latency_seconds_count",
@@ -72,6 +76,10 @@ DEFAULT_CASSANDRA_OPS: Final = ("read", "write")
 BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000)
 BATCH_LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+#: event time -> visible in Redis (the freshness SLO: docs/serving.md#freshness)
+FRESHNESS_BUCKETS: Final = (
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
 )  # fmt: skip
 CALL_LATENCY_BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -182,6 +190,9 @@ class WorkerMetrics:
             "Now minus the newest event time of the last applied batch.",
             registry=reg,
         )
+        self.freshness = BulkHistogram(
+            p + "freshness_seconds", "Per applied event: the time it became visible in Redis "
+            "(its batch committed) minus its event time.", FRESHNESS_BUCKETS, registry=reg)
         self.consumer_lag = Gauge(
             p + "consumer_lag_messages",
             "High watermark minus committed/position offset.",

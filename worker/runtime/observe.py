@@ -5,6 +5,7 @@ Kept apart from :mod:`worker.runtime.loop` so the loop reads as the commit order
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,8 @@ def observe_batch(m: WorkerMetrics, batch: Ratings, result: ApplyResult, seconds
     else:
         m.observe_prequential(result.predictions[ok], (batch.values[ok] > 0).astype(np.float32))
     m.set_event_time_lag(batch.timestamps)
+    ts = batch.timestamps[ok]  # 0: a file without times; NaN: no time at all (both skipped)
+    m.freshness.observe_many(np.maximum(time.time() - ts[ts > 0], 0.0))
     return applied
 
 
