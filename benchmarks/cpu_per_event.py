@@ -49,10 +49,15 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--learner", choices=("adaptive", "sgd"), default=None,
                     help="the worker's explicit learner (default: the shipped one)")
+    ap.add_argument("--owned-users", type=int, default=None,
+                    help="worker.owned_users_max (0: read every user from Redis every batch)")
     a = ap.parse_args()
     s = bw.settings_for(uuid.uuid4().hex[:8], a.partitions, a.rank, persist=False)
     if a.learner:
         s = s.model_copy(update={"model": s.model.model_copy(update={"learner": a.learner})})
+    if a.owned_users is not None:
+        s = s.model_copy(update={"worker": s.worker.model_copy(
+            update={"owned_users_max": a.owned_users})})
     bw.produce(s, a.events, seed=7)
     redis_client = connect(s.redis)
 
@@ -67,7 +72,7 @@ def main() -> None:
 
     worker = Worker(s)
     print(f"# {a.events:,} events, k={a.rank}, {a.partitions} partitions, learner "
-          f"{s.model.learner}; "
+          f"{s.model.learner}, owned users {s.worker.owned_users_max:,}; "
           f"load {os.getloadavg()}", flush=True)
     before = sample()
     t0 = time.perf_counter()

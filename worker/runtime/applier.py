@@ -27,9 +27,10 @@ from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
 from online_als.ratings import Ratings
 from worker.config import ModelSettings, Settings
 from worker.events import DecodeConfig
+from worker.runtime.owned_users import OwnedUsers
 from worker.stores.redis.batch_args import PartitionTags, SeenUpdates
 from worker.stores.redis.keys import FIELD_AUX
-from worker.stores.redis.store import RedisStore, VersionMeta
+from worker.stores.redis.store import RedisStore, VectorBlock, VersionMeta
 
 
 @dataclass
@@ -119,7 +120,8 @@ class BatchApplier:
         return state
 
     def prepare(self, state: VersionState, batch: Ratings, ends: dict[int, int],
-                batch_id: str, recovery: bool = False) -> PreparedBatch:
+                batch_id: str, recovery: bool = False,
+                owned: OwnedUsers | None = None) -> PreparedBatch:
         """Read the touched vectors and run the kernel; nothing is written yet.
 
         ``batch`` is sorted by (partition, offset); ``ends`` are its last offsets per partition,
@@ -136,8 +138,8 @@ class BatchApplier:
         ukeys = self.store.vector_keys(meta.version, "u", user_list)
         ikeys = self.store.vector_keys(meta.version, "i", item_list)
         widths = self.aux_widths(k) if meta.mode == "explicit" else None
-        ub = self.store.read_vectors(ukeys, k, batch_id if recovery else "",
-                                     {FIELD_AUX: widths[0]} if widths else None)
+        ub = self._read_users(ukeys, user_list, k, batch_id if recovery else "",
+                              widths[0] if widths else 0, None if recovery else owned)
         ib = self.store.read_vectors(ikeys, k, batch_id if recovery else "",
                                      {FIELD_AUX: widths[1]} if widths else None)
         t1 = time.perf_counter()
@@ -206,7 +208,32 @@ class BatchApplier:
         }
         result = ApplyResult(pred, applied, len(new_u), len(new_i),
                              {"read": t1 - t0, "kernel": t2 - t1})
-        return PreparedBatch(meta.version, spec, batch_id, writes, index, result)
+        return PreparedBatch(meta.version, spec, batch_id, writes, index, result, user_list)
+
+    def _read_users(self, keys: list[str], users: list[str], rank: int, recovery: str,
+                    aux_width: int, owned: OwnedUsers | None) -> VectorBlock:
+        """The users' rows: those ``owned`` holds from memory, the rest from Redis."""
+        extra = {FIELD_AUX: aux_width} if aux_width else None
+        if owned is None or not len(owned):
+            return self.store.read_vectors(keys, rank, recovery, extra)
+        rows = owned.rows(users)
+        held = rows >= 0
+        if not held.any():
+            return self.store.read_vectors(keys, rank, recovery, extra)
+        missing = np.flatnonzero(~held)
+        got = self.store.read_vectors([keys[j] for j in missing], rank, recovery, extra)
+        n = len(users)
+        block = VectorBlock(np.empty((n, rank), np.float32), np.empty(n, np.float32),
+                            np.ones(n, bool), np.zeros(n, bool),
+                            {FIELD_AUX: np.empty((n, aux_width), np.float32)} if aux_width else {})
+        hit = rows[held]
+        block.factors[held], block.biases[held] = owned.factors[hit], owned.biases[hit]
+        block.factors[missing], block.biases[missing] = got.factors, got.biases
+        block.present[missing], block.from_before_image[missing] = got.present, got.from_before_image
+        if aux_width:
+            block.extra[FIELD_AUX][held] = owned.aux[hit]
+            block.extra[FIELD_AUX][missing] = got.extra[FIELD_AUX]
+        return block
 
     def queue_writes(self, prepared: PreparedBatch, pipe: Any) -> None:
         """Queue the batch's idempotent vector, seen and index writes on ``pipe``."""
@@ -246,6 +273,13 @@ class PreparedBatch:
     writes: list[VectorWrites]
     index: dict[str, list[str]]
     result: ApplyResult
+    user_ids: list[str]  # the rows of writes[0], in order
+
+    def keep_users(self, owned: OwnedUsers) -> None:
+        """Hand the committed user rows to ``owned`` (called once the commit is confirmed)."""
+        w = self.writes[0]
+        aux = w.extra[0][2] if w.extra else None
+        owned.keep(self.user_ids, w.new_f, w.new_b, aux)
 
 
 def _partition_ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:

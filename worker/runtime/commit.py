@@ -50,6 +50,7 @@ from worker.runtime.applier import (
     PreparedBatch,
     VersionState,
 )
+from worker.runtime.owned_users import OwnedUsers
 from worker.stores.redis.script_batch import ScriptBatch
 from worker.stores.redis.store import Checkpoint, RedisStore
 
@@ -125,12 +126,16 @@ class CommitProtocol:
     tokens: dict[int, str] = field(default_factory=dict)
     fenced_total: int = 0
     regressions_total: int = 0
+    # users of the held partitions kept in memory between batches (0: read them every batch)
+    owned_users_max: int = 0
+    owned: OwnedUsers | None = None
 
     # -- 1. fence ------------------------------------------------------------------------
     def assign(self, version: int, partitions: list[int]) -> dict[int, int | None]:
         """Take ``partitions`` of ``version``: returns each one's start (None: never applied)."""
         # one token per assignment, so a zombie of ours is fenced too
         tokens = {p: f"{self.owner}:{uuid.uuid4().hex[:8]}" for p in partitions}
+        self._forget_users()  # another owner may have written them since
         self.store.checkpoint_step(version, self.topic, "own", tokens, {p: [] for p in partitions})
         self.tokens.update(tokens)
         cps = self.store.read_checkpoints(version, self.topic, partitions)
@@ -144,6 +149,7 @@ class CommitProtocol:
         return out
 
     def revoke(self, partitions: list[int]) -> None:
+        self._forget_users()
         for p in partitions:
             self.positions.pop(p, None)
             self.pending.pop(p, None)
@@ -224,7 +230,24 @@ class CommitProtocol:
         for p, end in flight.decoded.ends.items():
             self.positions[p] = end + 1
             self.pending.pop(p, None)
+        if self.owned is not None and flight.prepared is not None:
+            flight.prepared.keep_users(self.owned)  # committed: this is what Redis holds
         return result
+
+    def _owned_for(self, state: VersionState) -> OwnedUsers | None:
+        if self.owned_users_max <= 0:
+            return None
+        rank = state.meta.rank
+        widths = self.applier.aux_widths(rank) if state.meta.mode == "explicit" else None
+        aux = widths[0] if widths else 0
+        if (self.owned is None or self.owned.version != state.version
+                or self.owned.rank != rank or self.owned.aux_width != aux):
+            self.owned = OwnedUsers(rank, aux, self.owned_users_max, state.version)
+        return self.owned
+
+    def _forget_users(self) -> None:
+        if self.owned is not None:
+            self.owned.clear()
 
     def _send(self, state: VersionState, decoded: DecodedMessages, selection: Selection,
               recovery: bool, background: bool) -> InFlight:
@@ -233,7 +256,8 @@ class CommitProtocol:
         batch = self.store.batch()
         t0 = time.perf_counter()
         if decoded.batch is not None:
-            prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery)  # 3
+            prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery,  # 3
+                                            self._owned_for(state))
             self._fenced_step(version, "intent", {                                         # 4
                 p: [batch_id, e, prepared.spec, self.positions[p]] for p, e in ends.items()})
             faults.reached("after_intent")

@@ -70,7 +70,8 @@ class Worker(PartitionOwnership, Housekeeping):
             f"{r.host}:{r.port}", settings.worker.redis_retry_budget_s,
             settings.worker.reconnect_backoff_max_s, self._stop, self._redis_state)
         self.commit = CommitProtocol(self.store, self.applier, self.topic,
-                                     owner=f"{settings.worker.name}:{uuid.uuid4().hex[:8]}")
+                                     owner=f"{settings.worker.name}:{uuid.uuid4().hex[:8]}",
+                                     owned_users_max=settings.worker.owned_users_max)
         self._state: VersionState | None = None
         self._consumer: Consumer | None = None
         self._dlq: Any = None
