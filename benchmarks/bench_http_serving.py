@@ -53,7 +53,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=5000, help="in-process recommend calls")
     p.add_argument("--requests", type=int, default=10_000, help="HTTP requests per round")
     p.add_argument("--rounds", type=int, default=3, help="HTTP rounds (median reported)")
-    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--connections", type=int, default=6)
     p.add_argument("--workers", type=int, default=1, help="serve processes (all on --cpu)")
     p.add_argument("--cpu", type=int, default=0, help="the core the server is pinned to "
                    "(-1: not pinned)")

@@ -278,3 +278,35 @@ def test_node_fetch_reads_the_api(served: tuple[Settings, Server]) -> None:
     assert calls["popular"] == as_json(client.popular(6))
     assert [[r["id"], r["score"]] for r in calls["because"]["items"]] == \
         [list(p) for p in client.because("u4", top.item_ids[0], 5)]
+
+
+def test_async_user_read_matches_and_falls_back(served: tuple[Settings, Server]) -> None:
+    """The asynchronous user read gives what the blocking one gives; a Redis it cannot reach
+    (or a refused AUTH) sends the request through the blocking client instead."""
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from worker.serving.api.aio_reads import AsyncUserReads
+
+    settings, _ = served
+    client = ServingClient.from_settings(settings)
+    cache = client.cache()
+
+    async def reads(s: Settings) -> list[Any]:
+        aio = AsyncUserReads(s.redis, client.keys, client.reads)
+        got = await asyncio.gather(*(aio.user_seen_rows(cache, u) for u in [*USERS[:10], "x"]))
+        return list(got)
+
+    want = [client.read_user_seen_rows(cache, u) for u in [*USERS[:10], "x"]]
+    broken = settings.model_copy(update={"redis": settings.redis.model_copy(
+        update={"port": free_port()})})
+    refused = settings.model_copy(update={"redis": settings.redis.model_copy(
+        update={"password": SecretStr("wrong"), "username": "nobody"})})
+    for s in (settings, broken):
+        for (ru, rows), (wu, wrows) in zip(asyncio.run(reads(s)), want, strict=True):
+            assert rows.tolist() == wrows.tolist() and ru.bias == wu.bias
+            assert (ru.vector is None) == (wu.vector is None)
+            if ru.vector is not None:
+                assert ru.vector.tobytes() == wu.vector.tobytes()  # type: ignore[union-attr]
+    assert asyncio.run(reads(refused))[0][1].tolist() == want[0][1].tolist()

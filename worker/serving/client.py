@@ -226,7 +226,13 @@ class ServingClient:
             user, exclude = self.read_user_seen_rows(cache, user_id)
         else:
             user, exclude = self.read_user(cache, user_id, with_seen=False), None
-        return self._top(cache, user, n, exclude, self._allow(cache, filter))
+        return self.recommend_user(cache, user, exclude, n, filter)
+
+    def recommend_user(self, cache: VersionCache, user: UserRecord, seen_rows: I64 | None,
+                       n: int = 10, filter: Filter = None) -> Recommendations:
+        """:meth:`recommend` for a user already read from ``cache``'s version (e.g. by an
+        asynchronous read); ``seen_rows`` are excluded (None: nothing)."""
+        return self._top(cache, user, n, seen_rows, self._allow(cache, filter))
 
     def _allow(self, cache: VersionCache, flt: Filter) -> Allow:
         if isinstance(flt, ItemFilters):

@@ -1,8 +1,10 @@
 """The Starlette app of ``online-als serve``: HTTP over :class:`ServingClient`.
 
 Handlers call the client directly on the event loop (no thread pool: a recommend is ~0.3 ms of
-CPU and one Redis round trip, and a hop to a thread costs more than it saves; concurrency comes
-from ``serve.workers`` processes behind the one port). The pointer ``<P>:current``, the item
+CPU, and a hop to a thread costs more than it saves; concurrency comes from ``serve.workers``
+processes behind the one port). The user read of a recommend is asynchronous
+(:mod:`worker.serving.api.aio_reads`), so a process scores one request while the next one's
+Redis round trip is in flight. The pointer ``<P>:current``, the item
 cache and the attribute sets are refreshed by one background thread per process every
 ``serve.refresh_s``, so no request pays for a reload; a version switch is served within
 ``refresh_s``.
@@ -32,6 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from worker.config import Settings
+from worker.serving.api.aio_reads import AsyncUserReads
 from worker.serving.api.metrics import ServeMetrics
 from worker.serving.api.openapi import OPENAPI
 from worker.serving.api.params import BadRequest, Query
@@ -60,6 +63,7 @@ class Service:
         self.client = client or ServingClient.from_settings(
             settings, refresh_s=math.inf, reload_items_s=s.reload_items_s)
         self.client.attributes.refresh_s = math.inf  # the refresher thread re-checks them
+        self.aio = AsyncUserReads(settings.redis, self.client.keys, self.client.reads)
         self.metrics = ServeMetrics()
         self.state = ServeState.STARTING
         self.detail = "starting"
@@ -116,7 +120,7 @@ def _results(recs: Recommendations) -> Response:
                     media_type=_JSON)
 
 
-Handler = Callable[[Service, Query], Response]
+Handler = Callable[[Service, Query], Awaitable[Response]]
 
 
 def _endpoint(svc: Service, name: str, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -134,7 +138,7 @@ def _endpoint(svc: Service, name: str, fn: Handler) -> Callable[[Request], Await
                     raise BadRequest(f"the body is not JSON: {exc}") from None
             else:
                 q = Query.from_query_string(request.scope["query_string"])
-            resp = fn(svc, q)
+            resp = await fn(svc, q)
         except BadRequest as exc:
             resp = _json({"error": str(exc)}, 400)
         except NoModelError as exc:
@@ -155,7 +159,7 @@ def _n(svc: Service, q: Query, default: int = 10) -> int:
     return q.integer("n", default, 1, svc.settings.serve.max_n)
 
 
-def recommend(svc: Service, q: Query) -> Response:
+async def recommend(svc: Service, q: Query) -> Response:
     limit = svc.settings.serve.max_ids
     flt = q.filters(limit)
     user = q.text("user", required=False)
@@ -169,11 +173,15 @@ def recommend(svc: Service, q: Query) -> Response:
                                                               _n(svc, q), filter=flt))
         except ValueError as exc:  # a value that is neither a number nor an event name
             raise BadRequest(f"'items': {exc}") from None
-    return _results(svc.client.recommend(user, _n(svc, q), exclude_seen=not q.flag(
-        "include_seen"), filter=flt))
+    n = _n(svc, q)
+    if q.flag("include_seen"):
+        return _results(svc.client.recommend(user, n, exclude_seen=False, filter=flt))
+    cache = svc.client.cache()
+    record, seen = await svc.aio.user_seen_rows(cache, user)  # scores others meanwhile
+    return _results(svc.client.recommend_user(cache, record, seen, n, flt))
 
 
-def because(svc: Service, q: Query) -> Response:
+async def because(svc: Service, q: Query) -> Response:
     user, item = q.text("user"), q.text("item")
     assert user is not None and item is not None
     cache = svc.client.cache()
@@ -182,14 +190,14 @@ def because(svc: Service, q: Query) -> Response:
                   "items": [{"id": i, "score": s} for i, s in pairs]})
 
 
-def similar(svc: Service, q: Query) -> Response:
+async def similar(svc: Service, q: Query) -> Response:
     item = q.text("item")
     assert item is not None
     return _results(svc.client.similar_items(item, _n(svc, q),
                                              filter=q.filters(svc.settings.serve.max_ids)))
 
 
-def popular(svc: Service, q: Query) -> Response:
+async def popular(svc: Service, q: Query) -> Response:
     return _results(svc.client.popular(_n(svc, q), filter=q.filters(svc.settings.serve.max_ids)))
 
 
