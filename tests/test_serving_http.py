@@ -310,3 +310,22 @@ def test_async_user_read_matches_and_falls_back(served: tuple[Settings, Server])
             if ru.vector is not None:
                 assert ru.vector.tobytes() == wu.vector.tobytes()  # type: ignore[union-attr]
     assert asyncio.run(reads(refused))[0][1].tolist() == want[0][1].tolist()
+
+
+def test_local_stack_component_starts_the_service(stack: StackInfo, tmp_path: Path) -> None:
+    """`online-als stack up --with serving`: a stack of its own (runtime dir, port) whose only
+    component is the service, over the test stack's Redis; up, answering, down."""
+    from worker.devstack import Stack, StackConfig
+
+    port = free_port()
+    st = Stack(StackConfig.from_env(runtime_dir=tmp_path / "stack", serving_port=port,
+                                    redis_port=stack.redis_port, serving_workers=2))
+    try:
+        reports = st.up(["serving"])
+        assert reports["serving"].started
+        assert st.status(["serving"])["serving"].running
+        assert http(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+        assert http(f"http://127.0.0.1:{port}/readyz")[0] in (200, 503)  # ready once a model
+    finally:
+        assert st.down(["serving"]) == ["serving"]
+    assert not st.status(["serving"])["serving"].running

@@ -72,7 +72,7 @@ def add_stack_parser(
     )
     up.add_argument(
         "--with", dest="with_", type=_components, metavar="A,B",
-        help="also start optional components (prometheus,postgres)",
+        help="also start optional components (prometheus,postgres,redis-replica,serving)",
     )  # fmt: skip
     up.add_argument("--json", action="store_true", help="print per-server step timings as JSON")
     up.set_defaults(func=_cmd_up)

@@ -17,7 +17,7 @@ from typing import Any
 ENV_PREFIX = "ONLINE_ALS_STACK_"
 
 CORE_COMPONENTS: tuple[str, ...] = ("redis", "kafka", "cassandra")
-OPTIONAL_COMPONENTS: tuple[str, ...] = ("prometheus", "postgres", "redis-replica")
+OPTIONAL_COMPONENTS: tuple[str, ...] = ("prometheus", "postgres", "redis-replica", "serving")
 ALL_COMPONENTS: tuple[str, ...] = CORE_COMPONENTS + OPTIONAL_COMPONENTS
 
 
@@ -74,6 +74,9 @@ class StackConfig:
     cassandra_storage_port: int = 7000
     prometheus_port: int = 9090
     postgres_port: int = 5432
+    # `serving`: `online-als serve` (the HTTP API) over this stack's Redis
+    serving_port: int = 8080
+    serving_workers: int = 2
 
     kafka_version: str = "4.1.1"
     cassandra_version: str = "5.0.6"

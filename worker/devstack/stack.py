@@ -15,6 +15,7 @@ from worker.devstack.postgres import PostgresServer
 from worker.devstack.prometheus import PrometheusServer
 from worker.devstack.redis import RedisReplicaServer, RedisServer
 from worker.devstack.servers import Server, ServerStatus, StartReport
+from worker.devstack.serving import ServingServer
 
 log = logging.getLogger("worker.devstack")
 
@@ -25,6 +26,7 @@ SERVER_CLASSES: dict[str, type[Server]] = {
     "prometheus": PrometheusServer,
     "postgres": PostgresServer,
     "redis-replica": RedisReplicaServer,
+    "serving": ServingServer,
 }
 
 
