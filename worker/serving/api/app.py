@@ -145,6 +145,9 @@ def _endpoint(svc: Service, name: str, fn: Handler) -> Callable[[Request], Await
             resp = _json({"error": str(exc)}, 503)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             resp = _json({"error": f"Redis is not reachable: {exc}"}, 503)
+        except Exception as exc:  # noqa: BLE001 - one JSON 500 (counted), the traceback logged
+            log.exception("%s failed", name)
+            resp = _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
         c = counters.get(resp.status_code)
         if c is None:
             c = counters[resp.status_code] = metrics.requests.labels(name, str(resp.status_code))

@@ -41,6 +41,8 @@ _ERRORS = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     "503": {"description": "no model version in Redis yet, or Redis unreachable",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    "500": {"description": "an unexpected failure (logged with its traceback)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
 }
 
 
