@@ -162,6 +162,26 @@ def test_movielens_genres_load_and_filter(model: tuple[Settings, ModelArrays], m
     assert "--name" in capsys.readouterr().err
 
 
+def test_cli_takes_the_filters(model: tuple[Settings, ModelArrays],
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.cli.main import main
+
+    settings, m = model
+    common = ["--json", "--set", f"redis.host={settings.redis.host}", "--set",
+              f"redis.port={settings.redis.port}", "--set",
+              f"redis.key_prefix={settings.redis.key_prefix}"]
+    assert main(["recommend", "--user", "u1", "--n", "5", "--category", "fives", "--exclude",
+                 "i05", *common]) == 0
+    got = [r["id"] for r in json.loads(capsys.readouterr().out)["results"]]
+    allowed = {i for i, c in CATS.items() if "fives" in c} - {"i05"} - seen_of("u1")
+    assert got == brute_force(m, "u1", 5, allowed)
+    assert main(["similar", "--item", "i04", "--include", "i01,i02,i03", *common]) == 0
+    assert {r["id"] for r in json.loads(capsys.readouterr().out)["results"]} <= {"i01", "i02",
+                                                                                 "i03"}
+    assert main(["similar", "--user", "u1", "--category", "odd", *common]) == 2
+    assert "not to similar users" in capsys.readouterr().err
+
+
 def test_generic_attribute_csv(tmp_path: Path) -> None:
     f = tmp_path / "brands.csv"
     f.write_text("item_id,brand\n1,acme\n2,acme|zenith\n3,\n")

@@ -31,6 +31,7 @@ RECOMMEND_EXAMPLES = """examples:
   online-als recommend --new-user "50=5,181=4,1=1"        # anonymous user, nothing written
   online-als recommend --new-user "i3=like,i9=view"        # implicit model: event names
   online-als recommend --user 196 --because 318            # why 318 for user 196
+  online-als recommend --user 196 --category Comedy --exclude 50,181
 """
 
 SIMILAR_EXAMPLES = """examples:
@@ -38,6 +39,27 @@ SIMILAR_EXAMPLES = """examples:
   online-als similar --item 50 --n 5 --titles /work/shared/data/movielens/ml-100k/u.item.gz
   online-als similar --user 196 --json
 """
+
+
+def _add_filter_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("business filters (docs/serving.md#filters)")
+    g.add_argument("--exclude", metavar="ID,...", help="never return these item ids")
+    g.add_argument("--include", metavar="ID,...", help="return only these item ids")
+    g.add_argument("--category", metavar="C,...", help="items with any of these categories")
+    g.add_argument("--exclude-category", metavar="C,...", help="drop items with these categories")
+
+
+def _filters(args: argparse.Namespace) -> Any:
+    """The ItemFilters of the flags (None: no filter flag given)."""
+    from worker.serving.filters import ItemFilters
+
+    def ids(value: str | None) -> list[str] | None:
+        return None if value is None else [v for v in value.split(",") if v]
+
+    flt = ItemFilters(exclude=ids(args.exclude) or (), include=ids(args.include),
+                      categories=ids(args.category),
+                      exclude_categories=ids(args.exclude_category))
+    return None if flt.empty else flt
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -64,6 +86,7 @@ def add_recommend_parser(sub: Any) -> None:
     p.add_argument("--because", metavar="ITEM_ID",
                    help="with --user: the user's history items that explain ITEM_ID")
     _add_output_flags(p)
+    _add_filter_flags(p)
     p.set_defaults(func=_run_recommend)
 
 
@@ -79,6 +102,7 @@ def add_similar_parser(sub: Any) -> None:
     what.add_argument("--item", metavar="ITEM_ID")
     what.add_argument("--user", metavar="USER_ID")
     _add_output_flags(p)
+    _add_filter_flags(p)
     p.set_defaults(func=_run_similar)
 
 
@@ -237,9 +261,10 @@ def _run_recommend(args: argparse.Namespace) -> int:
     def query(client: ServingClient, titles: dict[str, str] | None) -> dict[str, Any]:
         if args.new_user is not None:
             ratings = parse_new_user(args.new_user)
-            recs = client.recommend_for_new_user(ratings, args.n)
+            recs = client.recommend_for_new_user(ratings, args.n, filter=_filters(args))
             return _payload(recs, client.cache().mode, titles, clip, new_user=args.new_user)
-        recs = client.recommend(args.user, args.n, exclude_seen=not args.include_seen)
+        recs = client.recommend(args.user, args.n, exclude_seen=not args.include_seen,
+                                filter=_filters(args))
         payload = _payload(recs, client.cache().mode, titles, clip, user=args.user)
         if args.because:
             payload["because_item"] = args.because
@@ -253,9 +278,14 @@ def _run_recommend(args: argparse.Namespace) -> int:
 
 
 def _run_similar(args: argparse.Namespace) -> int:
+    if args.user is not None and _filters(args) is not None:
+        print("online-als: the filters apply to items (--item), not to similar users",
+              file=sys.stderr)
+        return EXIT_USAGE
+
     def query(client: ServingClient, titles: dict[str, str] | None) -> dict[str, Any]:
         if args.item is not None:
-            recs = client.similar_items(args.item, args.n)
+            recs = client.similar_items(args.item, args.n, filter=_filters(args))
             return _payload(recs, client.cache().mode, titles, item=args.item)
         recs = client.similar_users(args.user, args.n)
         return _payload(recs, client.cache().mode, None, user=args.user)
