@@ -98,3 +98,13 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_snapshots_show_without_a_version_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(capsys, "snapshots", "show", *NO_CASSANDRA)
     assert code == 2 and "version number" in one_line(err)
+
+
+def test_binary_config_file_names_the_setting_and_toml(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    binary = tmp_path / "settings.toml"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(range(128, 256)) * 8)
+    code, err = run(capsys, "config", "--config", str(binary))
+    line = one_line(err)
+    assert code == 2 and "--config" in line and "TOML" in line, line
+    assert "CSV" not in line and "MovieLens" not in line, line

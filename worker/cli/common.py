@@ -45,6 +45,25 @@ def mask_log_credentials() -> None:
             handler.addFilter(MaskCredentials())
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line, cut to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def kafka_down_line(error: str) -> str:
+    """The one line for Kafka not answering: the client's error and, where librdkafka logged
+    one, its last connection failure (which broker, and how it failed)."""
+    from worker.stores.kafka import LIBRDKAFKA_LOG
+
+    cause = one_line(error, 160)
+    failure = LIBRDKAFKA_LOG.last_failure
+    if failure:
+        cause += f"; last: {one_line(failure, 200)}"
+    return (f"Kafka is not reachable ({cause}); start it (`online-als stack up --only kafka`) "
+            "or fix kafka.bootstrap_servers/kafka.security_protocol")
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand takes: config file, --set overrides, --json, --log-level."""
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (or ONLINE_ALS_CONFIG)")

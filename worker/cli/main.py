@@ -24,6 +24,7 @@ from worker.cli.common import (
     add_common,
     add_service_flags,
     emit,
+    kafka_down_line,
     mask_log_credentials,
     settings_from,
 )
@@ -162,9 +163,15 @@ def exit_code_for(exc: BaseException) -> tuple[int, str]:
     if name == "KafkaException":
         err: Any = exc.args[0] if exc.args else None
         text = str(err.str()) if hasattr(err, "str") else str(exc)
-        if "Authentication" in text or "SASL" in text:
+        from worker.stores.kafka import LIBRDKAFKA_LOG
+
+        failure = LIBRDKAFKA_LOG.last_failure or ""
+        if "Authentication" in text or "SASL" in text or "authentication" in failure.lower():
             return EXIT_USAGE, (f"Kafka refused the credentials ({_one_line(text, 200)}); fix "
                                 "kafka.sasl_username/kafka.sasl_password")
+        if any(word in text.lower() for word in ("transport", "brokers are down", "timed out",
+                                                 "resolve")):
+            return EXIT_DOWN, kafka_down_line(text)
         return EXIT_DOWN, (f"Kafka error ({_one_line(text, 200)}); start it or fix "
                            "kafka.bootstrap_servers/kafka.security_protocol")
     if isinstance(exc, ConnectionError | TimeoutError):

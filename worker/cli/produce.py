@@ -26,6 +26,7 @@ from worker.cli.common import (
     EXIT_USAGE,
     add_common,
     emit,
+    kafka_down_line,
     settings_from,
 )
 from worker.config.base import mask_credentials
@@ -233,8 +234,7 @@ def run_produce(args: argparse.Namespace) -> int:
         try:
             ensure_topics(settings.kafka, {producer.topic: settings.kafka.partitions}, 15.0)
         except KafkaException as exc:
-            print(f"online-als produce: Kafka at {settings.kafka.bootstrap_servers} is not "
-                  f"reachable ({exc}); start it with `online-als stack up --only kafka`",
+            print(f"online-als produce: {kafka_down_line(str(exc.args[0].str()))}",
                   file=sys.stderr)
             return EXIT_DOWN
     stream = limit_rows(chunks, args.limit)

@@ -189,7 +189,6 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> dict[str, An
     """Run the loop on the stack named by ``settings``; returns the per-round figures."""
     from online_als.evaluation import FeedbackConfig, RandomLearner, simulate_feedback
     from worker.runtime.loop import Worker
-    from worker.stores import kafka as kafka_io
 
     like, dislike = check_args(args)
     cfg = FeedbackConfig(
@@ -197,8 +196,6 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> dict[str, An
         rounds=args.rounds, like_fraction=like, dislike_fraction=dislike, noise=args.noise,
         initial_per_user=args.initial, seed=args.seed,
         feedback_values={"like": 1.0, "neutral": 0.0, "dislike": -1.0})
-    k = settings.kafka
-    kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
     worker = Worker(settings)
     thread = threading.Thread(target=worker.run, name="simulate-worker", daemon=True)
     thread.start()
@@ -226,7 +223,7 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> dict[str, An
         "random_precision": float(baseline.precision.mean()),
         "events_sent": learner.sent, "events_applied": worker.applied_total,
         "dead_lettered": worker.dead_lettered_total, "seconds": round(wall, 2),
-        "topic": k.topic, "key_prefix": settings.redis.key_prefix,
+        "topic": settings.kafka.topic, "key_prefix": settings.redis.key_prefix,
         "answer_weights": args.answer_weights, "users": args.users, "items": args.items,
     }
 
@@ -291,9 +288,15 @@ def _human(summary: dict[str, Any]) -> str:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from worker.stores import kafka as kafka_io
+
     check_args(args)
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}{np.random.default_rng().integers(1000):03d}"
     settings = simulate_settings(args, run_id)
+    k = settings.kafka
+    # before the run's cleanup is armed: with Kafka down there is nothing to delete, and
+    # deleting would wait out its timeouts before the one error line
+    kafka_io.ensure_topics(k, {k.topic: k.partitions, k.dead_letter_topic: 1})
     try:
         summary = run_simulation(settings, args)
     finally:

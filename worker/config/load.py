@@ -120,6 +120,9 @@ def _secret_files(tree: dict[str, Any]) -> None:
             except OSError as exc:
                 raise ConfigError(f"{section}.{key}: cannot read {path} ({exc.strerror}); mount "
                                   f"the secret there or fix the path") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{section}.{key}: {path} is not a text file; pass a file "
+                                  "holding the secret as text") from None
             values[base] = text[:-1] if text.endswith("\n") else text
 
 
@@ -139,10 +142,14 @@ def load_config(
         p = Path(file_path)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found; pass an existing TOML file or unset {CONFIG_FILE_ENV}")
+        what = "--config" if path else CONFIG_FILE_ENV
         try:
             tree = tomllib.loads(p.read_text())
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} ({what}) is not a text file; pass a TOML "
+                              "settings file") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+            raise ConfigError(f"config file {p} ({what}) is not valid TOML: {exc}") from exc
         for section in tree:
             if section not in Settings.model_fields:
                 raise ConfigError(f"config file {p}: unknown section [{section}]")

@@ -8,6 +8,7 @@ lag tools) and happen only after a checkpoint.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +21,57 @@ from worker.config import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+class LibrdkafkaLog:
+    """Where every client's librdkafka log goes: the project's logger ``online_als.librdkafka``,
+    at most one line per facility and level every ``interval_s`` (the next one says how many
+    were left out).
+
+    librdkafka logs a ``FAIL`` line for every broker connection it retries, every few
+    milliseconds: hundreds of lines a second while Kafka is down. Those go at DEBUG, because
+    the same failure reaches the caller through the client's error callback or exception,
+    which the commands turn into one line and exit code 3; the last one is kept
+    (:attr:`last_failure`) so that line can say which broker failed and how.
+    confluent-kafka calls :meth:`log` from the thread that polls the client.
+    """
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self.interval_s = interval_s
+        self.logger = logging.getLogger("online_als.librdkafka")
+        self.last_failure: str | None = None
+        self._last: dict[tuple[str, int], float] = {}
+        self._left_out: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        """confluent-kafka's call: ``fmt`` is ``"%s [%s] %s"`` over (facility, client, text)."""
+        facility = str(args[0]) if args else ""
+        text = str(args[-1]) if args else fmt
+        if facility == "FAIL":
+            self.last_failure = text.split("]: ", 1)[-1]  # without librdkafka's thread name
+            level = logging.DEBUG
+        if not self.logger.isEnabledFor(level):
+            return
+        key, now = (facility, level), time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self.interval_s) < self.interval_s:
+                self._left_out[key] = self._left_out.get(key, 0) + 1
+                return
+            self._last[key] = now
+            left_out = self._left_out.pop(key, 0)
+        suffix = f" ({left_out} similar lines left out)" if left_out else ""
+        self.logger.log(level, "%s%s", fmt % args if args else fmt, suffix)
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog()
+
+
 def client_config(settings: KafkaSettings) -> dict[str, Any]:
     """librdkafka settings shared by every client: brokers, TLS and SASL (secrets included:
     never log the result)."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
+        "logger": LIBRDKAFKA_LOG,
     }
     if settings.sasl_mechanism:
         conf["sasl.mechanism"] = settings.sasl_mechanism
@@ -75,7 +121,11 @@ def producer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
 def ensure_topics(settings: KafkaSettings, topics: dict[str, int], timeout_s: float = 30.0) -> None:
     """Create topics (name -> partitions) that do not exist yet; existing ones are left alone."""
     admin = AdminClient(client_config(settings))
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException:
+        admin.poll(0)  # hands librdkafka's queued log to LIBRDKAFKA_LOG: the error line names it
+        raise
     wanted = [NewTopic(name, num_partitions=n, replication_factor=-1)
               for name, n in topics.items() if name not in existing]
     if not wanted:
