@@ -1,11 +1,12 @@
 'use strict';
-// A serving reader for online-als written from docs/redis-keys.md alone (format version 1).
+// A serving reader for online-als written from docs/redis-keys.md alone (formats 1 and 2:
+// they differ only in bookkeeping fields a reader ignores).
 // Every step below cites the section of that spec it follows; nothing here was taken from the
 // Python client, so that a disagreement between the two is a gap in the spec.
 
 const { RESP_TYPES } = require('redis');
 
-const FORMAT = '1';
+const FORMATS = ['1', '2'];
 const RELOAD_ITEMS_MS = 60_000; // "reload it every N seconds even while V is unchanged"
 const CURRENT_CHECK_MS = 1_000; // "Re-check <P>:current now and then (e.g. once a second)"
 const PIPELINE_CHUNK = 1000; // HMGETs in flight at once while loading the items
@@ -50,8 +51,8 @@ async function readMeta(client, prefix, version) {
   const [format, mode, rank, globalMean] = await client.hmGet(keys.meta(prefix, version), [
     'format', 'mode', 'rank', 'global_mean',
   ]);
-  if (format !== FORMAT) {
-    throw new Error(`${keys.meta(prefix, version)}: format ${format} is not ${FORMAT}`);
+  if (!FORMATS.includes(format)) {
+    throw new Error(`${keys.meta(prefix, version)}: format ${format} is not one of ${FORMATS}`);
   }
   if (mode !== 'explicit' && mode !== 'implicit') throw new Error(`unknown mode ${mode}`);
   const k = Number.parseInt(rank, 10);

@@ -61,6 +61,8 @@ class RedisServer(Server):
             "--bind", self.config.host,
             "--port", str(self.redis_port),
             *self.persistence_args(),
+            # vector hashes in the compact listpack encoding (docs/redis-keys.md, Memory)
+            "--hash-max-listpack-value", "2048",
             "--daemonize", "no",  # we keep the PID of the process we spawned
             "--dir", str(self.data_dir),
             "--logfile", str(self.log_file),

@@ -8,6 +8,7 @@ idempotent writes. The order of intent, writes and checkpoints belongs to
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +28,13 @@ from online_als.kernels.implicit_foldin import foldin_update_batch, gram_inverse
 from online_als.ratings import Ratings
 from worker.config import ModelSettings, Settings
 from worker.events import DecodeConfig
+from worker.runtime import before_state
 from worker.runtime.owned_users import OwnedUsers
 from worker.stores.redis.batch_args import PartitionTags, SeenUpdates
 from worker.stores.redis.keys import FIELD_AUX
 from worker.stores.redis.store import RedisStore, VectorBlock, VersionMeta
+
+log = logging.getLogger("online_als.applier")
 
 
 @dataclass
@@ -138,10 +142,13 @@ class BatchApplier:
         ukeys = self.store.vector_keys(meta.version, "u", user_list)
         ikeys = self.store.vector_keys(meta.version, "i", item_list)
         widths = self.aux_widths(k) if meta.mode == "explicit" else None
-        ub = self._read_users(ukeys, user_list, k, batch_id if recovery else "",
-                              widths[0] if widths else 0, None if recovery else owned)
-        ib = self.store.read_vectors(ikeys, k, batch_id if recovery else "",
-                                     {FIELD_AUX: widths[1]} if widths else None)
+        legacy, written_by = (batch_id, ends) if recovery else ("", None)
+        ub = self._read_users(ukeys, user_list, k, legacy, widths[0] if widths else 0,
+                              None if recovery else owned, written_by)
+        ib = self.store.read_vectors(ikeys, k, legacy, {FIELD_AUX: widths[1]} if widths else None,
+                                     written_by)
+        if recovery:  # keys the batch already wrote: back to its before-state, from its intent
+            self._restore_before(meta.version, ends, {"u": (user_list, ub), "i": (item_list, ib)})
         t1 = time.perf_counter()
         new_u, new_i = np.flatnonzero(~ub.present), np.flatnonzero(~ib.present)
         u_scale, i_scale = m.init_scales()
@@ -192,13 +199,15 @@ class BatchApplier:
             "set" if meta.mode == "explicit" else "incr",
         )
         counts = np.bincount(i_rows[ok], minlength=len(item_list)).astype(np.int64)
+        utags = PartitionTags.of(u_rows, parts, len(user_list))
+        itags = PartitionTags.of(i_rows, parts, len(item_list))
+        before = before_state.encode(ends, {"u": (user_list, utags, exp_uf, exp_ub, exp_ua),
+                                            "i": (item_list, itags, exp_if, exp_ib, exp_ia)})
         spec = ",".join(f"{p}={e}" for p, e in sorted(ends.items()))
         writes = [
-            VectorWrites(ukeys, exp_uf, ub.factors, exp_ub, ub.biases,
-                         PartitionTags.of(u_rows, parts, len(user_list)),
+            VectorWrites(ukeys, exp_uf, ub.factors, exp_ub, ub.biases, utags,
                          None, seen, _aux(exp_ua, aux_u)),
-            VectorWrites(ikeys, exp_if, ib.factors, exp_ib, ib.biases,
-                         PartitionTags.of(i_rows, parts, len(item_list)),
+            VectorWrites(ikeys, exp_if, ib.factors, exp_ib, ib.biases, itags,
                          counts, None, _aux(exp_ia, aux_i)),
         ]
         # keys a crashed attempt created may have missed its SADD: index them again (idempotent)
@@ -208,18 +217,45 @@ class BatchApplier:
         }
         result = ApplyResult(pred, applied, len(new_u), len(new_i),
                              {"read": t1 - t0, "kernel": t2 - t1})
-        return PreparedBatch(meta.version, spec, batch_id, writes, index, result, user_list)
+        return PreparedBatch(meta.version, spec, batch_id, writes, index, result, user_list,
+                             before)
+
+    def _restore_before(self, version: int, ends: dict[int, int],
+                        sides: dict[str, tuple[list[str], VectorBlock]]) -> None:
+        """Put the rows a crashed attempt of this batch wrote back to the before-state its
+        intents carry, so the recovery computes what the first attempt computed."""
+        if not any(b.written is not None and b.written.any() for _, b in sides.values()):
+            return
+        blobs = self.store.read_pending_before(version, self.topic, sorted(ends))
+        before = before_state.decode(list(blobs.values()))
+        for kind, (ids, block) in sides.items():
+            assert block.written is not None
+            idx = np.flatnonzero(block.written)
+            if not len(idx):
+                continue
+            rows = before[kind].rows([ids[j] for j in idx.tolist()])
+            if (rows < 0).any():  # an intent without its before-state: a format 1 writer's
+                log.warning("recovery: %d %s rows written by the batch have no before-state in "
+                            "its intent; they are recomputed from their current values",
+                            int((rows < 0).sum()), kind)
+            hit, r = idx[rows >= 0], rows[rows >= 0]
+            src = before[kind]
+            block.factors[hit], block.biases[hit] = src.factors[r], src.biases[r]
+            if src.aux is not None and FIELD_AUX in block.extra:
+                block.extra[FIELD_AUX][hit] = src.aux[r]
+            block.from_before_image[hit] = True  # index them again, as format 1 did
 
     def _read_users(self, keys: list[str], users: list[str], rank: int, recovery: str,
-                    aux_width: int, owned: OwnedUsers | None) -> VectorBlock:
+                    aux_width: int, owned: OwnedUsers | None,
+                    written_by: dict[int, int] | None) -> VectorBlock:
         """The users' rows: those ``owned`` holds from memory, the rest from Redis."""
         extra = {FIELD_AUX: aux_width} if aux_width else None
         if owned is None or not len(owned):
-            return self.store.read_vectors(keys, rank, recovery, extra)
+            return self.store.read_vectors(keys, rank, recovery, extra, written_by)
         rows = owned.rows(users)
         held = rows >= 0
         if not held.any():
-            return self.store.read_vectors(keys, rank, recovery, extra)
+            return self.store.read_vectors(keys, rank, recovery, extra, written_by)
         missing = np.flatnonzero(~held)
         got = self.store.read_vectors([keys[j] for j in missing], rank, recovery, extra)
         n = len(users)
@@ -274,6 +310,7 @@ class PreparedBatch:
     index: dict[str, list[str]]
     result: ApplyResult
     user_ids: list[str]  # the rows of writes[0], in order
+    before: dict[int, bytes]  # per partition, the before-state its intent carries
 
     def keep_users(self, owned: OwnedUsers) -> None:
         """Hand the committed user rows to ``owned`` (called once the commit is confirmed)."""

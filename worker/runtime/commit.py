@@ -259,7 +259,8 @@ class CommitProtocol:
             prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery,  # 3
                                             self._owned_for(state))
             self._fenced_step(version, "intent", {                                         # 4
-                p: [batch_id, e, prepared.spec, self.positions[p]] for p, e in ends.items()})
+                p: [batch_id, e, prepared.spec, self.positions[p], prepared.before.get(p, b"")]
+                for p, e in ends.items()})
             faults.reached("after_intent")
             t0 = time.perf_counter()
             self.applier.queue_writes(prepared, batch)                                      # 5

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Key formats this code reads. Format 1 kept a before-image of every field on each vector key
+#: (``bf``/``bb``/``ba``, ``bid``); format 2 keeps the before-state with the batch's intent
+#: instead. A format 1 namespace is read and written as is (its old before-image fields are
+#: ignored, and a format 1 pending intent is still recovered from them).
+READABLE_FORMATS = (1, 2)
 VECTOR_DTYPE = "<f4"  # float32 little-endian, readable from any language
 GRAM_DTYPE = "<f8"
 
@@ -30,8 +35,8 @@ FIELD_BIAS = "b"  # float32
 FIELD_COUNT = "n"  # items: events applied (popularity); integer text
 FIELD_AUX = "a"  # explicit, adaptive learner: float32 per-entity state (serving ignores it)
 FIELD_OFFSET_PREFIX = "o:"  # o:<partition> -> last batch end offset applied to this key
-FIELD_BEFORE_PREFIX = "b"  # b<field> (bf, bb, ...): that field before batch `bid` wrote it
-FIELD_BATCH = "bid"  # the batch whose before-images are stored
+FIELD_BEFORE_PREFIX = "b"  # format 1 only: b<field> (bf, bb, ...) before batch `bid` wrote it
+FIELD_BATCH = "bid"  # format 1 only: the batch whose before-images are stored
 
 
 def key_id(id_: str) -> str:

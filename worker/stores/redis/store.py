@@ -31,8 +31,8 @@ from worker.stores.redis.keys import (
     FIELD_COUNT,
     FIELD_FACTORS,
     FIELD_OFFSET_PREFIX,
-    FORMAT_VERSION,
     GRAM_DTYPE,
+    READABLE_FORMATS,
     VECTOR_DTYPE,
     RedisKeys,
 )
@@ -86,8 +86,9 @@ class VectorBlock:
     factors: np.ndarray  # float32 (n, k), a writable copy
     biases: np.ndarray  # float32 (n,)
     present: np.ndarray  # bool (n,)
-    from_before_image: np.ndarray  # bool (n,)
+    from_before_image: np.ndarray  # bool (n,): format 1 keys read from their before-images
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # further state fields (n, w)
+    written: np.ndarray | None = None  # bool (n,): written by the batch being recovered
 
 
 def connect(settings: RedisSettings, retries: int | None = None) -> redis.Redis:
@@ -167,9 +168,10 @@ class RedisStore:
             return None
         meta = {k.decode(): v for k, v in raw.items()}
         fmt = int(meta.get("format", b"0"))
-        if fmt != FORMAT_VERSION:
+        if fmt not in READABLE_FORMATS:
             raise RuntimeError(
-                f"Redis version {version} has key format {fmt}, this code reads {FORMAT_VERSION}; "
+                f"Redis version {version} has key format {fmt}, this code reads "
+                f"{', '.join(map(str, READABLE_FORMATS))}; "
                 "restore it with `online-als restore` or use a matching online-als release"
             )
         extra = {k: v.decode(errors="replace") for k, v in meta.items() if not k.startswith("gram_")}
@@ -267,7 +269,8 @@ class RedisStore:
         return [g[s:s + m] for g in np.split(order, bounds) for s in range(0, len(g), m)]
 
     def read_vectors(self, keys: list[str], rank: int, recovery: str = "",
-                     extra: dict[str, int] | None = None) -> VectorBlock:
+                     extra: dict[str, int] | None = None,
+                     written_by: dict[int, int] | None = None) -> VectorBlock:
         """The factors and biases of ``keys`` (zeros where missing) in bounded script calls;
         ``extra`` names further float32 state fields and their widths in floats. With
         ``recovery`` (a batch id) keys that batch wrote are read from their before-images."""
@@ -278,14 +281,16 @@ class RedisStore:
         if n:
             spec = [x for name, w in fields for x in (name, 4 * w)]
             groups = self._groups(keys)
-            head = [recovery, FIELD_BATCH, FIELD_BEFORE_PREFIX]
+            ends = ",".join(f"{p},{e}" for p, e in sorted((written_by or {}).items()))
+            head = [recovery, FIELD_BATCH, FIELD_BEFORE_PREFIX, ends, FIELD_OFFSET_PREFIX]
             calls = [([keys[i] for i in g], [*head, *spec]) for g in groups]
             for g, res in zip(groups, self._run_scripts(self._read, calls), strict=True):
                 for a, blob, (_, w) in zip(arrays, res, fields, strict=False):
                     a[g] = np.frombuffer(blob, dtype=VECTOR_DTYPE).reshape(len(g), w)
                 flags[g] = np.frombuffer(res[-1], dtype=np.uint8)
         return VectorBlock(arrays[0], arrays[1][:, 0].copy(), flags != ord("0"), flags == ord("r"),
-                           {name: a for (name, _), a in zip(fields[2:], arrays[2:], strict=True)})
+                           {name: a for (name, _), a in zip(fields[2:], arrays[2:], strict=True)},
+                           flags == ord("w"))
 
     def write_vectors(
         self,
@@ -376,6 +381,14 @@ class RedisStore:
                 pending_batch=batch.decode() if batch is not None else None,
             )
         return out
+
+    def read_pending_before(self, version: int, topic: str,
+                            partitions: list[int]) -> dict[int, bytes]:
+        """The before-state blobs the pending intents of ``partitions`` carry (none: absent)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in partitions:
+            pipe.hget(self.keys.checkpoint(version, topic, p), "pending_before")
+        return {p: blob for p, blob in zip(partitions, pipe.execute(), strict=True) if blob}
 
     def checkpoint_step(self, version: int, topic: str, step: str, token: str | dict[int, str],
                         args: dict[int, list[Any]]) -> dict[int, int]:

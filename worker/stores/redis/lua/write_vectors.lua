@@ -19,9 +19,9 @@
 -- Per key: the batch is already applied if o:<p> >= e for its partitions (all of them are set
 -- together, so the first decides). Otherwise, for each field: if the stored value still equals
 -- the expected one, store the new one exactly; if another worker changed the key meanwhile, add
--- our delta (new - expected) to what is stored, so neither update is lost. One before-image
--- per field (bf, bb, ...: the before-image prefix and the name, with the batch id in bid)
--- is kept per key for crash recovery.
+-- our delta (new - expected) to what is stored, so neither update is lost. No before-image is
+-- kept on the key (key format 2): the batch's intent carries the before-state of every key it
+-- writes (checkpoint.lua, pending_before), and a recovery reads it from there.
 -- Returns the number of keys written.
 local h = cmsgpack.unpack(ARGV[1])
 local n, names, widths, ends_flat = h[1], h[2], h[3], h[4]
@@ -35,8 +35,6 @@ for t = 1, #ends_flat, 2 do
   ends[ends_flat[t]] = ends_flat[t + 1]
   okey[ends_flat[t]] = OFFSET .. ends_flat[t]
 end
-local before = {}
-for f = 1, nf do before[f] = BEFORE .. names[f] end
 -- HMGET o:<first partition>, field 1, field 2, ...
 local none = OFFSET .. '-'  -- a field that never exists
 local hm = {none}
@@ -75,14 +73,8 @@ for j = 1, n do
       if c and c ~= exp and string.len(c) == w then out = add_delta(c, out, exp, w / 4) end
       fields[#fields + 1] = names[f]
       fields[#fields + 1] = out
-      if first then
-        fields[#fields + 1] = before[f]
-        fields[#fields + 1] = exp
-      end
     end
     if first then
-      fields[#fields + 1] = BATCH
-      fields[#fields + 1] = batch
       for t = t0, t1 do
         local p = tags[t]
         if ends[p] then
