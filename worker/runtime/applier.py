@@ -148,7 +148,8 @@ class BatchApplier:
         ib = self.store.read_vectors(ikeys, k, legacy, {FIELD_AUX: widths[1]} if widths else None,
                                      written_by)
         if recovery:  # keys the batch already wrote: back to its before-state, from its intent
-            self._restore_before(meta.version, ends, {"u": (user_list, ub), "i": (item_list, ib)})
+            self._restore_before(meta.version, ends, batch_id,
+                                 {"u": (user_list, ub), "i": (item_list, ib)})
         t1 = time.perf_counter()
         new_u, new_i = np.flatnonzero(~ub.present), np.flatnonzero(~ib.present)
         u_scale, i_scale = m.init_scales()
@@ -220,13 +221,13 @@ class BatchApplier:
         return PreparedBatch(meta.version, spec, batch_id, writes, index, result, user_list,
                              before)
 
-    def _restore_before(self, version: int, ends: dict[int, int],
+    def _restore_before(self, version: int, ends: dict[int, int], batch_id: str,
                         sides: dict[str, tuple[list[str], VectorBlock]]) -> None:
         """Put the rows a crashed attempt of this batch wrote back to the before-state its
         intents carry, so the recovery computes what the first attempt computed."""
         if not any(b.written is not None and b.written.any() for _, b in sides.values()):
             return
-        blobs = self.store.read_pending_before(version, self.topic, sorted(ends))
+        blobs = self.store.read_pending_before(version, self.topic, sorted(ends), batch_id)
         before = before_state.decode(list(blobs.values()))
         for kind, (ids, block) in sides.items():
             assert block.written is not None

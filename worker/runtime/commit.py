@@ -56,6 +56,12 @@ from worker.stores.redis.store import Checkpoint, RedisStore
 
 log = logging.getLogger("online_als.commit")
 
+#: How long a batch's before-state outlives a crash that left it pending (a backstop: a finished
+#: batch's blobs are deleted with the next batch's writes). A batch pending longer than this is
+#: recovered from its keys' current values, with a warning.
+BEFORE_STATE_TTL_S = 7 * 24 * 3600
+
+
 class StepReply(IntEnum):
     """What one fenced step of ``checkpoint.lua`` answered for one partition."""
 
@@ -110,6 +116,7 @@ class InFlight:
     tokens: dict[int, str]  # the owner tokens the steps were sent with
     t0: float
     replies: list[Any] | None = None  # set when run in the foreground
+    dropped: list[str] = field(default_factory=list)  # blobs of earlier batches this deletes
 
 
 @dataclass
@@ -129,6 +136,8 @@ class CommitProtocol:
     # users of the held partitions kept in memory between batches (0: read them every batch)
     owned_users_max: int = 0
     owned: OwnedUsers | None = None
+    # before-state blobs of finished batches, deleted with the next batch's writes
+    _done_blobs: list[str] = field(default_factory=list)
 
     # -- 1. fence ------------------------------------------------------------------------
     def assign(self, version: int, partitions: list[int]) -> dict[int, int | None]:
@@ -232,6 +241,12 @@ class CommitProtocol:
             self.pending.pop(p, None)
         if self.owned is not None and flight.prepared is not None:
             flight.prepared.keep_users(self.owned)  # committed: this is what Redis holds
+        gone = set(flight.dropped)
+        self._done_blobs = [k for k in self._done_blobs if k not in gone]
+        if flight.prepared is not None:
+            self._done_blobs += [self.store.keys.pending_before(
+                flight.state.version, self.topic, p, flight.selection.batch_id)
+                for p in flight.prepared.before]
         return result
 
     def _owned_for(self, state: VersionState) -> OwnedUsers | None:
@@ -259,16 +274,18 @@ class CommitProtocol:
             prepared = self.applier.prepare(state, decoded.batch, ends, batch_id, recovery,  # 3
                                             self._owned_for(state))
             self._fenced_step(version, "intent", {                                         # 4
-                p: [batch_id, e, prepared.spec, self.positions[p], prepared.before.get(p, b"")]
-                for p, e in ends.items()})
+                p: [batch_id, e, prepared.spec, self.positions[p]] for p, e in ends.items()},
+                before=prepared.before, batch_id=batch_id)
             faults.reached("after_intent")
             t0 = time.perf_counter()
             self.applier.queue_writes(prepared, batch)                                      # 5
+        dropped = list(self._done_blobs)  # the last finished batch's before-state
+        self.store.queue_drop_pending_before(batch, dropped)
         n_writes = len(batch)
         batch.barrier()  # on a cluster the checkpoints go only after every write returned
         parts = self._queue_commit(batch, version, batch_id, ends)                          # 6
         flight = InFlight(state, decoded, selection, prepared, batch, n_writes, parts,
-                          dict(self.tokens), t0)
+                          dict(self.tokens), t0, dropped=dropped)
         if background:
             batch.start()
         else:
@@ -296,9 +313,20 @@ class CommitProtocol:
                                if self.tokens.get(p) == flight.tokens.get(p)})
         return flight.prepared.result if flight.prepared is not None else None
 
-    def _fenced_step(self, version: int, step: str, args: dict[int, list[Any]]) -> None:
-        results = self.store.checkpoint_step(version, self.topic, step, self.tokens, args)
-        self._check(step, {p: StepReply(r) for p, r in results.items()})
+    def _fenced_step(self, version: int, step: str, args: dict[int, list[Any]],
+                     before: dict[int, bytes] | None = None, batch_id: str = "") -> None:
+        """One fenced step on every partition of ``args``; an intent's before-state blobs go
+        in the same send, ahead of it (they are keyed by batch id, so a refused intent's
+        blobs are only garbage, which their TTL removes)."""
+        batch = self.store.batch()
+        if before:
+            self.store.queue_pending_before(batch, version, self.topic, batch_id, before,
+                                            BEFORE_STATE_TTL_S)
+        n = len(batch)
+        parts = self.store.queue_checkpoint_step(batch, version, self.topic, step, self.tokens,
+                                                 args)
+        replies = batch.execute()[n:]
+        self._check(step, {p: StepReply(int(r)) for p, r in zip(parts, replies, strict=True)})
 
     def _check(self, step: str, results: dict[int, StepReply]) -> None:
         """Raise for refused partitions: :class:`Regressed` first (a regression explains a

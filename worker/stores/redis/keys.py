@@ -116,6 +116,12 @@ class RedisKeys:
         """HASH offset (next to consume), pending_start, pending_end, updated_at."""
         return f"{self.prefix}:v{version}:ckpt:{topic}:{partition}"
 
+    def pending_before(self, version: int, topic: str, partition: int, batch_id: str) -> str:
+        """STRING (msgpack): the before-state of the keys a pending batch's events in this
+        partition touch (format 2); set before its intent, deleted after its commit, with a
+        TTL as a backstop (``worker.runtime.before_state``)."""
+        return f"{self.prefix}:v{version}:ckpt:{topic}:{partition}:before:{batch_id}"
+
     def checkpoint_pattern(self, version: int, topic: str) -> str:
         return f"{self.prefix}:v{version}:ckpt:{topic}:*"
 

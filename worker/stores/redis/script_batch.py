@@ -59,6 +59,10 @@ class ScriptBatch:
     def sadd(self, key: str, *members: Any) -> None:
         self._calls.append((None, [key], ["SADD", key, *members]))
 
+    def command(self, key: str, *args: Any) -> None:
+        """Queue a plain command on ``key``, e.g. ``command(k, "SET", k, blob, "EX", 60)``."""
+        self._calls.append((None, [key], list(args)))
+
     def barrier(self) -> None:
         """Calls queued from now on run only after every call queued before has returned."""
         if self._calls and (not self._barriers or self._barriers[-1] != len(self._calls)):

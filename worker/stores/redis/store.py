@@ -382,13 +382,25 @@ class RedisStore:
             )
         return out
 
-    def read_pending_before(self, version: int, topic: str,
-                            partitions: list[int]) -> dict[int, bytes]:
-        """The before-state blobs the pending intents of ``partitions`` carry (none: absent)."""
+    def read_pending_before(self, version: int, topic: str, partitions: list[int],
+                            batch_id: str) -> dict[int, bytes]:
+        """The before-state blobs of a pending batch in ``partitions`` (absent ones left out)."""
         pipe = self.client.pipeline(transaction=False)
         for p in partitions:
-            pipe.hget(self.keys.checkpoint(version, topic, p), "pending_before")
+            pipe.get(self.keys.pending_before(version, topic, p, batch_id))
         return {p: blob for p, blob in zip(partitions, pipe.execute(), strict=True) if blob}
+
+    def queue_pending_before(self, batch: ScriptBatch, version: int, topic: str, batch_id: str,
+                             blobs: dict[int, bytes], ttl_s: int) -> None:
+        """Queue the SETs of a batch's before-state blobs (plain commands: a big argument is
+        not copied into Lua)."""
+        for p, blob in blobs.items():
+            key = self.keys.pending_before(version, topic, p, batch_id)
+            batch.command(key, "SET", key, blob, "EX", ttl_s)
+
+    def queue_drop_pending_before(self, batch: ScriptBatch, keys: list[str]) -> None:
+        for key in keys:
+            batch.command(key, "DEL", key)
 
     def checkpoint_step(self, version: int, topic: str, step: str, token: str | dict[int, str],
                         args: dict[int, list[Any]]) -> dict[int, int]:

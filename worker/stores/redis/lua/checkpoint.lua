@@ -3,8 +3,7 @@
 --   own:    take the partition (a new assignment): owner = token. Returns 1.
 --   intent: ARGV[3] = batch id, ARGV[4] = last offset of the batch in this partition,
 --           ARGV[5] = the batch's spec "p=e,...", ARGV[6] = the caller's position (the next
---           offset it believes unapplied: where this batch starts), ARGV[7] = the before-state
---           of the keys this partition's events touch (a msgpack blob; recovery reads it).
+--           offset it believes unapplied: where this batch starts).
 --   commit: ARGV[3] = batch id, ARGV[4] = last offset, ARGV[5] = updated_at, ARGV[6] = the
 --           caller's position. Pending fields are removed only when they belong to this batch.
 -- Replies (worker/runtime/commit.py StepReply):
@@ -30,12 +29,11 @@ if owner ~= token then return 0 end
 if cur == last + 1 then return 2 end
 if cur ~= position then return 3 end
 if step == 'intent' then
-  redis.call('HSET', key, 'pending_end', last, 'pending_batch', ARGV[3], 'pending_spec', ARGV[5],
-             'pending_before', ARGV[7] or '')
+  redis.call('HSET', key, 'pending_end', last, 'pending_batch', ARGV[3], 'pending_spec', ARGV[5])
   return 1
 end
 redis.call('HSET', key, 'offset', last + 1, 'updated_at', ARGV[5])
 if redis.call('HGET', key, 'pending_batch') == ARGV[3] then
-  redis.call('HDEL', key, 'pending_end', 'pending_batch', 'pending_spec', 'pending_before')
+  redis.call('HDEL', key, 'pending_end', 'pending_batch', 'pending_spec')
 end
 return 1
