@@ -61,3 +61,28 @@ def test_secrets_come_from_files_and_reach_the_clients(tmp_path: Path) -> None:
     assert "s3cret" not in str(cfg.redacted()) and "s3cret" not in repr(cfg)
     text = _error(REDIS__PASSWORD_FILE=str(tmp_path / "missing"))
     assert "redis.password_file" in text and "s3cret" not in text
+
+
+def test_plain_over_a_plaintext_listener_is_refused_unless_allowed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """SASL PLAIN sends the password as is: over SASL_PLAINTEXT anyone on the path reads it.
+    Refused at start (exit 2, the setting named, the password not echoed) unless
+    kafka.allow_plain_over_plaintext=true; SCRAM (a challenge, no password on the wire) and
+    SASL_SSL are accepted."""
+    from worker.cli.main import main
+
+    plain = dict(KAFKA__SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA__SASL_MECHANISM="PLAIN",
+                 KAFKA__SASL_USERNAME="app", KAFKA__SASL_PASSWORD="hunter2")
+    text = _error(**plain)
+    assert "kafka.allow_plain_over_plaintext" in text and "clear text" in text, text
+    assert "hunter2" not in text
+    cfg = load_config(environ={f"ONLINE_ALS_{k}": v for k, v in plain.items()}
+                      | {"ONLINE_ALS_KAFKA__ALLOW_PLAIN_OVER_PLAINTEXT": "true"})
+    assert client_config(cfg.kafka)["sasl.mechanism"] == "PLAIN"
+    scram = plain | {"KAFKA__SASL_MECHANISM": "SCRAM-SHA-512"}
+    assert load_config(environ={f"ONLINE_ALS_{k}": v for k, v in scram.items()})
+    args = [x for k, v in plain.items() for x in ("--set", f"{k.lower().replace('__', '.')}={v}")]
+    assert main(["worker", "--no-metrics-server", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "allow_plain_over_plaintext" in err, err
+    assert "hunter2" not in err

@@ -29,6 +29,9 @@ class KafkaSettings(_Section):
         None, description="with a SASL_* security_protocol")
     sasl_username: str | None = None
     sasl_password: SecretStr | None = Field(None, description="or sasl_password_file=PATH")
+    allow_plain_over_plaintext: bool = Field(
+        False, description="let sasl_mechanism=PLAIN send the password in clear over "
+                           "SASL_PLAINTEXT (refused unless true; use SASL_SSL or SCRAM)")
     ssl_ca_location: str | None = Field(
         None, description="PEM CA bundle that signed the brokers' certificates (SSL, SASL_SSL)")
     ssl_certificate_location: str | None = Field(None, description="client certificate (PEM), mTLS")
@@ -52,6 +55,12 @@ class KafkaSettings(_Section):
                 f"security_protocol={self.security_protocol} needs kafka.sasl_mechanism "
                 "(SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN), kafka.sasl_username and "
                 "kafka.sasl_password (or kafka.sasl_password_file)")
+        if (self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN"
+                and not self.allow_plain_over_plaintext):
+            raise ValueError(
+                "kafka.sasl_mechanism=PLAIN over security_protocol=SASL_PLAINTEXT sends the "
+                "password in clear text; use SASL_SSL or a SCRAM mechanism, or set "
+                "kafka.allow_plain_over_plaintext=true to accept that")
         if not sasl and self.sasl_mechanism:
             raise ValueError(f"kafka.sasl_mechanism is set but security_protocol is "
                              f"{self.security_protocol}; use SASL_SSL (or unset the mechanism)")

@@ -1,6 +1,8 @@
 """The secure local stack (``online-als stack up --secure``): TLS and authentication on all three.
 
-- Redis: TLS only (``--port 0``), the default user off, an ACL user ``online_als``.
+- Redis: TLS only (``--port 0``), the default user off, one ACL user per role
+  (``worker.devstack.tls.REDIS_ROLES``): ``online_als`` (admin), ``online_als_worker``,
+  ``online_als_serving`` (reads only).
 - Kafka: one SASL_SSL listener, SCRAM-SHA-512 users (``admin`` inter-broker, ``online_als``)
   created when the storage is formatted.
 - Cassandra: client encryption required, ``PasswordAuthenticator``; the role ``online_als``
@@ -79,6 +81,24 @@ class SecureRedisServer(RedisServer):
 
     def is_ready(self, new_log: str) -> bool:
         return tls_ping(self.config.host, self.config.redis_port, self.tls)
+
+
+def reload_redis_acl(config: StackConfig) -> None:
+    """Rewrite a running secure Redis's ACL file and load it (``ACL LOAD`` as the admin
+    user): a Redis started before a role was added gets it without a restart."""
+    import redis
+
+    server = SecureRedisServer(config)
+    server.tls = ensure_tls(config)
+    server.acl_file.write_text(redis_acl(server.tls))
+    server.acl_file.chmod(0o600)
+    client = redis.Redis(host=config.host, port=config.redis_port, ssl=True,
+                         ssl_ca_certs=str(server.tls.ca), ssl_check_hostname=False,
+                         username=APP_USER, password=server.tls.password("redis"))
+    try:
+        client.execute_command("ACL", "LOAD")
+    finally:
+        client.close()
 
 
 def tls_ping(host: str, port: int, tls: TlsMaterial, timeout: float = 1.0) -> bool:

@@ -119,10 +119,38 @@ def ensure_tls(config: StackConfig) -> TlsMaterial:
     return tls
 
 
+# Redis roles (docs/operations.md, "Roles"): user -> (password file name, ACL rules). Later
+# rules win, so "-@dangerous" after "+@read" takes KEYS and the like back out.
+REDIS_ROLES: dict[str, tuple[str, str]] = {
+    # admin: retrain, rollback, restore, snapshots, the CLI (secure.env's user)
+    APP_USER: ("redis", "~* &* +@all"),
+    # worker: reads, writes and its scripts on the keys; no server administration
+    f"{APP_USER}_worker": ("redis_worker", "~* &* -@all +@read +@write +@scripting "
+                                           "+@connection +@transaction -@dangerous +info"),
+    # serving: reads only; read-only scripts (EVAL_RO), which Redis keeps from writing
+    f"{APP_USER}_serving": ("redis_serving", "~* resetchannels -@all +@read +@connection "
+                                             "+eval_ro +evalsha_ro -@dangerous"),
+}
+
+
+def ensure_password(tls: TlsMaterial, name: str) -> Path:
+    """The password file ``name`` (created, random, mode 0600, when missing: a stack made
+    before a role existed gets it on its next start)."""
+    path = tls.password_file(name)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(18))
+        os.chmod(path, 0o600)
+    return path
+
+
 def redis_acl(tls: TlsMaterial) -> str:
-    """ACL file text: the default user off, the app user with its SHA-256 password hash."""
-    digest = hashlib.sha256(tls.password("redis").encode()).hexdigest()
-    return f"user default off\nuser {APP_USER} on #{digest} ~* &* +@all\n"
+    """ACL file text: the default user off, one user per role (:data:`REDIS_ROLES`), each
+    with the SHA-256 hash of its password."""
+    lines = ["user default off"]
+    for user, (password, rules) in REDIS_ROLES.items():
+        digest = hashlib.sha256(ensure_password(tls, password).read_text().encode()).hexdigest()
+        lines.append(f"user {user} on #{digest} {rules}")
+    return "\n".join(lines) + "\n"
 
 
 def client_env(config: StackConfig, tls: TlsMaterial) -> dict[str, str]:

@@ -190,7 +190,7 @@ class ServingClient:
                                f"which has no {self.keys.meta(version)}")
         members: Any = self.client.smembers(self.keys.item_index(version))
         ids = sorted(m.decode() for m in members)
-        block = self.store.read_vectors(self.store.vector_keys(version, "i", ids), meta.rank)
+        block = self.reads.read_vectors(self.store.vector_keys(version, "i", ids), meta.rank)
         counts = self.reads.read_counts(version, ids)
         keep = block.present  # an id indexed before its vector landed is left out
         kept = [i for i, ok in zip(ids, keep.tolist(), strict=True) if ok]
@@ -347,7 +347,7 @@ class ServingClient:
             if cache.users is None:
                 members: Any = self.client.smembers(self.keys.user_index(cache.version))
                 uids = sorted(m.decode() for m in members)
-                block = self.store.read_vectors(
+                block = self.reads.read_vectors(
                     self.store.vector_keys(cache.version, "u", uids), cache.rank)
                 cache.users = (np.asarray(uids, dtype=object), SimilarityIndex(block.factors))
             return cache.users

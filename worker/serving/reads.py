@@ -1,6 +1,12 @@
 """The serving client's Redis reads: a user's vector, bias and seen items (one round trip on
-the calling thread's own connection), several users in one pipeline, and every item's event
-count (one Lua call per 2,000 keys). Keys and field names come from ``worker/stores/redis/keys.py``.
+the calling thread's own connection), several users in one pipeline, and the vectors and event
+counts of every item (one Lua call per 2,000 keys). Keys and field names come from
+``worker/stores/redis/keys.py``.
+
+Every read here is a read command or a read-only script run by ``EVAL_RO`` (flagged
+``no-writes``), never ``EVALSHA``: a serving role whose ACL allows only reads
+(``-@all +@read +@connection +eval_ro``, see ``docs/operations.md``, Roles) serves, and Redis
+itself refuses a write from it, inside a script too.
 """
 
 from __future__ import annotations
@@ -8,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -39,13 +45,39 @@ except ImportError:  # pragma: no cover - hiredis missing
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-_COUNT_CHUNK = 2000  # keys per counts script call / pipeline (bounds how long Redis blocks)
+_COUNT_CHUNK = 2000  # keys per read script call / pipeline (bounds how long Redis blocks)
 # Counts of many items in one call: ~10x faster than 26k pipelined HGETs parsed in Python.
-_COUNTS_LUA = """
+_COUNTS_LUA = """#!lua flags=no-writes
 local out = {}
 for j = 1, #KEYS do out[j] = redis.call('HGET', KEYS[j], ARGV[1]) or '0' end
 return table.concat(out, ',')
 """
+# Factors and bias of many keys: {factors blob, biases blob, flags}, flags[j] '1' present (its
+# factors field has the width ARGV[1]), '0' missing (zeros); a missing bias reads as zero.
+# The serving side of the worker's read_vectors.lua, without the recovery of pending batches.
+_VECTORS_LUA = """#!lua flags=no-writes
+local fw = tonumber(ARGV[1])
+local zf, zb = string.rep('\\0', fw), string.rep('\\0', 4)
+local f, b, flags = {}, {}, {}
+for j = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[j], ARGV[2], ARGV[3])
+  if v[1] and #v[1] == fw then
+    f[j], flags[j] = v[1], '1'
+    if v[2] and #v[2] == 4 then b[j] = v[2] else b[j] = zb end
+  else
+    f[j], b[j], flags[j] = zf, zb, '0'
+  end
+end
+return {table.concat(f), table.concat(b), table.concat(flags)}
+"""
+
+
+class Vectors(NamedTuple):
+    """Factors (n, rank), biases (n,) and which keys exist (n,) of the keys read."""
+
+    factors: F32
+    biases: F32
+    present: npt.NDArray[np.bool_]
 
 
 class RedisReads:
@@ -56,8 +88,38 @@ class RedisReads:
         self.store = store
         self.client: Any = store.client
         self.keys = store.keys
-        self._counts_script = self.client.register_script(_COUNTS_LUA)
         self._local = threading.local()  # each thread's own connection for the user read
+
+    def read_vectors(self, keys: list[str], rank: int) -> Vectors:
+        """Factors and biases of ``keys`` (zeros where missing): the read-only script per
+        2,000 keys in one pipeline; on a cluster (keys span slots) pipelined ``HMGET``s, routed
+        per key."""
+        n = len(keys)
+        factors = np.zeros((n, rank), dtype=np.float32)
+        biases = np.zeros(n, dtype=np.float32)
+        present = np.zeros(n, dtype=bool)
+        pipe = self.client.pipeline(transaction=False)
+        if self.store.cluster:
+            for key in keys:
+                pipe.hmget(key, [FIELD_FACTORS, FIELD_BIAS])
+            for j, (f, b) in enumerate(pipe.execute()):
+                if f is not None and len(f) == 4 * rank:
+                    factors[j] = np.frombuffer(f, dtype=VECTOR_DTYPE)
+                    present[j] = True
+                    if b is not None and len(b) == 4:
+                        biases[j] = np.frombuffer(b, dtype=VECTOR_DTYPE)[0]
+            return Vectors(factors, biases, present)
+        starts = range(0, n, _COUNT_CHUNK)
+        for s in starts:
+            chunk = keys[s:s + _COUNT_CHUNK]
+            pipe.execute_command("EVAL_RO", _VECTORS_LUA, len(chunk), *chunk, 4 * rank,
+                                 FIELD_FACTORS, FIELD_BIAS)
+        for s, (f, b, flags) in zip(starts, pipe.execute(), strict=True):
+            m = min(_COUNT_CHUNK, n - s)
+            factors[s:s + m] = np.frombuffer(f, dtype=VECTOR_DTYPE).reshape(m, rank)
+            biases[s:s + m] = np.frombuffer(b, dtype=VECTOR_DTYPE)
+            present[s:s + m] = np.frombuffer(flags, dtype=np.uint8) == ord("1")
+        return Vectors(factors, biases, present)
 
     def read_counts(self, version: int, ids: list[str]) -> I64:
         keys = self.store.vector_keys(version, "i", ids)
@@ -70,7 +132,7 @@ class RedisReads:
             out[:] = [int(v) if v is not None else 0 for v in pipe.execute()]
             return out
         for _, chunk in chunks:
-            self._counts_script(keys=chunk, args=[FIELD_COUNT], client=pipe)
+            pipe.execute_command("EVAL_RO", _COUNTS_LUA, len(chunk), *chunk, FIELD_COUNT)
         for (s, chunk), joined in zip(chunks, pipe.execute(), strict=True):
             out[s:s + len(chunk)] = np.array(joined.split(b","), dtype=np.int64)
         return out
