@@ -194,7 +194,7 @@ def test_generic_attribute_csv(tmp_path: Path) -> None:
 # -- the spec's key table and the keys module ----------------------------------------------------
 _PLACEHOLDER = {"version": "<V>", "user_id": "<uid>", "item_id": "<iid>", "topic": "<topic>",
                 "partition": "<partition>", "worker_name": "<worker>", "name": "NAME",
-                "value": "<value>"}
+                "value": "<value>", "batch_id": "<batch id>"}
 #: RedisKeys methods with no row in the table, and why
 _NOT_IN_TABLE = {"item_counts": "defined, never written by any code (no key to document)"}
 

@@ -51,13 +51,22 @@ def test_sigkill_at_each_commit_step_reaches_the_uninterrupted_state(
         cp = checkpoint()
         if left is not None and left.has_pending:  # this run recovered the last one's batch
             assert left.pending_end is not None and (cp.offset or 0) > left.pending_end
-        # a kill before the commit leaves the batch pending; after it, nothing pending
+        # a kill before the commit leaves the batch pending, with its before-state beside it
         assert cp.has_pending == (not point.startswith("after_commit")), point
+        if cp.has_pending:
+            version = store.current_version()
+            assert store.client.exists(store.keys.pending_before(
+                version, settings.kafka.topic, 0, cp.pending_batch))  # type: ignore[arg-type]
         left = cp
     final = subprocess.run(cmd, env=env, timeout=300)
     assert final.returncode == 0
     assert checkpoint().offset == len(events) and not checkpoint().has_pending
     assert_redis_equals(settings, reference_model(settings, events))
+    # finished batches leave no before-state behind (a clean exit deletes the last one)
+    version = store.current_version()
+    left = list(store.client.scan_iter(match=store.keys.pending_before(
+        version, settings.kafka.topic, 0, "*")))  # type: ignore[arg-type]
+    assert left == [], left
 
 
 def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(

@@ -116,7 +116,7 @@ class InFlight:
     tokens: dict[int, str]  # the owner tokens the steps were sent with
     t0: float
     replies: list[Any] | None = None  # set when run in the foreground
-    dropped: list[str] = field(default_factory=list)  # blobs of earlier batches this deletes
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # earlier batches' blobs
 
 
 @dataclass
@@ -137,7 +137,8 @@ class CommitProtocol:
     owned_users_max: int = 0
     owned: OwnedUsers | None = None
     # before-state blobs of finished batches, deleted with the next batch's writes
-    _done_blobs: list[str] = field(default_factory=list)
+    _done_blobs: list[tuple[int, str]] = field(default_factory=list)  # (partition, batch id)
+    _blob_version: int | None = None
 
     # -- 1. fence ------------------------------------------------------------------------
     def assign(self, version: int, partitions: list[int]) -> dict[int, int | None]:
@@ -148,6 +149,12 @@ class CommitProtocol:
         self.store.checkpoint_step(version, self.topic, "own", tokens, {p: [] for p in partitions})
         self.tokens.update(tokens)
         cps = self.store.read_checkpoints(version, self.topic, partitions)
+        stale = self.store.stale_pending_before(version, self.topic, partitions,
+                                                {p: cps[p].pending_batch for p in partitions})
+        if stale:  # before-state a crashed owner left for batches it had committed
+            batch = self.store.batch()
+            self.store.queue_drop_pending_before(batch, version, self.topic, stale)
+            batch.execute()
         out: dict[int, int | None] = {}
         for p in partitions:
             cp = cps[p]
@@ -244,10 +251,20 @@ class CommitProtocol:
         gone = set(flight.dropped)
         self._done_blobs = [k for k in self._done_blobs if k not in gone]
         if flight.prepared is not None:
-            self._done_blobs += [self.store.keys.pending_before(
-                flight.state.version, self.topic, p, flight.selection.batch_id)
-                for p in flight.prepared.before]
+            if self._blob_version != flight.state.version:
+                self._done_blobs, self._blob_version = [], flight.state.version
+            self._done_blobs += [(p, flight.selection.batch_id) for p in flight.prepared.before]
         return result
+
+    def drop_finished_blobs(self) -> None:
+        """Delete the last finished batch's before-state now (at shutdown; otherwise the next
+        batch's writes do it)."""
+        if self._done_blobs and self._blob_version is not None:
+            batch = self.store.batch()
+            self.store.queue_drop_pending_before(batch, self._blob_version, self.topic,
+                                                 self._done_blobs)
+            batch.execute()
+            self._done_blobs = []
 
     def _owned_for(self, state: VersionState) -> OwnedUsers | None:
         if self.owned_users_max <= 0:
@@ -279,8 +296,9 @@ class CommitProtocol:
             faults.reached("after_intent")
             t0 = time.perf_counter()
             self.applier.queue_writes(prepared, batch)                                      # 5
-        dropped = list(self._done_blobs)  # the last finished batch's before-state
-        self.store.queue_drop_pending_before(batch, dropped)
+        # the last finished batch's before-state (of this version: another's goes with it)
+        dropped = list(self._done_blobs) if self._blob_version == version else []
+        self.store.queue_drop_pending_before(batch, version, self.topic, dropped)
         n_writes = len(batch)
         batch.barrier()  # on a cluster the checkpoints go only after every write returned
         parts = self._queue_commit(batch, version, batch_id, ends)                          # 6

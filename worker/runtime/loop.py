@@ -173,6 +173,7 @@ class Worker(PartitionOwnership, Housekeeping):
             self._set_ready(False)
             try:
                 self._drain()
+                self.commit.drop_finished_blobs()
             except Exception:  # its intent is in Redis: the next owner recovers the batch
                 log.exception("the batch in flight did not finish before shutdown")
             self._consumer.close()  # leaves the group; checkpoints are already in Redis

@@ -122,6 +122,11 @@ class RedisKeys:
         TTL as a backstop (``worker.runtime.before_state``)."""
         return f"{self.prefix}:v{version}:ckpt:{topic}:{partition}:before:{batch_id}"
 
+    def pending_befores(self, version: int, topic: str, partition: int) -> str:
+        """SET of the batch ids whose before-state blobs exist for this partition, so that a
+        new owner deletes those a crash left behind."""
+        return f"{self.prefix}:v{version}:ckpt:{topic}:{partition}:befores"
+
     def checkpoint_pattern(self, version: int, topic: str) -> str:
         return f"{self.prefix}:v{version}:ckpt:{topic}:*"
 

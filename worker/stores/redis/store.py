@@ -397,10 +397,27 @@ class RedisStore:
         for p, blob in blobs.items():
             key = self.keys.pending_before(version, topic, p, batch_id)
             batch.command(key, "SET", key, blob, "EX", ttl_s)
+            index = self.keys.pending_befores(version, topic, p)
+            batch.command(index, "SADD", index, batch_id)
 
-    def queue_drop_pending_before(self, batch: ScriptBatch, keys: list[str]) -> None:
-        for key in keys:
+    def queue_drop_pending_before(self, batch: ScriptBatch, version: int, topic: str,
+                                  blobs: list[tuple[int, str]]) -> None:
+        """Queue the deletion of the (partition, batch id) before-state blobs."""
+        for p, batch_id in blobs:
+            key = self.keys.pending_before(version, topic, p, batch_id)
             batch.command(key, "DEL", key)
+            index = self.keys.pending_befores(version, topic, p)
+            batch.command(index, "SREM", index, batch_id)
+
+    def stale_pending_before(self, version: int, topic: str, partitions: list[int],
+                             keep: dict[int, str | None]) -> list[tuple[int, str]]:
+        """The (partition, batch id) blobs of ``partitions`` other than the pending batch's
+        (``keep``): what crashed owners left behind."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in partitions:
+            pipe.smembers(self.keys.pending_befores(version, topic, p))
+        return [(p, m.decode()) for p, members in zip(partitions, pipe.execute(), strict=True)
+                for m in members if m.decode() != keep.get(p)]
 
     def checkpoint_step(self, version: int, topic: str, step: str, token: str | dict[int, str],
                         args: dict[int, list[Any]]) -> dict[int, int]:

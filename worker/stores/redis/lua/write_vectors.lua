@@ -21,7 +21,7 @@
 -- the expected one, store the new one exactly; if another worker changed the key meanwhile, add
 -- our delta (new - expected) to what is stored, so neither update is lost. No before-image is
 -- kept on the key (key format 2): the batch's intent carries the before-state of every key it
--- writes (checkpoint.lua, pending_before), and a recovery reads it from there.
+-- writes (a blob beside its checkpoint: RedisKeys.pending_before), and a recovery reads it.
 -- Returns the number of keys written.
 local h = cmsgpack.unpack(ARGV[1])
 local n, names, widths, ends_flat = h[1], h[2], h[3], h[4]
