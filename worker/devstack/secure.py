@@ -5,8 +5,9 @@
   ``online_als_serving`` (reads only).
 - Kafka: one SASL_SSL listener, SCRAM-SHA-512 users (``admin`` inter-broker, ``online_als``)
   created when the storage is formatted.
-- Cassandra: client encryption required, ``PasswordAuthenticator``; the role ``online_als``
-  is created with the built-in ``cassandra`` superuser, whose password is then randomised.
+- Cassandra: client encryption required, ``PasswordAuthenticator``; the roles ``online_als``
+  (admin, no superuser) and ``online_als_worker`` (SELECT, MODIFY) are made with the built-in
+  ``cassandra`` superuser, whose password is then randomised (:func:`secure_cql_setup`).
 
 It runs beside the normal stack: other ports (Redis 6390, Kafka 9192/9193, Cassandra
 9142/7100) and another runtime dir (``~/.cache/online-als/stack-secure``). Certificates and
@@ -32,6 +33,7 @@ from worker.devstack.tls import (
     KAFKA_ADMIN,
     SCRAM_MECHANISM,
     TlsMaterial,
+    ensure_password,
     ensure_tls,
     redis_acl,
 )
@@ -172,6 +174,7 @@ class SecureCassandraServer(CassandraServer):
             fh.write(
                 "\n# --- stack up --secure ---\n"
                 "authenticator: PasswordAuthenticator\n"
+                "authorizer: CassandraAuthorizer\n"  # the roles' GRANTs are enforced
                 "client_encryption_options:\n"
                 "  enabled: true\n"
                 "  optional: false\n"
@@ -199,8 +202,32 @@ class SecureCassandraServer(CassandraServer):
         return secure_cql_setup(self.config.host, self.config.cassandra_port, self.tls)
 
 
+CASSANDRA_WORKER = f"{APP_USER}_worker"
+
+
+def cassandra_role_statements(tls: TlsMaterial) -> list[str]:
+    """The secure stack's Cassandra roles (``docs/operations.md``, Roles), idempotent: the app
+    role ``online_als`` (admin: every permission on the keyspaces, DDL included, but no
+    superuser: no roles, no system keyspaces) and ``online_als_worker`` (SELECT and MODIFY
+    only: workers and archivers on a keyspace the admin migrated)."""
+    def q(name: str) -> str:
+        return ensure_password(tls, name).read_text().replace("'", "''")
+
+    return [
+        f"CREATE ROLE IF NOT EXISTS {APP_USER} WITH PASSWORD = '{q('cassandra')}' "
+        "AND LOGIN = true AND SUPERUSER = false",
+        f"ALTER ROLE {APP_USER} WITH SUPERUSER = false",  # a stack made when it was one
+        f"GRANT ALL PERMISSIONS ON ALL KEYSPACES TO {APP_USER}",
+        f"CREATE ROLE IF NOT EXISTS {CASSANDRA_WORKER} WITH PASSWORD = "
+        f"'{q('cassandra_worker')}' AND LOGIN = true AND SUPERUSER = false",
+        f"GRANT SELECT ON ALL KEYSPACES TO {CASSANDRA_WORKER}",
+        f"GRANT MODIFY ON ALL KEYSPACES TO {CASSANDRA_WORKER}",
+    ]
+
+
 def secure_cql_setup(host: str, port: int, tls: TlsMaterial) -> bool:
-    """True when the app role can log in over TLS; creates it on the first start."""
+    """True when the app role can log in over TLS. Logs in as the built-in superuser (its
+    first-start password, then a random one) to create or update the roles on every start."""
     from cassandra import AuthenticationFailed
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import Cluster, NoHostAvailable
@@ -219,25 +246,30 @@ def secure_cql_setup(host: str, port: int, tls: TlsMaterial) -> bool:
             cluster.shutdown()
             raise
 
+    def auth_failed(exc: NoHostAvailable) -> bool:
+        return all(isinstance(e, AuthenticationFailed) for e in exc.errors.values())
+
+    admin_pw = tls.password("store") + "-c"
     try:
+        fresh = False
         try:
-            cluster, session = session_as(APP_USER, tls.password("cassandra"))
-            cluster.shutdown()
-            return True
+            cluster, session = session_as("cassandra", admin_pw)
         except NoHostAvailable as exc:
-            if not all(isinstance(e, AuthenticationFailed) for e in exc.errors.values()):
+            if not auth_failed(exc):
                 return False
-        cluster, session = session_as("cassandra", "cassandra")
+            cluster, session = session_as("cassandra", "cassandra")
+            fresh = True
         try:
-            pw = tls.password("cassandra").replace("'", "''")
-            session.execute(  # type: ignore[attr-defined]
-                f"CREATE ROLE IF NOT EXISTS {APP_USER} WITH PASSWORD = '{pw}' "
-                "AND LOGIN = true AND SUPERUSER = true")
-            admin_pw = tls.password("store").replace("'", "''") + "-c"
-            session.execute(f"ALTER ROLE cassandra WITH PASSWORD = '{admin_pw}'")  # type: ignore[attr-defined]
+            for statement in cassandra_role_statements(tls):
+                session.execute(statement)  # type: ignore[attr-defined]
+            if fresh:
+                pw = admin_pw.replace("'", "''")
+                session.execute(f"ALTER ROLE cassandra WITH PASSWORD = '{pw}'")  # type: ignore[attr-defined]
         finally:
             cluster.shutdown()
-        return False  # the next poll logs in as the app role
+        cluster, session = session_as(APP_USER, tls.password("cassandra"))
+        cluster.shutdown()
+        return True
     except Exception:  # noqa: BLE001 - any driver error means "not ready yet"
         return False
     finally:
