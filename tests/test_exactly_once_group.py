@@ -64,6 +64,22 @@ def _two_partition_batch(settings: Settings) -> list[Any]:
     return msgs
 
 
+def _partition_zero(settings: Settings, n: int) -> tuple[list[Any], RedisStore, int,
+                                                        BatchApplier, Any]:
+    """The first ``n`` real messages of partition 0, and a bootstrapped version to apply them to."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(settings.kafka.topic, 0, 0)])
+    msgs: list[Any] = []
+    while len(msgs) < n:
+        msgs += [m for m in consumer.consume(n, timeout=1.0) if m.error() is None]
+    consumer.close()
+    store = store_for(settings)
+    version = lifecycle.bootstrap(settings, store)
+    applier = BatchApplier(store, settings.model, settings.kafka.topic)
+    return msgs, store, version, applier, applier.load_version(version)
+
+
 def _apply(commit: CommitProtocol, settings: Settings, state: Any, msgs: list[Any]) -> None:
     selection = commit.select(msgs)
     assert selection is not None
@@ -122,17 +138,7 @@ def test_a_stale_owner_is_fenced_and_cannot_rewind_the_checkpoint(
     settings = make_settings(stack, isolated, **{"model.rank": 8})
     events = synthetic_events(60, 10, 5, seed=3)
     produce(settings, events)
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
-                         "group.id": "unused", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(settings.kafka.topic, 0, 0)])
-    msgs: list[Any] = []
-    while len(msgs) < 60:
-        msgs += [m for m in consumer.consume(60, timeout=1.0) if m.error() is None]
-    consumer.close()
-    store = store_for(settings)
-    version = lifecycle.bootstrap(settings, store)
-    applier = BatchApplier(store, settings.model, settings.kafka.topic)
-    state = applier.load_version(version)
+    msgs, store, version, applier, state = _partition_zero(settings, 60)
     old = CommitProtocol(store, applier, settings.kafka.topic, owner="old")
     old.assign(version, [0])
     _apply(old, settings, state, msgs[:20])  # checkpoint 20
@@ -177,17 +183,7 @@ def test_a_stale_owner_whose_intent_was_accepted_lands_only_the_batch_the_new_ow
     settings = make_settings(stack, isolated, **{"model.rank": 8})
     events = synthetic_events(60, 10, 5, seed=5)
     produce(settings, events)
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
-                         "group.id": "unused", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(settings.kafka.topic, 0, 0)])
-    msgs: list[Any] = []
-    while len(msgs) < 60:
-        msgs += [m for m in consumer.consume(60, timeout=1.0) if m.error() is None]
-    consumer.close()
-    store = store_for(settings)
-    version = lifecycle.bootstrap(settings, store)
-    applier = BatchApplier(store, settings.model, settings.kafka.topic)
-    state = applier.load_version(version)
+    msgs, store, version, applier, state = _partition_zero(settings, 60)
     old = CommitProtocol(store, applier, settings.kafka.topic, owner="old")
     old.assign(version, [0])
     _apply(old, settings, state, msgs[:20])

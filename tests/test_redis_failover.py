@@ -55,6 +55,11 @@ class PrivateRedis:
         """kill -9 of redis-server: what was not persisted is gone."""
         self.stack.server("redis").kill()
 
+    def crash_and_restart(self) -> None:
+        """kill -9, then start again from the RDB or AOF it persisted."""
+        self.crash()
+        self.restart()
+
     def restart(self) -> None:
         """Start it again from whatever it persisted (the devstack finds the stale PID)."""
         self.stack.up(["redis"])
@@ -153,11 +158,8 @@ def test_restart_from_an_older_rdb_while_workers_run_replays_exactly(
     events = synthetic_events(6000, 400, 200, seed=21)
     produce(settings, events, partitions=partitions)
 
-    def crash_and_restart_from_rdb() -> None:
-        r.crash()
-        r.restart()
 
-    plan = on_commits({5: lambda: r.client().save(), 18: crash_and_restart_from_rdb})
+    plan = on_commits({5: lambda: r.client().save(), 18: r.crash_and_restart})
     workers = run_workers(settings, n_workers)
     assert not plan, "the stream ended before every fault ran"
     assert_invariants(settings, events, partitions, exact=partitions == 1)
@@ -171,11 +173,8 @@ def test_aof_everysec_restart_after_kill_9_keeps_every_event(
     events = synthetic_events(5000, 400, 200, seed=22)
     produce(settings, events)
 
-    def crash_and_restart_from_aof() -> None:
-        r.crash()
-        r.restart()
 
-    plan = on_commits({12: crash_and_restart_from_aof})
+    plan = on_commits({12: r.crash_and_restart})
     run_workers(settings, 1)
     assert not plan
     assert_invariants(settings, events, 1, exact=True)
