@@ -6,6 +6,7 @@ is not up. With ``CI=true`` an unreachable server fails the run; it never skips.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -126,6 +127,24 @@ def make_settings(stack: StackInfo, iso: Isolated, **overrides: object) -> Setti
     }
     base.update({k.replace("__", "."): v for k, v in overrides.items()})
     return load_config(overrides=base, environ={})
+
+
+@contextlib.contextmanager
+def persisted_settings(stack: StackInfo, iso: Isolated, migrate: bool = True,
+                       **overrides: object) -> Iterator[Settings]:
+    """:func:`make_settings` with Cassandra on and the test's own keyspace (migrated unless
+    ``migrate`` is False), dropped afterwards."""
+    from worker.stores.cassandra.store import CassandraStore
+
+    settings = make_settings(stack, iso, **{"cassandra.enabled": True, **overrides})
+    if migrate:
+        with CassandraStore(settings.cassandra) as cass:
+            cass.migrate()
+    try:
+        yield settings
+    finally:
+        with CassandraStore(settings.cassandra) as cass:
+            cass.drop_keyspace()
 
 
 @pytest.fixture

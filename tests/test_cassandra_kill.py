@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tests.conftest import Isolated, StackInfo, make_settings
+from tests.conftest import Isolated, StackInfo, persisted_settings
 from tests.streaming import produce, start_worker_thread, store_for, synthetic_events, wait_for
 from tests.test_system_of_record import (
     applied_offset,
@@ -40,15 +40,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 @pytest.fixture
 def persisted(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
-    settings = make_settings(stack, isolated, **{
-        "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 300,
+    with persisted_settings(stack, isolated, **{
+        "model.rank": 8, "worker.batch_max_events": 300,
         "archive.batch_max_events": 500, "archive.snapshot_interval_s": 0.5,
-        "worker.reconnect_backoff_max_s": 2})
-    with CassandraStore(settings.cassandra) as cass:
-        cass.migrate()
-    yield settings
-    with CassandraStore(settings.cassandra) as cass:
-        cass.drop_keyspace()
+        "worker.reconnect_backoff_max_s": 2}) as settings:
+        yield settings
 
 
 def _cassandra_up(local: object) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Isolated, StackInfo, make_settings
+from tests.conftest import Isolated, StackInfo, persisted_settings
 from tests.streaming import produce, run_worker, store_for, synthetic_events
 from worker.config import Settings, environ_for
 from worker.control import lifecycle
@@ -27,13 +27,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 @pytest.fixture
 def persisted(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
-    settings = make_settings(stack, isolated, **{
-        "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 400,
+    with persisted_settings(stack, isolated, migrate=False, **{
+        "model.rank": 8, "worker.batch_max_events": 400,
         "archive.batch_max_events": 700, "archive.snapshot_interval_s": 0,
-        "retrain.iterations": 3, "retrain.gate_margin": 10.0})
-    yield settings
-    with CassandraStore(settings.cassandra) as cass:
-        cass.drop_keyspace()
+        "retrain.iterations": 3, "retrain.gate_margin": 10.0}) as settings:
+        yield settings
 
 
 _HOLD = """

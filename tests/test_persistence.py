@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from online_als.factors import Factors
-from tests.conftest import Isolated, StackInfo, make_settings
+from tests.conftest import Isolated, StackInfo, make_settings, persisted_settings
 from tests.streaming import produce, run_worker, start_worker_thread, store_for, synthetic_events
 from tests.test_system_of_record import assert_same_state, redis_state, wipe
 from tests.test_worker_stream import assert_redis_equals, reference_model
@@ -31,15 +31,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 @pytest.fixture
 def persisted(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
-    settings = make_settings(stack, isolated, **{
-        "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 500,
+    with persisted_settings(stack, isolated, **{
+        "model.rank": 8, "worker.batch_max_events": 500,
         "archive.snapshot_interval_s": 0, "retrain.iterations": 4, "retrain.gate_margin": 10.0,
-        "retrain.lock_ttl_s": 1.5})
-    with CassandraStore(settings.cassandra) as cass:
-        cass.migrate()
-    yield settings
-    with CassandraStore(settings.cassandra) as cass:
-        cass.drop_keyspace()
+        "retrain.lock_ttl_s": 1.5}) as settings:
+        yield settings
 
 
 def archive(settings: Settings, idle_exit_s: float = 2.0) -> Archiver:

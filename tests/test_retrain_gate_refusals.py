@@ -18,7 +18,7 @@ import pytest
 
 from online_als.evaluation.gate import Verdict
 from online_als.factors import Factors
-from tests.conftest import Isolated, StackInfo, make_settings
+from tests.conftest import Isolated, StackInfo, persisted_settings
 from tests.streaming import produce, run_worker, store_for
 from tests.test_persistence import _stream_and_archive, archive
 from tests.test_system_of_record import wipe
@@ -33,15 +33,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 @pytest.fixture
 def gate_settings(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
     """Cassandra on, a small explicit model, margin 0 (the shipped margin), no warm start."""
-    settings = make_settings(stack, isolated, **{
-        "cassandra.enabled": True, "model.rank": 8, "archive.snapshot_interval_s": 0,
+    with persisted_settings(stack, isolated, **{
+        "model.rank": 8, "archive.snapshot_interval_s": 0,
         "retrain.iterations": 6, "retrain.gate_margin": 0.0, "retrain.holdout_fraction": 0.1,
-        "retrain.holdout_min_events": 0, "retrain.warm_start": False})
-    with CassandraStore(settings.cassandra) as cass:
-        cass.migrate()
-    yield settings
-    with CassandraStore(settings.cassandra) as cass:
-        cass.drop_keyspace()
+        "retrain.holdout_min_events": 0, "retrain.warm_start": False}) as settings:
+        yield settings
 
 
 def _with(settings: Settings, **retrain: object) -> Settings:

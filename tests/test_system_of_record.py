@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from online_als.factors import Factors
-from tests.conftest import Isolated, StackInfo, make_settings
+from tests.conftest import Isolated, StackInfo, make_settings, persisted_settings
 from tests.streaming import produce, store_for, synthetic_events, wait_for
 from tests.test_worker_stream import assert_redis_equals, reference_model
 from worker.config import Settings, environ_for
@@ -34,15 +34,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 @pytest.fixture
 def persisted(stack: StackInfo, isolated: Isolated) -> Iterator[Settings]:
-    settings = make_settings(stack, isolated, **{
-        "cassandra.enabled": True, "model.rank": 8, "worker.batch_max_events": 400,
+    with persisted_settings(stack, isolated, **{
+        "model.rank": 8, "worker.batch_max_events": 400,
         "archive.batch_max_events": 700, "archive.snapshot_interval_s": 0.5,
-        "retrain.iterations": 4, "retrain.gate_margin": 10.0})
-    with CassandraStore(settings.cassandra) as cass:
-        cass.migrate()
-    yield settings
-    with CassandraStore(settings.cassandra) as cass:
-        cass.drop_keyspace()
+        "retrain.iterations": 4, "retrain.gate_margin": 10.0}) as settings:
+        yield settings
 
 
 def wipe(store: RedisStore) -> None:
